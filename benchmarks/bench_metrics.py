@@ -1,0 +1,121 @@
+"""Time `metrics_from_traces` on a 1,000,000-line traces file and report its peak memory.
+
+The traces are synthetic but shaped like the engine's (every field written, states
+included, floats with full precision), written with the real trace writer. The
+measurement runs in a fresh Python process so that its peak resident memory
+(ru_maxrss) is its own; worker processes are reported separately.
+
+    python benchmarks/bench_metrics.py [--n 1000000] [--file traces.jsonl] [--workers N]
+
+Prints figures only; no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from ami_engine.io.stateset import StateSet
+from ami_engine.io.traces import REASONS, TraceColumns, write_traces
+
+SAFE_ACTION = (0.0, 0.5, 0.0, 1.0)
+
+_MEASURE = r"""
+import json, resource, sys, time
+t0 = time.perf_counter()
+from ami_engine.learning.feedback_metrics import metrics_from_traces
+t1 = time.perf_counter()
+workers = None if sys.argv[2] == "auto" else int(sys.argv[2])
+sums = metrics_from_traces(sys.argv[1], workers=workers)
+t2 = time.perf_counter()
+print(json.dumps({
+    "import_s": t1 - t0,
+    "metrics_s": t2 - t1,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "peak_rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    "metrics": sums.to_dict(),
+}))
+"""
+
+
+def synthetic_traces(n: int, seed: int = 0) -> tuple[TraceColumns, StateSet]:
+    """Decisions with the engine's shape: levels 0/1/2, clamps at level 1, SAFE_ACTION at 2."""
+    rng = np.random.default_rng(seed)
+    level = rng.choice(3, size=n, p=(0.45, 0.30, 0.25)).astype(np.int8)
+    raw = rng.integers(0, 5, size=(n, 4)) / 4.0
+    clamped = (level == 1) & (rng.random(n) < 0.8)
+    final = raw.copy()
+    final[clamped] = np.clip(raw[clamped] * rng.uniform(0.4, 1.0, size=(int(clamped.sum()), 4)), 0.0, 1.0)
+    final[level == 2] = SAFE_ACTION
+    delta_cus = rng.normal(0.0, 0.1, n)
+    delta_cus[:: 1 + n // 8] = np.nan  # first decision of a stream
+    cols = TraceColumns(
+        t=list(range(n)),
+        cus=rng.random(n),
+        cus_raw=rng.random(n),
+        delta_cus=delta_cus,
+        cus_mean=rng.random(n),
+        confidence=rng.random(n),
+        delta_confidence=np.where(clamped, rng.normal(0.0, 0.05, n), np.nan),
+        raw_action=raw,
+        final_action=final,
+        soft_clamp=clamped,
+        human_escalation=level == 2,
+        level=level,
+        reason=rng.integers(0, len(REASONS), n).astype(np.int8),
+        W=rng.random(n),
+        J=rng.random(n),
+        H=rng.random(n),
+        C=rng.random(n),
+    )
+    states = StateSet(
+        values=rng.random((n, 9)),
+        streams=[f"stream-{i * 8 // n}" for i in range(n)],
+        t=[None] * n,
+        ids=[f"s{i}" for i in range(n)],
+    )
+    return cols, states
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000, help="records to generate")
+    parser.add_argument("--file", help="measure this traces file instead of generating one")
+    parser.add_argument("--workers", default="auto", help="worker processes ('auto' = usable CPUs)")
+    parser.add_argument("--repeat", type=int, default=3, help="measurements (the best is reported too)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.file
+        if path is None:
+            path = os.path.join(tmp, "traces.jsonl")
+            start = time.perf_counter()
+            cols, states = synthetic_traces(args.n)
+            write_traces(path, cols, states, config_id="0123456789abcdef", model="ami-v1", chaos=False)
+            del cols, states
+            print(f"generated {args.n:,} records in {time.perf_counter() - start:.1f} s")
+        size = os.path.getsize(path)
+        print(f"file: {size / 1e6:.0f} MB, {size / max(args.n, 1):.0f} bytes per line, "
+              f"{len(os.sched_getaffinity(0))} usable CPUs")
+        runs = []
+        for _ in range(args.repeat):
+            out = subprocess.run([sys.executable, "-c", _MEASURE, path, args.workers], check=True,
+                                 capture_output=True, text=True)
+            runs.append(json.loads(out.stdout))
+            r = runs[-1]
+            print(f"metrics_from_traces: {r['metrics_s']:.3f} s (import {r['import_s']:.2f} s), "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB, workers' peak RSS {r['peak_rss_worker_mb']:.0f} MB")
+        best = min(r["metrics_s"] for r in runs)
+        print(f"best of {len(runs)}: {best:.3f} s")
+        print("metrics:", json.dumps(runs[-1]["metrics"]))
+
+
+if __name__ == "__main__":
+    main()

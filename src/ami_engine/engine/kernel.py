@@ -1,0 +1,512 @@
+"""Compiled kernels of the engine (ENGINE.md sections 4-11), over configs x states.
+
+A decision is computed in two passes:
+
+1. *pre-decision* (independent per state, parallel over states and configs): candidate
+   filter, selection, distinct scores, confidence, uncertainty and the escalation rules
+   of section 8. Two front ends feed it candidates in descending score order: the direct
+   path (one config: score the state's 625 actions, sort only the candidates) and the
+   sweep path (many configs: scores sorted once per state in a ScoreTable, a config's
+   candidate set is a mask over that order).
+2. *finish* (sequential per stream, parallel over streams and configs): temporal drift,
+   soft clamp, fail-safe, and either the per-decision trace columns or per-config sums.
+
+A config is a float64 row laid out as ROW below (see Config.kernel_row).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ..config.params import KERNEL_FLOATS
+from .scores import (
+    COMPASSION,
+    CONTEXT,
+    EMPATHY,
+    HARM_SENS,
+    JUSTICE,
+    PHYSICAL,
+    RESPONSIBILITY,
+    RISK,
+    SOCIAL,
+    clip,
+    moral_C,
+    moral_H,
+    moral_J,
+    moral_W,
+    score_action,
+    selection_score,
+    sig,
+)
+
+TIE = 1e-12
+
+# Reason codes; REASONS[code] is the trace's `reason`.
+REASONS = (
+    "normal",
+    "no_clear_leader",
+    "drift",
+    "j_critical",
+    "h_critical",
+    "low_confidence",
+    "divergence",
+    "clamp_violation",
+    "no_valid_candidate",
+)
+R_NORMAL, R_NO_CLEAR_LEADER, R_DRIFT, R_J_CRITICAL, R_H_CRITICAL = 0, 1, 2, 3, 4
+R_LOW_CONFIDENCE, R_DIVERGENCE, R_CLAMP_VIOLATION, R_NO_VALID_CANDIDATE = 5, 6, 7, 8
+
+# Layout of a config row.
+_I = {name: i for i, name in enumerate(KERNEL_FLOATS)}
+J_MIN = _I["J_MIN"]
+H_MAX = _I["H_MAX"]
+C_MIN = _I["C_MIN"]
+C_MAX = _I["C_MAX"]
+J_CRITICAL = _I["J_CRITICAL"]
+H_CRITICAL = _I["H_CRITICAL"]
+CONF_FORCE = _I["CONFIDENCE_ESCALATION_FORCE"]
+DIVERGENCE_HARD = _I["DIVERGENCE_HARD_THRESHOLD"]
+AS_SOFT = _I["AS_SOFT_THRESHOLD"]
+SIGMA_MAX = _I["SIGMA_MAX"]
+CONF_MARGIN_K = _I["CONFIDENCE_MARGIN_K"]
+UNC_MARGIN_K = _I["UNCERTAINTY_MARGIN_K"]
+AS_LAMBDA = _I["UNCERTAINTY_AS_LAMBDA"]
+DE_TEMPERATURE = _I["DE_TEMPERATURE"]
+ALPHA = _I["SOFT_CLAMP_ALPHA"]
+BETA = _I["SOFT_CLAMP_BETA"]
+GAMMA = _I["SOFT_CLAMP_GAMMA"]
+DELTA_CUS = _I["DELTA_CUS_THRESHOLD"]
+CUS_MEAN = _I["CUS_MEAN_THRESHOLD"]
+WINDOW = len(KERNEL_FLOATS)
+CUS_W = WINDOW + 1
+SAFE = WINDOW + 4
+ROW_LEN = SAFE + 4
+
+# Per-config sums (finish pass, sums mode).
+S_N, S_L0, S_L1, S_L2, S_CUS, S_DISTORTION, S_CLAMPED, S_H_FINAL = range(8)
+S_REASON = 8
+N_SUMS = S_REASON + len(REASONS)
+
+
+# ---------------------------------------------------------------- per-decision rules
+
+
+@njit(cache=True)
+def is_candidate(J, H, C, cfg):
+    """Section 4: the constraint filter."""
+    return J >= cfg[J_MIN] and H <= cfg[H_MAX] and cfg[C_MIN] <= C and C <= cfg[C_MAX]
+
+
+@njit(cache=True)
+def confidence_and_margin(W, J, H, C, cfg):
+    """Section 6: base (population std of W, J, 1-H, C) times a sigmoid of the margin."""
+    h = 1.0 - H
+    mean = (W + J + h + C) / 4.0
+    var = ((W - mean) ** 2 + (J - mean) ** 2 + (h - mean) ** 2 + (C - mean) ** 2) / 4.0
+    base = clip(1.0 - math.sqrt(var) / cfg[SIGMA_MAX])
+    margin = min(J - cfg[J_MIN], cfg[H_MAX] - H, C - cfg[C_MIN], cfg[C_MAX] - C)
+    margin = min(1.0, max(-1.0, margin))
+    return base * sig(cfg[CONF_MARGIN_K] * margin), margin
+
+
+@njit(cache=True)
+def combined_uncertainty(confidence, margin, de_norm, as_norm, cfg):
+    """Section 7: CUS = c1*HI + c2*DE_norm + c3*(1 - AS_norm)."""
+    hi = (1.0 - confidence) * (1.0 + sig(-cfg[UNC_MARGIN_K] * margin)) / 2.0
+    return cfg[CUS_W] * hi + cfg[CUS_W + 1] * de_norm + cfg[CUS_W + 2] * (1.0 - as_norm)
+
+
+@njit(cache=True)
+def rank_candidates(ks, kj, kh, kc, ka, ke, m0, cfg):
+    """Sections 4, 5 and 7 over actions sorted by S descending (ties in grid order).
+
+    ks, kj, kh, kc, ka: S, J, H, C and grid index of m0 actions, already sorted; the
+    config's filter picks the candidates among them. ke[k] = exp((ks[k] - s_ref) / T)
+    for one reference score s_ref >= every ks (shared by the configs of a sweep), or
+    ke[0] = NaN to compute the exponentials here.
+    Returns the number of candidates, the selected action, the number of distinct
+    scores, DE_norm and AS_norm.
+    """
+    j_min, h_max, c_min, c_max = cfg[J_MIN], cfg[H_MAX], cfg[C_MIN], cfg[C_MAX]
+    inv_t = 1.0 / cfg[DE_TEMPERATURE]
+    shared = not math.isnan(ke[0])
+    m = 0
+    best = -1
+    s_max = 0.0
+    inv_e_best = 1.0
+    selecting = True
+    # Distinct scores: keep a value only when it is more than TIE below the last kept.
+    # The softmax over them is accumulated in the same pass, shifted by the best score.
+    last_kept = 0.0
+    n = 0
+    second = 0.0
+    z = 1.0
+    zx = 0.0
+    for k in range(m0):
+        if not (kj[k] >= j_min and kh[k] <= h_max and c_min <= kc[k] and kc[k] <= c_max):
+            continue
+        s = ks[k]
+        m += 1
+        if m == 1:
+            best, s_max, last_kept, n = ka[k], s, s, 1
+            if shared:
+                inv_e_best = 1.0 / ke[k]
+            continue
+        if selecting:
+            if s >= s_max - TIE:
+                best = min(best, ka[k])
+            else:
+                selecting = False
+        if s < last_kept - TIE:
+            n += 1
+            last_kept = s
+            if n == 2:
+                second = s
+            x = (s - s_max) * inv_t
+            e = ke[k] * inv_e_best if shared else math.exp(x)
+            z += e
+            zx += x * e
+    if n < 2:
+        return m, best, n, 0.0, 1.0
+    entropy = math.log(z) - zx / z
+    de_norm = entropy / math.log(n)
+    as_norm = 1.0 - math.exp(-cfg[AS_LAMBDA] * (s_max - second))
+    return m, best, n, de_norm, as_norm
+
+
+@njit(cache=True)
+def sort_descending(keys, order, m, tmp):
+    """Stable bottom-up merge sort of order[:m] by keys[order] descending, in place.
+
+    Equal keys keep their input order (grid order), as section 5's tie rule needs."""
+    width = 1
+    src, dst = order, tmp
+    while width < m:
+        for lo in range(0, m, 2 * width):
+            mid = min(lo + width, m)
+            hi = min(lo + 2 * width, m)
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                if keys[src[j]] > keys[src[i]]:
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+        src, dst = dst, src
+        width *= 2
+    if src is not order:
+        order[:m] = src[:m]
+
+
+@njit(cache=True)
+def escalate(st, action, n_distinct, de_norm, as_norm, cfg):
+    """Sections 6-8 for the selected action: confidence, margin, CUS, level and reason."""
+    W, J, H, C = score_action(st, action[0], action[1], action[2], action[3])
+    confidence, margin = confidence_and_margin(W, J, H, C, cfg)
+    divergence = abs(confidence - (1.0 - de_norm)) if n_distinct >= 2 else 0.0
+    cus = combined_uncertainty(confidence, margin, de_norm, as_norm, cfg)
+    if J < cfg[J_CRITICAL]:
+        level, reason = 2, R_J_CRITICAL
+    elif H > cfg[H_CRITICAL]:
+        level, reason = 2, R_H_CRITICAL
+    elif confidence < cfg[CONF_FORCE]:
+        level, reason = 2, R_LOW_CONFIDENCE
+    elif divergence > cfg[DIVERGENCE_HARD]:
+        level, reason = 2, R_DIVERGENCE
+    elif as_norm < cfg[AS_SOFT]:
+        level, reason = 1, R_NO_CLEAR_LEADER
+    else:
+        level, reason = 0, R_NORMAL
+    return confidence, margin, cus, level, reason
+
+
+@njit(cache=True)
+def soft_clamp(raw, cus, cfg, out):
+    """Section 10: the clamped action, shaped by the decision's pre-clamp CUS."""
+    out[0] = clip(raw[0] * (1.0 - cfg[ALPHA] * cus))
+    out[1] = raw[1]
+    out[2] = clip(raw[2] * (1.0 - cfg[BETA] * cus))
+    out[3] = clip(raw[3] + cfg[GAMMA] * cus)
+
+
+# ------------------------------------------------------------------ pre-decision pass
+
+
+@njit(cache=True)
+def _score_state(st, actions, comp_of, comp_values, sw, s_out, j_out, h_out, c_comp):
+    """Scores of every grid action for one state; C depends on the action's compassion only."""
+    for g in range(comp_values.shape[0]):
+        c_comp[g] = moral_C(st[PHYSICAL], st[COMPASSION], st[RESPONSIBILITY], st[EMPATHY], comp_values[g])
+    for a in range(actions.shape[0]):
+        sev, comp, itv, dly = actions[a, 0], actions[a, 1], actions[a, 2], actions[a, 3]
+        W = moral_W(st[RISK], sev, comp, itv, dly)
+        J = moral_J(st[CONTEXT], st[RISK], st[JUSTICE], sev, comp, itv)
+        H = moral_H(st[SOCIAL], st[HARM_SENS], sev, comp, itv)
+        s_out[a] = selection_score(W, J, H, c_comp[comp_of[a]], sw)
+        j_out[a] = J
+        h_out[a] = H
+
+
+@njit(cache=True)
+def _best_of_all(s_all):
+    """Section 8, no candidate: the first action whose S is within TIE of the overall max."""
+    s_max = s_all.max()
+    for a in range(s_all.shape[0]):
+        if s_all[a] >= s_max - TIE:
+            return a
+    return 0
+
+
+@njit(cache=True)
+def _pre_decide(st, actions, ks, kj, kh, kc, ka, ke, m0, fallback, cfg, c, i, pre_a, pre_level, pre_reason, pre_f):
+    m, best, n, de_norm, as_norm = rank_candidates(ks, kj, kh, kc, ka, ke, m0, cfg)
+    if m == 0:
+        pre_a[c, i] = fallback
+        pre_level[c, i] = 2
+        pre_reason[c, i] = R_NO_VALID_CANDIDATE
+        pre_f[c, i, 0] = 0.0  # confidence
+        pre_f[c, i, 1] = 0.0  # margin (unused)
+        pre_f[c, i, 2] = 1.0  # CUS
+        pre_f[c, i, 3] = 0.0
+        pre_f[c, i, 4] = 1.0
+        return
+    confidence, margin, cus, level, reason = escalate(st, actions[best], n, de_norm, as_norm, cfg)
+    pre_a[c, i] = best
+    pre_level[c, i] = level
+    pre_reason[c, i] = reason
+    pre_f[c, i, 0] = confidence
+    pre_f[c, i, 1] = margin
+    pre_f[c, i, 2] = cus
+    pre_f[c, i, 3] = de_norm
+    pre_f[c, i, 4] = as_norm
+
+
+PRE_FLOATS = 5  # confidence, margin, cus, de_norm, as_norm
+
+
+@njit(parallel=True, cache=True)
+def pre_direct(states, actions, comp_of, comp_values, sw, cfg, block, pre_a, pre_level, pre_reason, pre_f):
+    """Pre-decisions of one config (row 0 of the outputs), scoring each state on the fly
+    and sorting only its candidates."""
+    n_states = states.shape[0]
+    n_actions = actions.shape[0]
+    for b in prange((n_states + block - 1) // block):
+        s_all = np.empty(n_actions)
+        j_all = np.empty(n_actions)
+        h_all = np.empty(n_actions)
+        c_comp = np.empty(comp_values.shape[0])
+        order = np.empty(n_actions, dtype=np.int64)
+        tmp = np.empty(n_actions, dtype=np.int64)
+        ks = np.empty(n_actions)
+        kj = np.empty(n_actions)
+        kh = np.empty(n_actions)
+        kc = np.empty(n_actions)
+        no_shared = np.full(1, np.nan)
+        for i in range(b * block, min(n_states, (b + 1) * block)):
+            st = states[i]
+            _score_state(st, actions, comp_of, comp_values, sw, s_all, j_all, h_all, c_comp)
+            m = 0
+            for a in range(n_actions):
+                if is_candidate(j_all[a], h_all[a], c_comp[comp_of[a]], cfg):
+                    order[m] = a
+                    m += 1
+            sort_descending(s_all, order, m, tmp)
+            for k in range(m):
+                a = order[k]
+                ks[k] = s_all[a]
+                kj[k] = j_all[a]
+                kh[k] = h_all[a]
+                kc[k] = c_comp[comp_of[a]]
+            _pre_decide(st, actions, ks, kj, kh, kc, order, no_shared, m, _best_of_all(s_all), cfg, 0, i,
+                        pre_a, pre_level, pre_reason, pre_f)
+
+
+@njit(parallel=True, cache=True)
+def build_score_table(states, actions, comp_of, comp_values, sw, block, table_s, table_j, table_h, table_a, c_comp,
+                      fallback):
+    """Per state: every action's S, J, H sorted by S descending (ties in grid order)."""
+    n_states = states.shape[0]
+    n_actions = actions.shape[0]
+    for b in prange((n_states + block - 1) // block):
+        s_all = np.empty(n_actions)
+        j_all = np.empty(n_actions)
+        h_all = np.empty(n_actions)
+        order = np.empty(n_actions, dtype=np.int64)
+        tmp = np.empty(n_actions, dtype=np.int64)
+        for i in range(b * block, min(n_states, (b + 1) * block)):
+            _score_state(states[i], actions, comp_of, comp_values, sw, s_all, j_all, h_all, c_comp[i])
+            for a in range(n_actions):
+                order[a] = a
+            sort_descending(s_all, order, n_actions, tmp)
+            for k in range(n_actions):
+                a = order[k]
+                table_s[i, k] = s_all[a]
+                table_j[i, k] = j_all[a]
+                table_h[i, k] = h_all[a]
+                table_a[i, k] = a
+            fallback[i] = _best_of_all(s_all)
+
+
+@njit(parallel=True, cache=True)
+def pre_sweep(states, actions, comp_of, table_s, table_j, table_h, table_a, c_comp, fallback, cfgs, block,
+              pre_a, pre_level, pre_reason, pre_f):
+    """Pre-decisions of many configs from a ScoreTable: each config masks the sorted order.
+
+    State-major: a state's sorted row is first narrowed to the actions that pass the
+    loosest filter of the chunk (and their softmax exponentials computed once, when the
+    configs share DE_TEMPERATURE), then every config scans that short list from cache.
+    """
+    n_states = states.shape[0]
+    n_actions = actions.shape[0]
+    n_cfg = cfgs.shape[0]
+    j_lo, h_hi = cfgs[:, J_MIN].min(), cfgs[:, H_MAX].max()
+    c_lo, c_hi = cfgs[:, C_MIN].min(), cfgs[:, C_MAX].max()
+    temperature = cfgs[0, DE_TEMPERATURE]
+    same_temperature = (cfgs[:, DE_TEMPERATURE] == temperature).all()
+    n_blocks = (n_states + block - 1) // block
+    for b in prange(n_blocks):
+        ks = np.empty(n_actions)
+        kj = np.empty(n_actions)
+        kh = np.empty(n_actions)
+        kc = np.empty(n_actions)
+        ke = np.empty(n_actions)
+        ka = np.empty(n_actions, dtype=np.int64)
+        for i in range(b * block, min(n_states, (b + 1) * block)):
+            s_top = table_s[i, 0]
+            m0 = 0
+            for k in range(n_actions):
+                if table_j[i, k] >= j_lo and table_h[i, k] <= h_hi:
+                    a = table_a[i, k]
+                    cv = c_comp[i, comp_of[a]]
+                    if c_lo <= cv and cv <= c_hi:
+                        ks[m0] = table_s[i, k]
+                        kj[m0] = table_j[i, k]
+                        kh[m0] = table_h[i, k]
+                        kc[m0] = cv
+                        ka[m0] = a
+                        m0 += 1
+            # Shared exponentials only while none of them can underflow.
+            shared = same_temperature and m0 > 0 and (s_top - ks[m0 - 1]) / temperature < 600.0
+            ke[0] = np.nan
+            if shared:
+                for k in range(m0):
+                    ke[k] = math.exp((ks[k] - s_top) / temperature)
+            for c in range(n_cfg):
+                _pre_decide(states[i], actions, ks, kj, kh, kc, ka, ke, m0, fallback[i], cfgs[c], c, i,
+                            pre_a, pre_level, pre_reason, pre_f)
+
+
+# ------------------------------------------------------------------------ finish pass
+
+
+@njit(cache=True)
+def drift_step(ring, count, cus_raw):
+    """Section 9: push a pre-clamp CUS into the stream's window (count = values seen before).
+
+    Returns delta_cus (NaN for a stream's first decision) and cus_mean over the window.
+    """
+    window = ring.shape[0]
+    delta_cus = cus_raw - ring[(count - 1) % window] if count > 0 else np.nan
+    ring[count % window] = cus_raw
+    used = min(count + 1, window)
+    total = 0.0
+    for w in range(count + 1 - used, count + 1):
+        total += ring[w % window]
+    return delta_cus, total / used
+
+
+@njit(cache=True)
+def settle(st, raw, level, reason, confidence, cus_raw, de_norm, as_norm, delta_cus, cus_mean, cfg, final):
+    """Sections 9-11 after the drift window: drift escalation, soft clamp, fail-safe.
+
+    Writes the final action into `final`; returns level, reason, cus, confidence,
+    delta_confidence (NaN unless clamped), soft_clamp and the final action's W, J, H, C.
+    """
+    if level == 0 and ((not math.isnan(delta_cus) and delta_cus > cfg[DELTA_CUS]) or cus_mean > cfg[CUS_MEAN]):
+        level = 1
+        reason = R_DRIFT
+    cus = cus_raw
+    delta_conf = np.nan
+    clamped = False
+    if level == 1:
+        soft_clamp(raw, cus_raw, cfg, final)
+        W, J, H, C = score_action(st, final[0], final[1], final[2], final[3])
+        conf_after, margin_after = confidence_and_margin(W, J, H, C, cfg)
+        if (not is_candidate(J, H, C, cfg) or J < cfg[J_CRITICAL] or H > cfg[H_CRITICAL]
+                or conf_after < cfg[CONF_FORCE]):
+            level = 2
+            reason = R_CLAMP_VIOLATION
+        else:
+            clamped = True
+            delta_conf = conf_after - confidence
+            confidence = conf_after
+            cus = combined_uncertainty(conf_after, margin_after, de_norm, as_norm, cfg)
+    if level == 2:
+        final[:] = cfg[SAFE:SAFE + 4]
+        W, J, H, C = score_action(st, final[0], final[1], final[2], final[3])
+    elif level == 0:
+        final[:] = raw
+        W, J, H, C = score_action(st, raw[0], raw[1], raw[2], raw[3])
+    return level, reason, cus, confidence, delta_conf, clamped, W, J, H, C
+
+
+@njit(parallel=True, cache=True)
+def finish(states, actions, cfgs, stream_order, stream_ptr, pre_a, pre_level, pre_reason, pre_f, full,
+           o_cus, o_delta_cus, o_cus_mean, o_final, o_soft, o_level, o_conf, o_dconf, o_reason, o_scores, sums):
+    """Drift, soft clamp and fail-safe, stream by stream in input order.
+
+    Adds each decision to `sums` (shape (configs * streams, N_SUMS)); with `full`, also
+    writes the per-decision columns o_* (shape (configs, N, ...)).
+    """
+    n_streams = stream_ptr.shape[0] - 1
+    for task in prange(cfgs.shape[0] * n_streams):
+        c = task // n_streams
+        s = task % n_streams
+        cfg = cfgs[c]
+        ring = np.empty(int(cfg[WINDOW]))
+        final = np.empty(4)
+        acc = sums[task]
+        for count in range(stream_ptr[s + 1] - stream_ptr[s]):
+            i = stream_order[stream_ptr[s] + count]
+            raw = actions[pre_a[c, i]]
+            cus_raw = pre_f[c, i, 2]
+            delta_cus, cus_mean = drift_step(ring, count, cus_raw)
+            level, reason, cus, confidence, delta_conf, clamped, W, J, H, C = settle(
+                states[i], raw, pre_level[c, i], pre_reason[c, i], pre_f[c, i, 0], cus_raw,
+                pre_f[c, i, 3], pre_f[c, i, 4], delta_cus, cus_mean, cfg, final)
+            acc[S_N] += 1.0
+            acc[S_L0 + level] += 1.0
+            acc[S_CUS] += cus
+            acc[S_H_FINAL] += H
+            acc[S_REASON + reason] += 1.0
+            if clamped:
+                acc[S_CLAMPED] += 1.0
+                acc[S_DISTORTION] += (abs(final[0] - raw[0]) + abs(final[1] - raw[1])
+                                      + abs(final[2] - raw[2]) + abs(final[3] - raw[3])) / 4.0
+            if full:
+                o_cus[c, i] = cus
+                o_delta_cus[c, i] = delta_cus
+                o_cus_mean[c, i] = cus_mean
+                o_final[c, i] = final
+                o_soft[c, i] = clamped
+                o_level[c, i] = level
+                o_conf[c, i] = confidence
+                o_dconf[c, i] = delta_conf
+                o_reason[c, i] = reason
+                o_scores[c, i, 0] = W
+                o_scores[c, i, 1] = J
+                o_scores[c, i, 2] = H
+                o_scores[c, i, 3] = C

@@ -1,0 +1,64 @@
+"""The in-memory form of a list of states: what the engine decides on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# The nine state fields of ENGINE.md section 1, in the column order of StateSet.values.
+STATE_FIELDS: tuple[str, ...] = (
+    "physical",
+    "social",
+    "context",
+    "risk",
+    "compassion",
+    "justice",
+    "harm_sens",
+    "responsibility",
+    "empathy",
+)
+
+
+@dataclass(frozen=True)
+class StateSet:
+    """N states in input order.
+
+    values: (N, 9) float64, columns in STATE_FIELDS order, every value in [0, 1].
+    streams, t, ids: one entry per state (None where the record had none); a stream is a
+    str or an int, and "1" and 1 are different streams.
+    repairs: per state, the fields that were filled or clipped on request, or None.
+    """
+
+    values: np.ndarray
+    streams: list[Any]
+    t: list[Any]
+    ids: list[Any]
+    repairs: list[dict[str, str] | None] | None = None
+    expect_level_min: np.ndarray | None = field(default=None)
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def stream_codes(self) -> tuple[np.ndarray, int]:
+        """Integer code per state (codes numbered by first appearance) and the number of streams."""
+        seen: dict[tuple[str, Any], int] = {}
+        codes = np.empty(len(self), dtype=np.int64)
+        for i, s in enumerate(self.streams):
+            key = (type(s).__name__, s)
+            codes[i] = seen.setdefault(key, len(seen))
+        return codes, len(seen)
+
+    def subset(self, index: np.ndarray) -> StateSet:
+        """The states at the given positions, in that order (t keeps each state's own value)."""
+        idx = [int(i) for i in index]
+        t = [self.t[i] if self.t[i] is not None else i for i in idx]
+        return StateSet(
+            values=self.values[index],
+            streams=[self.streams[i] for i in idx],
+            t=t,
+            ids=[self.ids[i] for i in idx],
+            repairs=None if self.repairs is None else [self.repairs[i] for i in idx],
+            expect_level_min=None if self.expect_level_min is None else self.expect_level_min[index],
+        )

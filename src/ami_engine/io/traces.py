@@ -1,0 +1,472 @@
+"""DecisionTrace files (TRACE.md): the writer of this engine's traces and a streaming reader
+for traces of any engine that writes the Phase 4.7.1 format.
+
+The writer puts every record's keys in one fixed order, as compact JSON, one record per
+line, floats in shortest round-trip form: the same decisions always give the same bytes.
+The reader requires the twelve Phase 4.7.1 fields, accepts this engine's fields when they
+are there, ignores unknown fields, and stops at the first bad record with
+`FILE:LINE: field: what is wrong`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from itertools import chain, repeat, starmap
+from operator import attrgetter
+from typing import Annotated, Any, Literal
+
+import msgspec
+import numpy as np
+from msgspec import UNSET, UnsetType
+
+from .files import (
+    DEFAULT_BLOCK_BYTES,
+    DecodedBlock,
+    InputError,
+    atomic_output,
+    decode_block,
+    display_name,
+    gc_paused,
+    iter_blocks,
+    open_binary,
+)
+from .stateset import STATE_FIELDS, StateSet
+
+# Rules that set a decision's level (ENGINE.md sections 8-10), in the order of their codes.
+REASONS: tuple[str, ...] = (
+    "normal",
+    "no_clear_leader",
+    "drift",
+    "j_critical",
+    "h_critical",
+    "low_confidence",
+    "divergence",
+    "clamp_violation",
+    "no_valid_candidate",
+)
+REASON_CODES: dict[str, int] = {name: code for code, name in enumerate(REASONS)}
+
+# The fields every DecisionTrace must have (Phase 4.7.1), in this engine's key order.
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "t",
+    "cus",
+    "delta_cus",
+    "cus_mean",
+    "raw_action",
+    "final_action",
+    "soft_clamp",
+    "level",
+    "confidence",
+    "delta_confidence",
+    "human_escalation",
+    "chaos",
+)
+ACTION_SIZE = 4
+
+
+@dataclass
+class TraceColumns:
+    """What the engine decided, one row per decision, ready to be written as traces.
+
+    `t` holds, per record, the number to write (the state's own t, else its 0-based
+    position). `delta_cus` and `delta_confidence` are NaN where the trace says null;
+    `reason` holds codes into REASONS.
+    """
+
+    t: list[Any]
+    cus: np.ndarray
+    cus_raw: np.ndarray
+    delta_cus: np.ndarray
+    cus_mean: np.ndarray
+    confidence: np.ndarray
+    delta_confidence: np.ndarray
+    raw_action: np.ndarray
+    final_action: np.ndarray
+    soft_clamp: np.ndarray
+    human_escalation: np.ndarray
+    level: np.ndarray
+    reason: np.ndarray
+    W: np.ndarray
+    J: np.ndarray
+    H: np.ndarray
+    C: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+# ---------------------------------------------------------------------------- writing
+
+_StateOut = msgspec.defstruct("_StateOut", [(name, float) for name in STATE_FIELDS], gc=False)
+
+
+class _TraceOut(msgspec.Struct, omit_defaults=True, gc=False):
+    """One written record; the field order here is the key order of the file."""
+
+    t: Any
+    cus: float
+    cus_raw: float
+    # NaN is written as null by msgspec: exactly what a missing delta means in a trace.
+    delta_cus: float
+    cus_mean: float
+    raw_action: list[float]
+    final_action: list[float]
+    soft_clamp: bool
+    level: int
+    confidence: float
+    delta_confidence: float
+    human_escalation: bool
+    chaos: bool
+    model: str
+    reason: str
+    W: float
+    J: float
+    H: float
+    C: float
+    stream: Any
+    id: Any
+    state: Any
+    config_id: str
+    input_repairs: dict[str, str] | None = None
+
+
+def encode_traces(
+    cols: TraceColumns,
+    states: StateSet,
+    *,
+    config_id: str,
+    model: str,
+    chaos: bool,
+    chunk_records: int = 8192,
+) -> Iterator[bytes]:
+    """The traces of `cols` (decided on `states`, row for row) as JSON lines, in chunks."""
+    n = len(cols)
+    if len(states) != n:
+        raise ValueError(f"{n} decisions but {len(states)} states")
+    encoder = msgspec.json.Encoder()
+    reason_names = np.asarray(REASONS, dtype=object)
+    repairs = states.repairs if states.repairs is not None else repeat(None, n)
+    repairs = [r or None for r in repairs]
+    for start in range(0, n, chunk_records):
+        part = slice(start, min(start + chunk_records, n))
+        with gc_paused():
+            records = list(
+                map(
+                    _TraceOut,
+                    cols.t[part],
+                    cols.cus[part].tolist(),
+                    cols.cus_raw[part].tolist(),
+                    cols.delta_cus[part].tolist(),
+                    cols.cus_mean[part].tolist(),
+                    cols.raw_action[part].tolist(),
+                    cols.final_action[part].tolist(),
+                    cols.soft_clamp[part].tolist(),
+                    cols.level[part].tolist(),
+                    cols.confidence[part].tolist(),
+                    cols.delta_confidence[part].tolist(),
+                    cols.human_escalation[part].tolist(),
+                    repeat(bool(chaos)),
+                    repeat(model),
+                    reason_names[cols.reason[part]].tolist(),
+                    cols.W[part].tolist(),
+                    cols.J[part].tolist(),
+                    cols.H[part].tolist(),
+                    cols.C[part].tolist(),
+                    states.streams[part],
+                    states.ids[part],
+                    starmap(_StateOut, states.values[part].tolist()),
+                    repeat(config_id),
+                    repairs[part],
+                )
+            )
+            encoded = encoder.encode_lines(records)
+        yield encoded
+
+
+def trace_records(
+    cols: TraceColumns, states: StateSet, *, config_id: str, model: str, chaos: bool
+) -> list[dict[str, Any]]:
+    """The records encode_traces writes, as plain dicts (what a reader of the file gets)."""
+    plain = msgspec.json.Decoder()
+    records: list[dict[str, Any]] = []
+    for chunk in encode_traces(cols, states, config_id=config_id, model=model, chaos=chaos):
+        records.extend(plain.decode_lines(chunk))
+    return records
+
+
+def write_traces(
+    path: str | os.PathLike[str],
+    cols: TraceColumns,
+    states: StateSet,
+    *,
+    config_id: str,
+    model: str,
+    chaos: bool,
+) -> None:
+    """Write a traces file atomically (`-` = stdout, `.gz` compressed)."""
+    with atomic_output(path) as out:
+        for chunk in encode_traces(cols, states, config_id=config_id, model=model, chaos=chaos):
+            out.write(chunk)
+
+
+# ---------------------------------------------------------------------------- reading
+
+_Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+_Action = tuple[float, float, float, float]
+
+TraceState = msgspec.defstruct("TraceState", [(name, _Unit) for name in STATE_FIELDS], gc=False)
+
+
+class RequiredTraceRecord(msgspec.Struct, gc=False):
+    """The Phase 4.7.1 fields of a record; every other key is skipped unread."""
+
+    t: int | float
+    cus: _Unit
+    delta_cus: float | None
+    cus_mean: _Unit
+    raw_action: _Action
+    final_action: _Action
+    soft_clamp: bool
+    level: Literal[0, 1, 2]
+    confidence: _Unit
+    delta_confidence: float | None
+    human_escalation: bool
+    chaos: bool
+
+
+class TraceRecord(RequiredTraceRecord, gc=False):
+    """A whole record: the required fields and those this engine adds, each optional."""
+
+    model: str | UnsetType = UNSET
+    reason: str | UnsetType = UNSET
+    cus_raw: _Unit | UnsetType = UNSET
+    W: float | UnsetType = UNSET
+    J: float | UnsetType = UNSET
+    H: float | UnsetType = UNSET
+    C: float | UnsetType = UNSET
+    stream: str | int | None | UnsetType = UNSET
+    id: str | int | None | UnsetType = UNSET
+    state: TraceState | UnsetType = UNSET  # type: ignore[valid-type]
+    config_id: str | UnsetType = UNSET
+    input_repairs: dict[str, Literal["filled", "clipped"]] | UnsetType = UNSET
+
+
+@dataclass
+class TraceChunk:
+    """Consecutive trace records as columns.
+
+    Optional columns are None when no record of the chunk has the field; otherwise records
+    without it hold NaN (numbers) or None (others). `delta_cus` and `delta_confidence` are
+    NaN where the trace says null. `state` is (n, 9) in STATE_FIELDS order with `has_state`
+    saying which rows came with one. `line` is each record's line number in its file.
+    """
+
+    line: np.ndarray
+    t: np.ndarray
+    t_values: list[int | float]
+    cus: np.ndarray
+    delta_cus: np.ndarray
+    cus_mean: np.ndarray
+    raw_action: np.ndarray
+    final_action: np.ndarray
+    soft_clamp: np.ndarray
+    level: np.ndarray
+    confidence: np.ndarray
+    delta_confidence: np.ndarray
+    human_escalation: np.ndarray
+    chaos: np.ndarray
+    reason: list[str | None] | None = None
+    cus_raw: np.ndarray | None = None
+    W: np.ndarray | None = None
+    J: np.ndarray | None = None
+    H: np.ndarray | None = None
+    C: np.ndarray | None = None
+    stream: list[Any] | None = None
+    id: list[Any] | None = None
+    state: np.ndarray | None = None
+    has_state: np.ndarray | None = None
+    config_id: list[str | None] | None = None
+    model: list[str | None] | None = None
+    input_repairs: list[dict[str, str] | None] | None = None
+
+    def __len__(self) -> int:
+        return int(self.line.shape[0])
+
+    @classmethod
+    def from_records(cls, records: list[TraceRecord], line: np.ndarray) -> TraceChunk:
+        n = len(records)
+        states = _optional(records, "state")
+        has_state = None
+        state_values = None
+        if states is not None:
+            has_state = np.fromiter((s is not None for s in states), dtype=bool, count=n)
+            present = [s for s in states if s is not None]
+            state_values = np.full((n, len(STATE_FIELDS)), np.nan)
+            state_values[has_state] = _rows(present, STATE_FIELDS)
+        t_values = list(map(attrgetter("t"), records))
+        return cls(
+            line=line,
+            t=np.array(t_values, dtype=np.float64),
+            t_values=t_values,
+            cus=_floats(records, "cus"),
+            delta_cus=np.array(list(map(attrgetter("delta_cus"), records)), dtype=np.float64),
+            cus_mean=_floats(records, "cus_mean"),
+            raw_action=_actions(records, "raw_action"),
+            final_action=_actions(records, "final_action"),
+            soft_clamp=_bools(records, "soft_clamp"),
+            level=np.fromiter(map(attrgetter("level"), records), dtype=np.int8, count=n),
+            confidence=_floats(records, "confidence"),
+            delta_confidence=np.array(list(map(attrgetter("delta_confidence"), records)), dtype=np.float64),
+            human_escalation=_bools(records, "human_escalation"),
+            chaos=_bools(records, "chaos"),
+            reason=_optional(records, "reason"),
+            cus_raw=_optional_floats(records, "cus_raw"),
+            W=_optional_floats(records, "W"),
+            J=_optional_floats(records, "J"),
+            H=_optional_floats(records, "H"),
+            C=_optional_floats(records, "C"),
+            stream=_optional(records, "stream"),
+            id=_optional(records, "id"),
+            state=state_values,
+            has_state=has_state,
+            config_id=_optional(records, "config_id"),
+            model=_optional(records, "model"),
+            input_repairs=_optional(records, "input_repairs"),
+        )
+
+    @classmethod
+    def concat(cls, chunks: list[TraceChunk]) -> TraceChunk:
+        """One chunk holding the records of all `chunks`, in order."""
+        if not chunks:
+            raise ValueError("no chunks to join")
+        sizes = [len(c) for c in chunks]
+        joined: dict[str, Any] = {}
+        for f in fields(cls):
+            parts = [getattr(c, f.name) for c in chunks]
+            if all(p is None for p in parts):
+                joined[f.name] = None
+            elif f.name == "has_state":
+                joined[f.name] = np.concatenate(
+                    [np.zeros(k, dtype=bool) if p is None else p for p, k in zip(parts, sizes, strict=True)]
+                )
+            elif any(isinstance(p, np.ndarray) for p in parts):
+                template = next(p for p in parts if p is not None)
+                joined[f.name] = np.concatenate(
+                    [_missing_like(template, k) if p is None else p for p, k in zip(parts, sizes, strict=True)]
+                )
+            else:
+                joined[f.name] = list(chain.from_iterable([None] * k if p is None else p
+                                                          for p, k in zip(parts, sizes, strict=True)))
+        return cls(**joined)
+
+
+def _missing_like(template: np.ndarray, n: int) -> np.ndarray:
+    return np.full((n, *template.shape[1:]), np.nan)
+
+
+def _floats(records: list[Any], name: str) -> np.ndarray:
+    return np.fromiter(map(attrgetter(name), records), dtype=np.float64, count=len(records))
+
+
+def _bools(records: list[Any], name: str) -> np.ndarray:
+    return np.fromiter(map(attrgetter(name), records), dtype=bool, count=len(records))
+
+
+def _rows(records: list[Any], names: tuple[str, ...]) -> np.ndarray:
+    values = chain.from_iterable(map(attrgetter(*names), records))
+    return np.fromiter(values, dtype=np.float64, count=len(records) * len(names)).reshape(len(records), len(names))
+
+
+def _actions(records: list[Any], name: str) -> np.ndarray:
+    values = chain.from_iterable(map(attrgetter(name), records))
+    return np.fromiter(values, dtype=np.float64, count=len(records) * ACTION_SIZE).reshape(len(records), ACTION_SIZE)
+
+
+def _optional(records: list[Any], name: str) -> list[Any] | None:
+    """The field of every record (None where absent), or None when no record has it."""
+    values = list(map(attrgetter(name), records))
+    absent = values.count(UNSET)
+    if absent == len(values):
+        return None
+    return [None if v is UNSET else v for v in values] if absent else values
+
+
+def _optional_floats(records: list[Any], name: str) -> np.ndarray | None:
+    values = _optional(records, name)
+    return None if values is None else np.array(values, dtype=np.float64)
+
+
+def iter_trace_blocks(
+    path: str | os.PathLike[str],
+    record_type: type[msgspec.Struct] = TraceRecord,
+    *,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> Iterator[DecodedBlock]:
+    """The decoded records of a traces file, block by block (see files.iter_blocks)."""
+    source = display_name(path)
+    decoder = msgspec.json.Decoder(record_type)
+    first_line = 1
+    with open_binary(path) as stream:
+        for data in iter_blocks(stream, block_bytes=block_bytes):
+            block = decode_block(data, decoder, source, first_line)
+            first_line += block.n_lines
+            yield block
+
+
+def iter_trace_chunks(
+    path: str | os.PathLike[str], *, chunk_lines: int = 65536, block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> Iterator[TraceChunk]:
+    """The records of a traces file as column chunks of at most `chunk_lines` records.
+
+    Memory stays bounded by one block of the file and its chunks, however long the file.
+    """
+    for block in iter_trace_blocks(path, TraceRecord, block_bytes=block_bytes):
+        for start in range(0, len(block.records), chunk_lines):
+            stop = start + chunk_lines
+            with gc_paused():
+                chunk = TraceChunk.from_records(block.records[start:stop], block.lines[start:stop])
+            yield chunk
+
+
+def read_traces(path: str | os.PathLike[str]) -> TraceChunk:
+    """All records of a (small) traces file as one chunk; an empty file is an InputError."""
+    chunks = list(iter_trace_chunks(path))
+    if not chunks:
+        raise InputError(display_name(path), None, None, "no traces in the file")
+    return chunks[0] if len(chunks) == 1 else TraceChunk.concat(chunks)
+
+
+def read_trace_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every record as a plain dict, checked like read_traces, unknown fields kept."""
+    source = display_name(path)
+    checker = msgspec.json.Decoder(TraceRecord)
+    plain = msgspec.json.Decoder()
+    out: list[dict[str, Any]] = []
+    first_line = 1
+    with open_binary(path) as stream:
+        for data in iter_blocks(stream):
+            block = decode_block(data, checker, source, first_line)
+            first_line += block.n_lines
+            out.extend(plain.decode(line) for line in data.split(b"\n") if line.strip())
+    return out
+
+
+__all__ = [
+    "ACTION_SIZE",
+    "REASONS",
+    "REASON_CODES",
+    "REQUIRED_FIELDS",
+    "RequiredTraceRecord",
+    "TraceChunk",
+    "TraceColumns",
+    "TraceRecord",
+    "encode_traces",
+    "iter_trace_blocks",
+    "iter_trace_chunks",
+    "read_trace_records",
+    "read_traces",
+    "trace_records",
+    "write_traces",
+]

@@ -1,0 +1,1 @@
+"""Offline learning: feedback metrics, loss, candidate search and the offline loop."""

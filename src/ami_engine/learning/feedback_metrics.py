@@ -1,0 +1,249 @@
+"""Feedback metrics of a set of decisions (PHASE_6_0.md section 3).
+
+- fail_safe_rate: fraction of records with level == 2;
+- mean_cus: mean of `cus` over all records;
+- clamp_distortion: per record, the mean over the four components of
+  |final_action - raw_action| when soft_clamp is true and 0 otherwise, averaged over all
+  records.
+
+Every metric is a sum over records divided by the number of records, so MetricSums keeps
+the sums: sums of shards add up to the sums of the whole (LEARNING.md, "Metrics and loss").
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import chain, compress
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ..io.files import (
+    DEFAULT_BLOCK_BYTES,
+    InputError,
+    block_boundary,
+    decode_block,
+    display_name,
+    gc_paused,
+    is_plain_file,
+    iter_blocks,
+)
+from ..io.traces import ACTION_SIZE, RequiredTraceRecord, iter_trace_blocks
+
+FAIL_SAFE_LEVEL = 2
+N_LEVELS = 3
+# Below this many blocks a file is read in this process: starting workers would cost more.
+_MIN_BLOCKS_TO_SHARE = 4
+_TASKS_PER_WORKER = 4
+
+
+@dataclass(frozen=True)
+class MetricSums:
+    """Counts and sums over a set of decisions; add two to get those of both sets.
+
+    The rates are NaN for an empty set (there is no rate of nothing).
+    """
+
+    n: int = 0
+    n_level: tuple[int, int, int] = (0, 0, 0)
+    sum_cus: float = 0.0
+    sum_distortion: float = 0.0
+    n_clamped: int = 0
+    n_human: int = 0
+
+    def merge(self, other: MetricSums) -> MetricSums:
+        return MetricSums(
+            n=self.n + other.n,
+            n_level=tuple(a + b for a, b in zip(self.n_level, other.n_level, strict=True)),  # type: ignore[arg-type]
+            sum_cus=self.sum_cus + other.sum_cus,
+            sum_distortion=self.sum_distortion + other.sum_distortion,
+            n_clamped=self.n_clamped + other.n_clamped,
+            n_human=self.n_human + other.n_human,
+        )
+
+    def __add__(self, other: MetricSums) -> MetricSums:
+        if not isinstance(other, MetricSums):
+            return NotImplemented
+        return self.merge(other)
+
+    def _per_record(self, total: float) -> float:
+        return total / self.n if self.n else math.nan
+
+    @property
+    def fail_safe_rate(self) -> float:
+        return self._per_record(self.n_level[FAIL_SAFE_LEVEL])
+
+    @property
+    def mean_cus(self) -> float:
+        return self._per_record(self.sum_cus)
+
+    @property
+    def clamp_distortion(self) -> float:
+        return self._per_record(self.sum_distortion)
+
+    @property
+    def level_rates(self) -> tuple[float, float, float]:
+        return tuple(self._per_record(c) for c in self.n_level)  # type: ignore[return-value]
+
+    @property
+    def human_escalation_rate(self) -> float:
+        return self._per_record(self.n_human)
+
+    @property
+    def soft_clamp_rate(self) -> float:
+        return self._per_record(self.n_clamped)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The metrics and the counts behind them, as plain JSON-ready values."""
+        return {
+            "n": self.n,
+            "fail_safe_rate": self.fail_safe_rate,
+            "mean_cus": self.mean_cus,
+            "clamp_distortion": self.clamp_distortion,
+            "level_rates": list(self.level_rates),
+            "level_counts": list(self.n_level),
+            "human_escalation_rate": self.human_escalation_rate,
+            "soft_clamp_rate": self.soft_clamp_rate,
+        }
+
+
+def sums_from_columns(
+    level: np.ndarray,
+    cus: np.ndarray,
+    soft_clamp: np.ndarray,
+    raw_action: np.ndarray,
+    final_action: np.ndarray,
+    human_escalation: np.ndarray,
+) -> MetricSums:
+    """MetricSums of decisions given as columns (raw/final actions of shape (n, 4))."""
+    clamped = np.asarray(soft_clamp, dtype=bool)
+    return _sums(level, cus, clamped, np.asarray(raw_action)[clamped], np.asarray(final_action)[clamped],
+                 human_escalation)
+
+
+def _sums(
+    level: np.ndarray,
+    cus: np.ndarray,
+    soft_clamp: np.ndarray,
+    raw_clamped: np.ndarray,
+    final_clamped: np.ndarray,
+    human_escalation: np.ndarray,
+) -> MetricSums:
+    """The one place the metric sums are computed; the actions are those of clamped records only."""
+    level = np.asarray(level)
+    counts = np.bincount(level.astype(np.intp), minlength=N_LEVELS)
+    if counts.size > N_LEVELS:
+        raise ValueError(f"level must be 0, 1 or 2, got {int(level.max())}")
+    distortion = np.abs(np.asarray(final_clamped, dtype=np.float64) - np.asarray(raw_clamped, dtype=np.float64))
+    return MetricSums(
+        n=int(level.shape[0]),
+        n_level=(int(counts[0]), int(counts[1]), int(counts[2])),
+        sum_cus=float(np.sum(cus, dtype=np.float64)),
+        sum_distortion=float(distortion.mean(axis=1).sum()) if distortion.size else 0.0,
+        n_clamped=int(np.count_nonzero(soft_clamp)),
+        n_human=int(np.count_nonzero(human_escalation)),
+    )
+
+
+def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
+    """MetricSums of decoded records, converting actions only where the clamp acted."""
+    n = len(records)
+    with gc_paused():
+        clamped_mask = np.fromiter(map(attrgetter("soft_clamp"), records), dtype=bool, count=n)
+        clamped = list(compress(records, clamped_mask))
+        return _sums(
+            level=np.fromiter(map(attrgetter("level"), records), dtype=np.int8, count=n),
+            cus=np.fromiter(map(attrgetter("cus"), records), dtype=np.float64, count=n),
+            soft_clamp=clamped_mask,
+            raw_clamped=_actions(clamped, "raw_action"),
+            final_clamped=_actions(clamped, "final_action"),
+            human_escalation=np.fromiter(map(attrgetter("human_escalation"), records), dtype=bool, count=n),
+        )
+
+
+def _actions(records: list[RequiredTraceRecord], name: str) -> np.ndarray:
+    values = chain.from_iterable(map(attrgetter(name), records))
+    return np.fromiter(values, dtype=np.float64, count=len(records) * ACTION_SIZE).reshape(-1, ACTION_SIZE)
+
+
+def metrics_from_traces(
+    path: str | os.PathLike[str], *, workers: int | None = None, block_bytes: int = DEFAULT_BLOCK_BYTES
+) -> MetricSums:
+    """MetricSums of a traces file, streamed block by block (`-` = stdin, `.gz` decompressed).
+
+    Every record is checked for the Phase 4.7.1 fields; the first bad one raises InputError.
+    A large plain file is shared among `workers` processes (default: the usable CPUs).
+    The result does not depend on the number of workers: each block's sums are taken
+    alone and added in file order.
+    """
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n_blocks = 0
+    if workers > 1 and is_plain_file(path) and "fork" in multiprocessing.get_all_start_methods():
+        n_blocks = math.ceil(os.path.getsize(path) / block_bytes)
+    if n_blocks >= _MIN_BLOCKS_TO_SHARE:
+        parts = _shared_out(path, workers, n_blocks, block_bytes)
+    else:
+        parts = [_sums_of_records(block.records) for block in iter_trace_blocks(path, RequiredTraceRecord,
+                                                                                 block_bytes=block_bytes)]
+    total = MetricSums()
+    for part in parts:
+        total = total + part
+    if total.n == 0:
+        raise InputError(display_name(path), None, None, "no traces in the file")
+    return total
+
+
+@dataclass
+class _RangeResult:
+    sums: list[MetricSums] = field(default_factory=list)
+    n_lines: int = 0
+    error: InputError | None = None
+
+
+def _shared_out(path: str | os.PathLike[str], workers: int, n_blocks: int, block_bytes: int) -> list[MetricSums]:
+    """Per-block sums of a plain file, its blocks handed out in contiguous ranges."""
+    n_tasks = min(n_blocks, workers * _TASKS_PER_WORKER)
+    edges = np.linspace(0, n_blocks, n_tasks + 1).round().astype(int).tolist()
+    ranges = list(zip(edges[:-1], edges[1:], strict=True))
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=min(workers, n_tasks), mp_context=context) as pool:
+        results = list(pool.map(_sums_of_range, [os.fspath(path)] * len(ranges), *zip(*ranges, strict=True),
+                                [block_bytes] * len(ranges)))
+    parts: list[MetricSums] = []
+    lines_before = 0
+    for result in results:
+        if result.error is not None:
+            raise result.error.with_line_offset(lines_before)
+        parts.extend(result.sums)
+        lines_before += result.n_lines
+    return parts
+
+
+def _sums_of_range(path: str, first_block: int, stop_block: int, block_bytes: int) -> _RangeResult:
+    """Sums of blocks [first_block, stop_block); line numbers count from the range's start."""
+    result = _RangeResult()
+    decoder = msgspec.json.Decoder(RequiredTraceRecord)
+    source = display_name(path)
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        start = block_boundary(stream, first_block, size, block_bytes)
+        end = block_boundary(stream, stop_block, size, block_bytes)
+        stream.seek(start)
+        try:
+            for data in iter_blocks(stream, block_bytes=block_bytes, start=start, end=end):
+                block = decode_block(data, decoder, source, result.n_lines + 1)
+                result.n_lines += block.n_lines
+                result.sums.append(_sums_of_records(block.records))
+        except InputError as err:
+            result.error = err
+    return result
+
+
+__all__ = ["MetricSums", "metrics_from_traces", "sums_from_columns"]

@@ -1,0 +1,479 @@
+"""The Phase 6.0 offline loop: data -> split -> search -> gate -> suggestion.
+
+    states / scenario / replayable traces
+        -> seeded train / held-out split (by stream, or in time with < 5 streams)
+        -> batches of candidate configs (policy_optimizer) evaluated on the training part
+           with the batch engine, under the search-time constraints (critical floor,
+           regression suite)
+        -> the best feasible candidate through the full gate (next best on REJECT)
+        -> suggestion (never applied), history, the needless fail-safes it removes
+
+Held-out data never chooses: it is evaluated for the history and the report and used by
+the gate only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import ENGINE_MODEL, __version__
+from ..config import Config
+from ..engine import REASONS, ScoreTable, run
+from ..engine import kernel as K
+from ..gate.constraints import CriticalFloor, regression_failures
+from ..io.stateset import STATE_FIELDS, StateSet
+from ..scenario import generate
+from ..suites import critical_set, profile_suite
+from .loss import LossWeights, loss
+from .policy_optimizer import SearchSpace, make_strategy
+from .study import StudyStore, make_fingerprint
+
+DEFAULT_BATCH = 32
+MAX_GATE_TRIES = 3
+
+
+class LearnError(ValueError):
+    """The loop cannot run on this input (exit code 2)."""
+
+
+# ------------------------------------------------------------------------------ data
+
+
+@dataclass(frozen=True)
+class LearnData:
+    """The states to learn from, and where they came from (for the suggestion's [meta])."""
+
+    states: StateSet
+    source: str  # "scenario", "states" or "traces"
+    description: str
+    sha256: str
+    path: str | None = None
+    scenario: dict[str, Any] | None = None
+
+    def meta(self) -> dict[str, Any]:
+        _, n_streams = self.states.stream_codes()
+        out: dict[str, Any] = {"source": self.source, "description": self.description, "sha256": self.sha256,
+                               "n_records": len(self.states), "n_streams": n_streams}
+        if self.path is not None:
+            out["path"] = self.path
+        if self.scenario is not None:
+            out["scenario"] = self.scenario
+        return out
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_from_scenario(name: str, n: int, seed: int, streams: int = 8) -> LearnData:
+    states = generate(name, n, seed, streams)
+    digest = hashlib.sha256(np.ascontiguousarray(states.values).tobytes()).hexdigest()
+    return LearnData(states, "scenario", f"scenario {name}, n={n}, seed={seed}, streams={streams}", digest,
+                     scenario={"name": name, "n": n, "seed": seed, "streams": streams})
+
+
+def data_from_states_file(path: str) -> LearnData:
+    from ..io.states import read_states
+
+    return LearnData(read_states(path), "states", f"states file {path}", _file_sha256(path), path=path)
+
+
+def data_from_traces_file(path: str) -> LearnData:
+    """Replay: the states carried by a traces file, stream by stream in file order."""
+    from ..io.states import states_from_records
+    from ..io.traces import read_trace_records
+
+    records = read_trace_records(path)
+    missing = [i for i, r in enumerate(records) if r.get("state") is None]
+    if missing:
+        raise LearnError(
+            f"{path}: {len(missing)} of {len(records)} records carry no `state` (first: record {missing[0] + 1}); "
+            "traces without states give metrics only: use `ami-engine metrics` on this file, or pass the "
+            "states with --states")
+    states = [{**r["state"], "stream": r.get("stream"), "id": r.get("id"), "t": r.get("t")} for r in records]
+    return LearnData(states_from_records(states), "traces", f"traces file {path} (replayed)",
+                     _file_sha256(path), path=path)
+
+
+def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
+    """Rebuild the data a suggestion names, refusing when a file changed since."""
+    source = data_meta.get("source")
+    if source == "scenario":
+        sc = data_meta["scenario"]
+        data = data_from_scenario(sc["name"], int(sc["n"]), int(sc["seed"]), int(sc["streams"]))
+    elif source in ("states", "traces"):
+        path = data_meta.get("path")
+        if not path or not Path(path).is_file():
+            raise LearnError(f"data: the suggestion's {source} file {path!r} is not readable here")
+        data = data_from_states_file(path) if source == "states" else data_from_traces_file(path)
+    else:
+        raise LearnError(f"data: unknown source {source!r}")
+    if data.sha256 != data_meta.get("sha256"):
+        raise LearnError(f"data: {data.description} has SHA-256 {data.sha256}, the suggestion names "
+                         f"{data_meta.get('sha256')}; it is not the data the suggestion was learned on")
+    return data
+
+
+# ----------------------------------------------------------------------------- split
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray  # positions in the data, input order kept
+    held_out: np.ndarray
+    method: str  # "by_stream" or "in_time"
+    train_fraction: float
+    seed: int
+
+    def meta(self) -> dict[str, Any]:
+        return {"method": self.method, "train_fraction": self.train_fraction, "seed": self.seed,
+                "n_train": int(self.train.size), "n_heldout": int(self.held_out.size)}
+
+
+def split_states(states: StateSet, seed: int, train_fraction: float = 0.8) -> Split:
+    """LEARNING.md: with 5 or more streams whole streams go to one side (the seeded shuffle
+    of streams whose train share comes nearest the fraction); with fewer, each stream's
+    first `train_fraction` of decisions trains and the rest is held out."""
+    if not 0.0 < train_fraction < 1.0:
+        raise LearnError(f"split: train fraction must be in (0, 1), got {train_fraction}")
+    codes, n_streams = states.stream_codes()
+    n = len(states)
+    if n < 2:
+        raise LearnError(f"data: {n} state(s); at least 2 are needed for a train/held-out split")
+    if n_streams >= 5:
+        sizes = np.bincount(codes, minlength=n_streams)
+        shuffled = np.random.default_rng(seed).permutation(n_streams)
+        cum = np.cumsum(sizes[shuffled])[:-1]  # at least one stream each side
+        k = int(np.argmin(np.abs(cum - train_fraction * n))) + 1
+        in_train = np.zeros(n_streams, dtype=bool)
+        in_train[shuffled[:k]] = True
+        mask = in_train[codes]
+        method = "by_stream"
+    else:
+        mask = np.zeros(n, dtype=bool)
+        for s in range(n_streams):
+            pos = np.flatnonzero(codes == s)
+            mask[pos[: int(math.floor(train_fraction * pos.size + 0.5))]] = True
+        method = "in_time"
+        if mask.all() or not mask.any():
+            raise LearnError("split: too few states to hold any out")
+    return Split(np.flatnonzero(mask), np.flatnonzero(~mask), method, train_fraction, seed)
+
+
+# ------------------------------------------------------------------------- evaluation
+
+
+def metrics_from_sums(sums: np.ndarray, weights: LossWeights) -> dict[str, Any]:
+    """The feedback metrics and L from one row of engine sums."""
+    n = sums[K.S_N]
+    out = {
+        "fail_safe_rate": sums[K.S_L2] / n,
+        "mean_cus": sums[K.S_CUS] / n,
+        "clamp_distortion": sums[K.S_DISTORTION] / n,
+    }
+    out = {"L": float(loss(out["fail_safe_rate"], out["mean_cus"], out["clamp_distortion"], weights)),
+           **{k: float(v) for k, v in out.items()}}
+    out["level_rates"] = [float(sums[K.S_L0 + j] / n) for j in range(3)]
+    out["human_escalation_rate"] = float(sums[K.S_L2] / n)
+    out["n"] = int(n)
+    return out
+
+
+def losses_from_sums(sums: np.ndarray, weights: LossWeights) -> np.ndarray:
+    n = sums[:, K.S_N]
+    return loss(sums[:, K.S_L2] / n, sums[:, K.S_CUS] / n, sums[:, K.S_DISTORTION] / n, weights)
+
+
+def with_learned(baseline: Config, row: np.ndarray, space: SearchSpace) -> Config:
+    return baseline.replace(**space.to_dict(row))
+
+
+# --------------------------------------------------------------------------- search
+
+
+@dataclass
+class LearnSettings:
+    strategy: str = "tpe"
+    budget: int = 300
+    seed: int = 0
+    batch_size: int = DEFAULT_BATCH
+    weights: LossWeights = field(default_factory=LossWeights)
+    train_fraction: float = 0.8
+    critical: CriticalFloor = field(default_factory=CriticalFloor)
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LearnResult:
+    suggestion: Config
+    suggestion_toml: dict[str, Any]
+    history: list[dict[str, Any]]
+    gate: Any  # GateReport
+    accepted: bool
+    needless: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def _fingerprint(data: LearnData, baseline: Config, settings: LearnSettings, regression: StateSet | None) -> str:
+    return make_fingerprint(
+        data_sha256=data.sha256, baseline=baseline.config_id, strategy=settings.strategy,
+        options=sorted(settings.strategy_options.items()), seed=settings.seed, budget=settings.budget,
+        batch_size=settings.batch_size, weights=settings.weights.as_list(), split=settings.train_fraction,
+        critical=[settings.critical.factor, settings.critical.margin],
+        regression=None if regression is None else hashlib.sha256(regression.values.tobytes()).hexdigest(),
+        model=ENGINE_MODEL,
+    )
+
+
+def learn(
+    data: LearnData,
+    baseline: Config,
+    settings: LearnSettings,
+    *,
+    regression: StateSet | None = None,
+    study: str | None = None,
+    gate_fn: Callable[..., Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LearnResult:
+    """Search the seven learned parameters; return the best candidate the gate accepts."""
+    if settings.budget < 1:
+        raise LearnError(f"budget: must be >= 1, got {settings.budget}")
+    if settings.batch_size < 1:
+        raise LearnError(f"batch size: must be >= 1, got {settings.batch_size}")
+    split = split_states(data.states, settings.seed, settings.train_fraction)
+    train, held_out = data.states.subset(split.train), data.states.subset(split.held_out)
+    space = SearchSpace()
+    strategy = make_strategy(settings.strategy, space, seed=settings.seed, budget=settings.budget,
+                             **settings.strategy_options)
+    train_table = ScoreTable(train, baseline)
+    held_table = ScoreTable(held_out, baseline)
+    crit_table = ScoreTable(critical_set(), baseline)
+    reg_table = ScoreTable(regression, baseline) if regression is not None else None
+    crit_base = crit_table.evaluate([baseline])[0]
+
+    current = space.clamp(space.from_dict(baseline.learned()))
+    store = StudyStore.open(study, _fingerprint(data, baseline, settings, regression), space=space)
+    try:
+        done = store.completed_batches()
+        X_hist = [b.X for b in done]
+        y_hist = [b.y for b in done]
+        extras_hist = [e for b in done for e in b.extras]
+        evaluated = sum(len(b.y) for b in done)
+        step = len(done)
+        history: list[dict[str, Any]] = []
+        best_so_far: tuple[float, np.ndarray] | None = None
+        for b in done:  # rebuild the history lines of the finished steps
+            best_so_far = _step_best(best_so_far, b.X, b.y)
+            history.append(_history_line(b.step, best_so_far[1], baseline, space, train_table, held_table,
+                                         settings.weights))
+        if progress:
+            progress(evaluated, settings.budget)
+        while evaluated < settings.budget:
+            n = min(settings.batch_size, settings.budget - evaluated)
+            hx = np.concatenate(X_hist) if X_hist else np.empty((0, space.dim))
+            hy = np.concatenate(y_hist) if y_hist else np.empty(0)
+            if step == 0:
+                X = np.vstack([current, strategy.propose(step, n - 1, hx, hy, current)]) if n > 1 else current[None]
+            else:
+                X = strategy.propose(step, n, hx, hy, current)
+            if len(X) == 0:  # the strategy has nothing left to try (a finished grid)
+                break
+            X = space.clamp(X)
+            configs = [with_learned(baseline, row, space) for row in X]
+            y, extras = _evaluate_batch(configs, train_table, crit_table, crit_base, reg_table, regression,
+                                        settings)
+            store.record_batch(step, X, y, extras)
+            X_hist.append(X)
+            y_hist.append(y)
+            extras_hist.extend(extras)
+            best_so_far = _step_best(best_so_far, X, y)
+            history.append(_history_line(step, best_so_far[1], baseline, space, train_table, held_table,
+                                         settings.weights))
+            evaluated += len(y)
+            step += 1
+            if progress:
+                progress(evaluated, settings.budget)
+    finally:
+        store.close()
+
+    X_all = np.concatenate(X_hist)
+    y_all = np.concatenate(y_hist)
+    order = np.argsort(y_all, kind="stable")
+    tried = []
+    gate_report = None
+    chosen = None
+    for idx in order[:MAX_GATE_TRIES]:
+        if not np.isfinite(y_all[idx]):
+            break
+        candidate = with_learned(baseline, X_all[idx], space)
+        if gate_fn is None:
+            chosen = candidate
+            break
+        gate_report = gate_fn(candidate, baseline, held_out=held_out, regression=regression,
+                              critical=settings.critical, weights=settings.weights)
+        tried.append(candidate)
+        if gate_report.accepted:
+            chosen = candidate
+            break
+    accepted = chosen is not None
+    if chosen is None:
+        # Nothing passed: report on the best feasible (or the baseline), never suggest it as accepted.
+        chosen = tried[0] if tried else with_learned(baseline, current, space)
+    return _result(data, baseline, settings, split, space, chosen, train_table, held_table, crit_table,
+                   history, gate_report, accepted)
+
+
+def _evaluate_batch(configs, train_table, crit_table, crit_base, reg_table, regression, settings):
+    sums = train_table.evaluate(configs)
+    losses = losses_from_sums(sums, settings.weights)
+    crit_sums = crit_table.evaluate(configs)
+    ok = settings.critical.passes(crit_sums, crit_base)
+    rates, mean_h = settings.critical.figures(crit_sums)
+    extras = []
+    for j, cfg in enumerate(configs):
+        reg_fail = 0
+        if ok[j] and regression is not None:
+            reg_fail = len(regression_failures(regression, cfg, reg_table))
+        feasible = bool(ok[j]) and reg_fail == 0
+        extras.append({"train_L": float(losses[j]), "critical_fail_safe_rate": float(rates[j]),
+                       "critical_mean_H": float(mean_h[j]), "regression_failures": reg_fail,
+                       "feasible": feasible})
+    y = np.array([e["train_L"] if e["feasible"] else np.inf for e in extras])
+    return y, extras
+
+
+def _step_best(best, X, y):
+    j = int(np.argmin(y))
+    if best is None or y[j] < best[0]:
+        return float(y[j]), X[j]
+    return best
+
+
+def _history_line(step, row, baseline, space, train_table, held_table, weights) -> dict[str, Any]:
+    cfg = with_learned(baseline, row, space)
+    train = metrics_from_sums(train_table.evaluate([cfg])[0], weights)
+    held = metrics_from_sums(held_table.evaluate([cfg])[0], weights)
+    line: dict[str, Any] = {"step": step}
+    line.update({k: train[k] for k in ("L", "fail_safe_rate", "mean_cus", "clamp_distortion")})
+    line.update(space.to_dict(row))
+    line.update({f"heldout_{k}": held[k] for k in ("L", "fail_safe_rate", "mean_cus", "clamp_distortion")})
+    return line
+
+
+# ------------------------------------------------------------------ needless fail-safes
+
+
+def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, bins: int = 10) -> dict[str, Any]:
+    """LEARNING.md section 8: the decisions that are L2 under the baseline and not under the
+    suggestion, by the baseline's reason and by state region."""
+    base = run(states, baseline)
+    sugg = run(states, suggestion)
+    base_l2 = base.level == 2
+    removed = base_l2 & (sugg.level < 2)
+    still = base_l2 & (sugg.level == 2)
+    by_reason = {REASONS[r]: int(np.sum(removed & (base.reason == r))) for r in range(len(REASONS))}
+    by_reason = {k: v for k, v in by_reason.items() if v}
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    fields, histograms, contrasts = [], {}, []
+    values = states.values
+    for j, name in enumerate(STATE_FIELDS):
+        col = values[:, j]
+        mean_all = float(col.mean())
+        mean_removed = float(col[removed].mean()) if removed.any() else None
+        mean_still = float(col[still].mean()) if still.any() else None
+        fields.append({"field": name, "mean_needless": mean_removed, "mean_all": mean_all,
+                       "mean_still_l2": mean_still})
+        histograms[name] = {"edges": [float(e) for e in edges],
+                            "all": np.histogram(col, edges)[0].tolist(),
+                            "needless": np.histogram(col[removed], edges)[0].tolist()}
+        if mean_removed is not None:
+            spread = float(col.std()) or 1.0
+            contrasts.append(((mean_removed - mean_all) / spread, name, mean_removed, mean_all))
+    contrasts.sort(key=lambda c: -abs(c[0]))
+    summary = [
+        f"{name} is {'high' if z > 0 else 'low'} (mean {m:.2f} vs {a:.2f} over all states)"
+        for z, name, m, a in contrasts[:3] if abs(z) >= 0.1
+    ]
+    n_removed = int(removed.sum())
+    return {
+        "count": n_removed,
+        "baseline_l2": int(base_l2.sum()),
+        "n": len(states),
+        "rate": n_removed / len(states),
+        "by_reason": by_reason,
+        "new_level": {"0": int(np.sum(removed & (sugg.level == 0))), "1": int(np.sum(removed & (sugg.level == 1)))},
+        "fields": fields,
+        "histograms": histograms,
+        "summary": summary,
+        "_mask": removed,
+    }
+
+
+# --------------------------------------------------------------------------- result
+
+
+def _scenario_figures(baseline: Config, suggestion: Config, weights: LossWeights) -> dict[str, Any]:
+    out = {}
+    for name, states in profile_suite().items():
+        table = ScoreTable(states, baseline)
+        sums = table.evaluate([baseline, suggestion])
+        entry = {}
+        for label, row in zip(("baseline", "suggestion"), sums):
+            m = metrics_from_sums(row, weights)
+            m["mean_H"] = float(row[K.S_H_FINAL] / row[K.S_N])
+            entry[label] = m
+        out[name] = entry
+    return out
+
+
+def _result(data, baseline, settings, split, space, chosen, train_table, held_table, crit_table, history,
+            gate_report, accepted) -> LearnResult:
+    w = settings.weights
+    metrics = {}
+    for part, table in (("train", train_table), ("heldout", held_table)):
+        sums = table.evaluate([baseline, chosen])
+        metrics[part] = {"baseline": metrics_from_sums(sums[0], w), "suggestion": metrics_from_sums(sums[1], w)}
+    needless = needless_fail_safes(data.states, baseline, chosen)
+    row = space.from_dict(chosen.learned())
+    meta: dict[str, Any] = {
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "tool_version": __version__,
+        "engine_model": ENGINE_MODEL,
+        "baseline": baseline.source,
+        "baseline_config_id": baseline.config_id,
+        "config_id": chosen.config_id,
+        "seed": settings.seed,
+        "strategy": settings.strategy,
+        "strategy_options": dict(settings.strategy_options),
+        "budget": settings.budget,
+        "batch_size": settings.batch_size,
+        "loss_weights": w.as_list(),
+        "params_on_bound": space.on_bound(row),
+        "baseline_params": baseline.learned(),
+        "bounds": {k: list(v) for k, v in space.bounds.items()},
+        "critical_floor": {"factor": settings.critical.factor, "margin": settings.critical.margin},
+        "data": data.meta(),
+        "split": split.meta(),
+        "metrics": metrics,
+        "scenarios": _scenario_figures(baseline, chosen, w),
+        "needless": {k: v for k, v in needless.items() if not k.startswith("_")},
+    }
+    if gate_report is not None:
+        meta["gate"] = gate_report.to_meta()
+    doc: dict[str, Any] = {"extends": baseline.source}
+    doc.update(chosen.learned())
+    doc["meta"] = meta
+    summary = {"accepted": accepted, "metrics": metrics, "needless": meta["needless"]}
+    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary)

@@ -1,0 +1,78 @@
+"""Provenance: where the suggestion came from, so that it can be reproduced and audited."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._html import DASH, Markup, fmt_count, fmt_pct, join, missing, num, table, tag
+from ._inputs import ReportData
+from ._page import Page
+
+# Keys of [meta] shown in their own rows (or elsewhere on the page), not among "other".
+_SHOWN = {
+    "created", "tool_version", "engine_model", "baseline", "baseline_config_id", "config_id", "seed", "strategy",
+    "budget", "loss_weights", "params_on_bound", "baseline_params", "bounds", "data", "split", "metrics",
+    "scenarios", "gate", "needless",
+}
+
+
+def provenance_panel(data: ReportData, page: Page) -> Markup:
+    if data.meta is None:
+        extends = data.config.get("extends")
+        note = f" It extends `{extends}`." if isinstance(extends, str) else ""
+        return missing("No provenance: this config has no `[meta]` table." + note + " Suggestions written by "
+                       "`ami-engine learn` record their data, split, seed, search and versions there.")
+    rows = [
+        ("created (UTC)", data.at("created")),
+        ("tool version", data.at("tool_version")),
+        ("engine model", data.at("engine_model")),
+        ("extends", data.config.get("extends")),
+        ("baseline", _joined(data.at("baseline"), _id(data.at("baseline_config_id")))),
+        ("suggestion config id", data.at("config_id")),
+        ("data source", _joined(data.at("data", "source"), data.at("data", "description"))),
+        ("data file", data.at("data", "path")),
+        ("data SHA-256", data.at("data", "sha256")),
+        ("records, streams", _joined(_count(data.at("data", "n_records")), _count(data.at("data", "n_streams")),
+                                     sep=", ")),
+        ("split", _split(data.table("split"))),
+        ("seed", data.at("seed")),
+        ("search strategy, budget", _joined(data.at("strategy"), _count(data.at("budget")), sep=", ")),
+        ("loss weights (w1, w2, w3)", _weights(data.at("loss_weights"))),
+    ]
+    rows += [(str(k), v) for k, v in data.meta.items() if k not in _SHOWN and not isinstance(v, (Mapping, list))]
+    shown = [[label, tag("code", str(value)) if label.endswith(("SHA-256", "config id")) else str(value)]
+             for label, value in rows if value not in (None, "")]
+    return tag("div", table(["item", "value"], shown, cls="data provenance"), cls="card")
+
+
+def _joined(*parts: Any, sep: str = " ") -> str | None:
+    shown = [str(p) for p in parts if p not in (None, "")]
+    return sep.join(shown) if shown else None
+
+
+def _id(config_id: Any) -> str | None:
+    return f"(config id {config_id})" if isinstance(config_id, str) else None
+
+
+def _count(value: Any) -> str | None:
+    return fmt_count(value) if num(value) is not None else None
+
+
+def _weights(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return None
+    return ", ".join(str(v) for v in value)
+
+
+def _split(split: Mapping[str, Any] | None) -> str | None:
+    if split is None:
+        return None
+    parts = [str(split.get("method", DASH))]
+    if num(split.get("train_fraction")) is not None:
+        parts.append(f"{fmt_pct(split['train_fraction'], 0)} train")
+    if num(split.get("n_train")) is not None and num(split.get("n_heldout")) is not None:
+        parts.append(f"{fmt_count(split['n_train'])} train / {fmt_count(split['n_heldout'])} held-out records")
+    if split.get("seed") is not None:
+        parts.append(f"seed {split['seed']}")
+    return ", ".join(parts)

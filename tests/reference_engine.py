@@ -1,0 +1,300 @@
+"""A second, deliberately plain implementation of ENGINE.md, for the tests only.
+
+One decision at a time, one action at a time, in pure Python with the `math` module, and
+no import from `ami_engine`: the real engine is vectorised and compiled, this one reads
+like the spec, section by section, so that the two can be compared record by record.
+It is slow (625 actions per decision) and is never used outside the tests.
+
+`params` is a dict with every parameter of ENGINE.md section 14 under its upper-case
+name (lists or tuples for CUS_WEIGHTS, SCORE_WEIGHTS, ACTION_GRID and SAFE_ACTION), e.g.
+`load_config("base").to_dict()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+STATE_FIELDS = (
+    "physical",
+    "social",
+    "context",
+    "risk",
+    "compassion",
+    "justice",
+    "harm_sens",
+    "responsibility",
+    "empathy",
+)
+
+# Section 5: scores closer than this are the same score.
+TIE = 1e-12
+
+
+# -- section 3: moral scores ------------------------------------------------------------
+
+
+def clip(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def sig(x: float) -> float:
+    # Written so that exp never overflows; same value as 1 / (1 + e^-x).
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def score_w(s: dict, sev: float, comp: float, itv: float, dly: float) -> float:
+    harm_c = 0.4 * sev + 0.3 * (1 - comp) + 0.3 * s["risk"]
+    return clip(1 - 0.6 * harm_c + 0.4 * (0.5 * itv * (1 - dly)) - 0.1 * s["risk"] * dly)
+
+
+def score_j(s: dict, sev: float, comp: float, itv: float, dly: float) -> float:
+    j_ctx = 1 - 0.5 * max(0.0, s["context"] - itv) if s["risk"] > 0.5 else 1.0
+    j_state = 1 - (1 - s["justice"]) * (0.25 + 0.75 * sev)
+    j_prop = 1 - 0.6 * max(0.0, s["risk"] - 0.3 - sev)
+    return clip(min(1 - 0.5 * sev, 0.5 + 0.5 * comp, j_ctx, j_state, j_prop))
+
+
+def score_h(s: dict, sev: float, comp: float, itv: float, dly: float) -> float:
+    return clip(
+        (0.5 * sev * (1 - comp) + 0.3 * (1 - comp) * itv + 0.2 * s["social"] * sev) * (0.5 + s["harm_sens"])
+    )
+
+
+def score_c(s: dict, sev: float, comp: float, itv: float, dly: float) -> float:
+    c_raw = (
+        0.3 * s["empathy"]
+        + 0.3 * (1 - s["physical"])
+        + 0.2 * s["compassion"]
+        + 0.1 * comp
+        - 0.2 * s["responsibility"]
+    )
+    return sig(4 * (c_raw - 0.35))
+
+
+def reference_scores(state: dict, action: tuple | list, params: dict) -> dict[str, float]:
+    """W, J, H, C and the selection score S of one (state, action) pair."""
+    sev, comp, itv, dly = (float(x) for x in action)
+    w = score_w(state, sev, comp, itv, dly)
+    j = score_j(state, sev, comp, itv, dly)
+    h = score_h(state, sev, comp, itv, dly)
+    c = score_c(state, sev, comp, itv, dly)
+    w0, w1, w2, w3 = params["SCORE_WEIGHTS"]
+    return {"W": w, "J": j, "H": h, "C": c, "S": w0 * w + w1 * j - w2 * h + w3 * c}
+
+
+# -- section 4: constraint filter ---------------------------------------------------------
+
+
+def is_candidate(sc: dict, p: dict) -> bool:
+    return sc["J"] >= p["J_MIN"] and sc["H"] <= p["H_MAX"] and p["C_MIN"] <= sc["C"] <= p["C_MAX"]
+
+
+# -- section 5: selection -----------------------------------------------------------------
+
+
+def first_best(scored: list[tuple[tuple, dict]]) -> tuple[tuple, dict]:
+    """The first (action, scores) in grid order whose S is within TIE of the best S."""
+    best = max(sc["S"] for _, sc in scored)
+    for action, sc in scored:
+        if sc["S"] >= best - TIE:
+            return action, sc
+    raise AssertionError("unreachable: the best score is always within TIE of itself")
+
+
+def distinct_scores(values: list[float]) -> list[float]:
+    """Sorted descending; a value is kept only when more than TIE below the last value kept."""
+    kept: list[float] = []
+    for v in sorted(values, reverse=True):
+        if not kept or v < kept[-1] - TIE:
+            kept.append(v)
+    return kept
+
+
+# -- section 6: confidence ----------------------------------------------------------------
+
+
+def population_std(values: list[float]) -> float:
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def margin_of(sc: dict, p: dict) -> float:
+    m = min(sc["J"] - p["J_MIN"], p["H_MAX"] - sc["H"], sc["C"] - p["C_MIN"], p["C_MAX"] - sc["C"])
+    return min(1.0, max(-1.0, m))
+
+
+def confidence_of(sc: dict, p: dict) -> tuple[float, float]:
+    """(confidence, clipped margin) of a scored action."""
+    base = clip(1 - population_std([sc["W"], sc["J"], 1 - sc["H"], sc["C"]]) / p["SIGMA_MAX"])
+    margin = margin_of(sc, p)
+    return base * sig(p["CONFIDENCE_MARGIN_K"] * margin), margin
+
+
+# -- section 7: uncertainty ---------------------------------------------------------------
+
+
+def human_uncertainty(confidence: float, margin: float, p: dict) -> float:
+    return (1 - confidence) * (1 + sig(-p["UNCERTAINTY_MARGIN_K"] * margin)) / 2
+
+
+def combined_uncertainty(hi: float, de_norm: float, as_norm: float, p: dict) -> float:
+    c1, c2, c3 = p["CUS_WEIGHTS"]
+    return c1 * hi + c2 * de_norm + c3 * (1 - as_norm)
+
+
+def decision_entropy_and_gap(distinct: list[float], confidence: float, p: dict) -> tuple[float, float, float]:
+    """(DE_norm, AS_norm, divergence) from the distinct candidate scores."""
+    n = len(distinct)
+    if n < 2:
+        return 0.0, 1.0, 0.0
+    temp = p["DE_TEMPERATURE"]
+    # softmax(d / T), shifted by the largest term so that exp never overflows
+    top = distinct[0] / temp
+    expd = [math.exp(d / temp - top) for d in distinct]
+    total = sum(expd)
+    probs = [e / total for e in expd]
+    entropy = -sum(q * math.log(q) for q in probs if q > 0.0)  # 0 * ln 0 = 0
+    de_norm = entropy / math.log(n)
+    gap = distinct[0] - distinct[1]
+    as_norm = 1 - math.exp(-p["UNCERTAINTY_AS_LAMBDA"] * gap)
+    divergence = abs(confidence - (1 - de_norm))
+    return de_norm, as_norm, divergence
+
+
+# -- section 10: soft clamp ---------------------------------------------------------------
+
+
+def soft_clamp_action(raw: tuple, cus: float, p: dict) -> tuple[float, float, float, float]:
+    sev, comp, itv, dly = raw
+    return (
+        clip(sev * (1 - p["SOFT_CLAMP_ALPHA"] * cus)),
+        comp,
+        clip(itv * (1 - p["SOFT_CLAMP_BETA"] * cus)),
+        clip(dly + p["SOFT_CLAMP_GAMMA"] * cus),
+    )
+
+
+def violates_hard_limits(sc: dict, confidence: float, p: dict) -> bool:
+    return (
+        not is_candidate(sc, p)
+        or sc["J"] < p["J_CRITICAL"]
+        or sc["H"] > p["H_CRITICAL"]
+        or confidence < p["CONFIDENCE_ESCALATION_FORCE"]
+    )
+
+
+# -- one decision -------------------------------------------------------------------------
+
+
+def grid_actions(p: dict) -> list[tuple]:
+    return list(itertools.product([float(g) for g in p["ACTION_GRID"]], repeat=4))
+
+
+def reference_decide(state: dict, params: dict, history: list[float] | None = None) -> dict[str, Any]:
+    """One decision (sections 2-11); `history` = the stream's earlier pre-clamp CUS, oldest first."""
+    p = params
+    history = list(history or [])
+    scored = [(a, reference_scores(state, a, p)) for a in grid_actions(p)]
+    candidates = [(a, sc) for a, sc in scored if is_candidate(sc, p)]
+
+    # sections 5-8
+    if not candidates:
+        raw, raw_sc = first_best(scored)
+        confidence, cus, level, reason = 0.0, 1.0, 2, "no_valid_candidate"
+        de_norm = as_norm = None
+    else:
+        raw, raw_sc = first_best(candidates)
+        distinct = distinct_scores([sc["S"] for _, sc in candidates])
+        confidence, margin = confidence_of(raw_sc, p)
+        de_norm, as_norm, divergence = decision_entropy_and_gap(distinct, confidence, p)
+        hi = human_uncertainty(confidence, margin, p)
+        cus = combined_uncertainty(hi, de_norm, as_norm, p)
+        if raw_sc["J"] < p["J_CRITICAL"]:
+            level, reason = 2, "j_critical"
+        elif raw_sc["H"] > p["H_CRITICAL"]:
+            level, reason = 2, "h_critical"
+        elif confidence < p["CONFIDENCE_ESCALATION_FORCE"]:
+            level, reason = 2, "low_confidence"
+        elif divergence > p["DIVERGENCE_HARD_THRESHOLD"]:
+            level, reason = 2, "divergence"
+        elif as_norm < p["AS_SOFT_THRESHOLD"]:
+            level, reason = 1, "no_clear_leader"
+        else:
+            level, reason = 0, "normal"
+
+    # section 9: drift over the pre-clamp CUS
+    delta_cus = cus - history[-1] if history else None
+    window = (history + [cus])[-int(p["CUS_MEAN_WINDOW"]) :]
+    cus_mean = sum(window) / len(window)
+    if level == 0 and (
+        (delta_cus is not None and delta_cus > p["DELTA_CUS_THRESHOLD"]) or cus_mean > p["CUS_MEAN_THRESHOLD"]
+    ):
+        level, reason = 1, "drift"
+
+    final, final_sc = raw, raw_sc
+    trace_cus, trace_conf, delta_conf, soft = cus, confidence, None, False
+
+    # section 10: soft clamp
+    if level == 1:
+        clamped = soft_clamp_action(raw, cus, p)
+        clamped_sc = reference_scores(state, clamped, p)
+        conf_after, margin_after = confidence_of(clamped_sc, p)
+        if violates_hard_limits(clamped_sc, conf_after, p):
+            level, reason = 2, "clamp_violation"
+        else:
+            final, final_sc, soft = clamped, clamped_sc, True
+            trace_conf = conf_after
+            delta_conf = conf_after - confidence
+            trace_cus = combined_uncertainty(human_uncertainty(conf_after, margin_after, p), de_norm, as_norm, p)
+
+    # section 11: fail-safe
+    if level == 2:
+        final = tuple(float(x) for x in p["SAFE_ACTION"])
+        final_sc = reference_scores(state, final, p)
+        trace_cus, trace_conf, delta_conf, soft = cus, confidence, None, False
+
+    return {
+        "cus": trace_cus,
+        "cus_raw": cus,
+        "delta_cus": delta_cus,
+        "cus_mean": cus_mean,
+        "raw_action": list(raw),
+        "final_action": list(final),
+        "soft_clamp": soft,
+        "level": level,
+        "confidence": trace_conf,
+        "delta_confidence": delta_conf,
+        "human_escalation": level == 2,
+        "reason": reason,
+        "W": final_sc["W"],
+        "J": final_sc["J"],
+        "H": final_sc["H"],
+        "C": final_sc["C"],
+    }
+
+
+def stream_key(stream: Any) -> tuple[str, Any]:
+    # "1" and 1 are different streams; None is the default stream.
+    return (type(stream).__name__, stream)
+
+
+def reference_run(states: list[dict], params: dict) -> list[dict[str, Any]]:
+    """Decide every state in input order, each stream with its own drift history."""
+    histories: dict[tuple[str, Any], list[float]] = {}
+    out = []
+    for i, state in enumerate(states):
+        stream = state.get("stream")
+        history = histories.setdefault(stream_key(stream), [])
+        rec = reference_decide(state, params, history)
+        history.append(rec["cus_raw"])
+        t = state.get("t")
+        rec["t"] = t if t is not None else i
+        rec["stream"] = stream
+        rec["id"] = state.get("id")
+        out.append(rec)
+    return out

@@ -1,0 +1,81 @@
+"""The engine's three paths (direct, sweep, sums) are one engine: equal results."""
+
+import numpy as np
+import pytest
+
+from ami_engine.config import LEARNED_BOUNDS, load_config
+from ami_engine.engine import ScoreTable, run
+from ami_engine.engine import kernel as K
+from ami_engine.scenario import generate
+
+FLOAT_COLUMNS = ("cus", "cus_raw", "cus_mean", "confidence", "W", "J", "H", "C", "raw_action", "final_action")
+
+
+def random_configs(base, n, seed):
+    rng = np.random.default_rng(seed)
+    names = list(LEARNED_BOUNDS)
+    lo = np.array([LEARNED_BOUNDS[k][0] for k in names])
+    hi = np.array([LEARNED_BOUNDS[k][1] for k in names])
+    return [base.replace(**dict(zip(names, row))) for row in rng.uniform(lo, hi, size=(n, len(names)))]
+
+
+def assert_same_columns(a, b):
+    for name in FLOAT_COLUMNS:
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=0, atol=1e-12, err_msg=name)
+    for name in ("delta_cus", "delta_confidence"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert np.array_equal(np.isnan(x), np.isnan(y)), name
+        np.testing.assert_allclose(x[~np.isnan(x)], y[~np.isnan(y)], rtol=0, atol=1e-12, err_msg=name)
+    for name in ("level", "reason", "soft_clamp", "human_escalation"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+@pytest.mark.parametrize("profile", ["base", "production_safe", "high_critical", "chaos_tuning"])
+def test_sweep_path_equals_direct_path(profile):
+    states = generate("curriculum", 1200, 5, streams=3)
+    table = ScoreTable(states, load_config(profile))
+    for cfg in [load_config(profile), *random_configs(load_config(profile), 3, 1)]:
+        assert_same_columns(table.run(cfg), run(states, cfg))
+
+
+def test_sums_equal_the_metrics_of_the_full_columns():
+    states = generate("chaos", 1500, 2, streams=4)
+    configs = random_configs(load_config("base"), 20, 3)
+    sums = ScoreTable(states, configs[0]).evaluate(configs)
+    for row, cfg in zip(sums, configs):
+        cols = run(states, cfg)
+        assert row[K.S_N] == len(states)
+        assert row[K.S_L2] == np.sum(cols.level == 2)
+        assert row[K.S_L1] == np.sum(cols.level == 1)
+        assert row[K.S_CUS] == pytest.approx(cols.cus.sum(), abs=1e-9)
+        dist = np.where(cols.soft_clamp, np.abs(cols.final_action - cols.raw_action).mean(axis=1), 0.0)
+        assert row[K.S_DISTORTION] == pytest.approx(dist.sum(), abs=1e-9)
+        assert row[K.S_H_FINAL] == pytest.approx(cols.H.sum(), abs=1e-9)
+        for r in range(len(K.REASONS)):
+            assert row[K.S_REASON + r] == np.sum(cols.reason == r)
+
+
+def test_chunking_the_configs_does_not_change_the_sums():
+    states = generate("balanced", 800, 4)
+    configs = random_configs(load_config("base"), 9, 5)
+    table = ScoreTable(states, configs[0])
+    whole = table.evaluate(configs)
+    tiny = table.evaluate(configs, memory_bytes=1)  # one config per kernel call
+    assert np.array_equal(whole, tiny)
+
+
+def test_configs_with_another_grid_are_refused_by_a_score_table():
+    states = generate("safe", 50, 1)
+    table = ScoreTable(states, load_config("base"))
+    other = load_config("base").replace(SCORE_WEIGHTS=[0.25, 0.25, 0.25, 0.25])
+    with pytest.raises(ValueError, match="SCORE_WEIGHTS"):
+        table.evaluate([other])
+
+
+def test_expected_level_mix_with_base():
+    """ENGINE.md section 15: roughly safe 63/37/0, balanced 64/18/18, critical 0/4/96, chaos 5/31/64 (%)."""
+    expected = {"safe": (63, 37, 0), "balanced": (64, 18, 18), "critical": (0, 4, 96), "chaos": (5, 31, 64)}
+    for name, mix in expected.items():
+        cols = run(generate(name, 8000, 11), load_config("base"))
+        got = np.bincount(cols.level, minlength=3) / len(cols.level) * 100
+        assert np.all(np.abs(got - np.array(mix)) < 4), (name, got)
