@@ -197,23 +197,38 @@ def grid_actions(p: dict) -> list[tuple]:
 
 def reference_decide(state: dict, params: dict, history: list[float] | None = None) -> dict[str, Any]:
     """One decision (sections 2-11); `history` = the stream's earlier pre-clamp CUS, oldest first."""
-    p = params
-    history = list(history or [])
+    return _decide(state, params, list(history or []))[0]
+
+
+def _decide(state: dict, p: dict, history: list[float]) -> tuple[dict[str, Any], list[float]]:
+    """The decision, and every quantity it compared with a threshold minus that threshold."""
+    gaps: list[float] = []
     scored = [(a, reference_scores(state, a, p)) for a in grid_actions(p)]
+    for _, sc in scored:
+        gaps += _filter_gaps(sc, p)
     candidates = [(a, sc) for a, sc in scored if is_candidate(sc, p)]
 
     # sections 5-8
     if not candidates:
         raw, raw_sc = first_best(scored)
+        gaps += _tie_gaps([sc["S"] for _, sc in scored])
         confidence, cus, level, reason = 0.0, 1.0, 2, "no_valid_candidate"
-        de_norm = as_norm = None
+        de_norm = as_norm = 0.0
     else:
         raw, raw_sc = first_best(candidates)
+        gaps += _tie_gaps([sc["S"] for _, sc in candidates])
         distinct = distinct_scores([sc["S"] for _, sc in candidates])
         confidence, margin = confidence_of(raw_sc, p)
         de_norm, as_norm, divergence = decision_entropy_and_gap(distinct, confidence, p)
         hi = human_uncertainty(confidence, margin, p)
         cus = combined_uncertainty(hi, de_norm, as_norm, p)
+        gaps += [
+            raw_sc["J"] - p["J_CRITICAL"],
+            raw_sc["H"] - p["H_CRITICAL"],
+            confidence - p["CONFIDENCE_ESCALATION_FORCE"],
+            divergence - p["DIVERGENCE_HARD_THRESHOLD"],
+            as_norm - p["AS_SOFT_THRESHOLD"],
+        ]
         if raw_sc["J"] < p["J_CRITICAL"]:
             level, reason = 2, "j_critical"
         elif raw_sc["H"] > p["H_CRITICAL"]:
@@ -231,6 +246,10 @@ def reference_decide(state: dict, params: dict, history: list[float] | None = No
     delta_cus = cus - history[-1] if history else None
     window = (history + [cus])[-int(p["CUS_MEAN_WINDOW"]) :]
     cus_mean = sum(window) / len(window)
+    if level == 0:
+        gaps.append(cus_mean - p["CUS_MEAN_THRESHOLD"])
+        if delta_cus is not None:
+            gaps.append(delta_cus - p["DELTA_CUS_THRESHOLD"])
     if level == 0 and (
         (delta_cus is not None and delta_cus > p["DELTA_CUS_THRESHOLD"]) or cus_mean > p["CUS_MEAN_THRESHOLD"]
     ):
@@ -244,6 +263,17 @@ def reference_decide(state: dict, params: dict, history: list[float] | None = No
         clamped = soft_clamp_action(raw, cus, p)
         clamped_sc = reference_scores(state, clamped, p)
         conf_after, margin_after = confidence_of(clamped_sc, p)
+        gaps += _deciding_gaps(
+            [
+                (clamped_sc["J"] - p["J_MIN"], clamped_sc["J"] >= p["J_MIN"]),
+                (clamped_sc["H"] - p["H_MAX"], clamped_sc["H"] <= p["H_MAX"]),
+                (clamped_sc["C"] - p["C_MIN"], clamped_sc["C"] >= p["C_MIN"]),
+                (clamped_sc["C"] - p["C_MAX"], clamped_sc["C"] <= p["C_MAX"]),
+                (clamped_sc["J"] - p["J_CRITICAL"], clamped_sc["J"] >= p["J_CRITICAL"]),
+                (clamped_sc["H"] - p["H_CRITICAL"], clamped_sc["H"] <= p["H_CRITICAL"]),
+                (conf_after - p["CONFIDENCE_ESCALATION_FORCE"], conf_after >= p["CONFIDENCE_ESCALATION_FORCE"]),
+            ]
+        )
         if violates_hard_limits(clamped_sc, conf_after, p):
             level, reason = 2, "clamp_violation"
         else:
@@ -258,7 +288,7 @@ def reference_decide(state: dict, params: dict, history: list[float] | None = No
         final_sc = reference_scores(state, final, p)
         trace_cus, trace_conf, delta_conf, soft = cus, confidence, None, False
 
-    return {
+    record = {
         "cus": trace_cus,
         "cus_raw": cus,
         "delta_cus": delta_cus,
@@ -276,6 +306,53 @@ def reference_decide(state: dict, params: dict, history: list[float] | None = No
         "H": final_sc["H"],
         "C": final_sc["C"],
     }
+    return record, gaps
+
+
+def _filter_gaps(sc: dict, p: dict) -> list[float]:
+    return _deciding_gaps(
+        [
+            (sc["J"] - p["J_MIN"], sc["J"] >= p["J_MIN"]),
+            (sc["H"] - p["H_MAX"], sc["H"] <= p["H_MAX"]),
+            (sc["C"] - p["C_MIN"], sc["C"] >= p["C_MIN"]),
+            (sc["C"] - p["C_MAX"], sc["C"] <= p["C_MAX"]),
+        ]
+    )
+
+
+def _deciding_gaps(tests: list[tuple[float, bool]]) -> list[float]:
+    """Of the gaps of an `and` of tests, those whose test could change the outcome."""
+    return [gap for i, (gap, _) in enumerate(tests) if all(ok for j, (_, ok) in enumerate(tests) if j != i)]
+
+
+def _tie_gaps(values: list[float]) -> list[float]:
+    """The TIE comparisons of selection and of the distinct-score walk, as value - threshold.
+
+    A value equal to the one it is compared with, up to rounding, is a full TIE away from
+    the threshold and is left out.
+    """
+    near = TIE / 100
+    best = max(values)
+    gaps = [v - (best - TIE) for v in values if best - v > near]
+    kept = None
+    for v in sorted(values, reverse=True):
+        if kept is not None and kept - v > near:
+            gaps.append(v - (kept - TIE))
+        if kept is None or v < kept - TIE:
+            kept = v
+    return gaps
+
+
+def threshold_distance(state: dict, params: dict, history: list[float] | None = None) -> float:
+    """How close this decision came to a comparison going the other way.
+
+    The smallest |value - threshold| over every comparison the decision made (filter of
+    every action, TIE between neighbouring scores, escalation rules, drift, clamp checks).
+    ENGINE.md section 12 lets values within 1e-12 of a threshold fall either way between
+    implementations; a test that meets such a decision cannot expect agreement on it.
+    """
+    _, gaps = _decide(state, params, list(history or []))
+    return min(abs(g) for g in gaps)
 
 
 def stream_key(stream: Any) -> tuple[str, Any]:
@@ -298,3 +375,111 @@ def reference_run(states: list[dict], params: dict) -> list[dict[str, Any]]:
         rec["id"] = state.get("id")
         out.append(rec)
     return out
+
+
+# -- support for the tests ----------------------------------------------------------------
+
+# ENGINE.md section 15: the range each scenario draws each field from.
+SCENARIO_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "safe": {
+        "compassion": (0.60, 0.95),
+        "justice": (0.60, 0.95),
+        "harm_sens": (0.05, 0.35),
+        "risk": (0.10, 0.40),
+        "physical": (0.30, 0.80),
+        "social": (0.40, 0.90),
+        "context": (0.30, 0.80),
+        "responsibility": (0.50, 0.90),
+        "empathy": (0.50, 0.95),
+    },
+    "balanced": {
+        "compassion": (0.35, 0.85),
+        "justice": (0.40, 0.85),
+        "harm_sens": (0.15, 0.55),
+        "risk": (0.25, 0.70),
+        "physical": (0.20, 0.85),
+        "social": (0.25, 0.80),
+        "context": (0.20, 0.85),
+        "responsibility": (0.30, 0.85),
+        "empathy": (0.35, 0.85),
+    },
+    "critical": {
+        "compassion": (0.20, 0.60),
+        "justice": (0.15, 0.55),
+        "harm_sens": (0.45, 0.90),
+        "risk": (0.50, 0.95),
+        "physical": (0.20, 0.90),
+        "social": (0.20, 0.70),
+        "context": (0.20, 0.85),
+        "responsibility": (0.20, 0.70),
+        "empathy": (0.20, 0.60),
+    },
+    "chaos": {name: (0.0, 1.0) for name in STATE_FIELDS},
+}
+
+
+def draw_states(scenario: str, n: int, streams: int, rng: Any) -> list[dict]:
+    """n states of a scenario, uniform per field, in `streams` consecutive streams s0, s1, ..."""
+    ranges = SCENARIO_RANGES[scenario]
+    states = []
+    for i in range(n):
+        state = {name: rng.uniform(*ranges[name]) for name in STATE_FIELDS}
+        state["stream"] = f"s{i * streams // n}"
+        states.append(state)
+    return states
+
+
+RECORD_KEYS = (
+    "t",
+    "cus",
+    "cus_raw",
+    "delta_cus",
+    "cus_mean",
+    "raw_action",
+    "final_action",
+    "soft_clamp",
+    "level",
+    "confidence",
+    "delta_confidence",
+    "human_escalation",
+    "reason",
+    "W",
+    "J",
+    "H",
+    "C",
+    "stream",
+    "id",
+)
+# Compared exactly, type included: "1" and 1 are different streams, True is not 1.
+EXACT_KEYS = frozenset({"t", "soft_clamp", "level", "human_escalation", "reason", "stream", "id"})
+
+
+def record_differences(
+    actual: dict, expected: dict, keys: tuple[str, ...] | None = None, tol: float = 1e-9
+) -> list[str]:
+    """What differs between two records: floats beyond tol, anything else at all."""
+    problems = []
+    for key in keys or tuple(k for k in RECORD_KEYS if k in expected):
+        if key not in actual:
+            problems.append(f"{key}: missing")
+            continue
+        a, e = actual[key], expected[key]
+        if key in EXACT_KEYS:
+            same = a == e and (type(a) is type(e) or key in ("t", "level"))
+            same = same and isinstance(a, bool) == isinstance(e, bool)
+        elif e is None or a is None:
+            same = a is None and e is None
+        elif isinstance(e, list):
+            same = len(a) == len(e) and all(abs(float(x) - y) <= tol for x, y in zip(a, e))
+        else:
+            same = not isinstance(a, bool) and abs(float(a) - e) <= tol
+        if not same:
+            problems.append(f"{key}: {a!r} != {e!r}")
+    return problems
+
+
+def assert_same_records(actual: list[dict], expected: list[dict], keys: tuple[str, ...] | None = None) -> None:
+    assert len(actual) == len(expected), f"{len(actual)} records, expected {len(expected)}"
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        problems = record_differences(a, e, keys)
+        assert not problems, f"record {i}: " + "; ".join(problems)

@@ -29,8 +29,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out_console = Console()
-err_console = Console(stderr=True)
+# Piped output is not cut to 80 columns: tables stay one row per line for grep and logs.
+out_console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 class UsageError(ValueError):
@@ -118,6 +119,8 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int, int], Non
 def _write_bytes(path: str, chunks) -> None:
     from .io.files import atomic_output
 
+    if path != "-":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as fh:
         for chunk in chunks:
             fh.write(chunk)
@@ -325,8 +328,9 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
     for col in ("#", "action", "W", "J", "H", "C", "S", "margin", "confidence"):
         table.add_column(col, justify="right")
     for c in r["candidates"][:top]:
-        table.add_row(str(c["index"]), " ".join(f"{x:g}" for x in c["action"]), *(f"{c[k]:.4f}" for k in ("W", "J", "H", "C", "S",
-                                                                                      "margin", "confidence")))
+        action = " ".join(f"{x:g}" for x in c["action"])
+        table.add_row(str(c["index"]), action, *(f"{c[k]:.4f}" for k in ("W", "J", "H", "C", "S", "margin",
+                                                                           "confidence")))
     out_console.print(table)
     if r["distinct_scores"]:
         shown = ", ".join(f"{d:.6f}" for d in r["distinct_scores"][:8])
@@ -341,7 +345,7 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
     dc = "null" if tr["delta_cus"] is None else f"{tr['delta_cus']:.4f}"
     out_console.print(f"CUS (pre-clamp) {tr['cus_raw']:.4f}   delta_cus {dc}   cus_mean {tr['cus_mean']:.4f}",
                       highlight=False)
-    out_console.print(f"[bold]level {tr['level']} ({tr['reason']})[/]: {r['rule']}", highlight=False)
+    out_console.print(f"[bold]rule[/] {r['rule']}", highlight=False)
     out_console.print(f"final action {tr['final_action']}  (raw {tr['raw_action']}), confidence "
                       f"{tr['confidence']:.4f}, CUS {tr['cus']:.4f}, soft_clamp {tr['soft_clamp']}", highlight=False)
 
@@ -423,6 +427,8 @@ def learn(
     settings = LearnSettings(strategy=strategy, budget=budget, seed=seed, batch_size=batch_size, weights=w,
                              train_fraction=train_fraction, critical=crit, strategy_options=options)
     study_path = study or (str(Path(out).with_suffix("")) + ".study.sqlite3")
+    if "://" not in study_path:
+        Path(study_path).parent.mkdir(parents=True, exist_ok=True)
     if not resume and "://" not in study_path and Path(study_path).exists():
         Path(study_path).unlink()
     with _progress("learning", budget) as progress:
@@ -437,9 +443,14 @@ def learn(
         text = tomli_w.dumps(_toml_ready(result.suggestion_toml))
         _write_bytes(out, [text.encode()])
     if report is not None:
+        from .engine import run as engine_run
+        from .engine import trace_records
         from .report import render_report
 
-        html = render_report(_toml_ready(result.suggestion_toml), result.history, None)
+        # The trace panels show the suggestion deciding the held-out data.
+        held = result.held_out
+        records = trace_records(engine_run(held, result.suggestion), held, result.suggestion)
+        html = render_report(_toml_ready(result.suggestion_toml), result.history, records)
         _write_bytes(report, [html.encode()])
     if as_json:
         print(json.dumps(_jsonable({"accepted": result.accepted, "suggestion": out if result.accepted else None,

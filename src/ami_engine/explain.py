@@ -92,7 +92,7 @@ def _rejection_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 _RULES = {
     "normal": "level 0: no rule fired; the selected action is taken as it is",
     "no_clear_leader": "level 1: AS_norm {AS_norm} < AS_SOFT_THRESHOLD {AS_SOFT_THRESHOLD}; the action is soft-clamped",
-    "drift": "level 1 (drift): delta_cus {delta_cus} > DELTA_CUS_THRESHOLD {DELTA_CUS_THRESHOLD} "
+    "drift": "level 1: delta_cus {delta_cus} > DELTA_CUS_THRESHOLD {DELTA_CUS_THRESHOLD} "
              "or cus_mean {cus_mean} > CUS_MEAN_THRESHOLD {CUS_MEAN_THRESHOLD}; the action is soft-clamped",
     "j_critical": "level 2: J of the selected action < J_CRITICAL {J_CRITICAL}",
     "h_critical": "level 2: H of the selected action > H_CRITICAL {H_CRITICAL}",
@@ -111,4 +111,4 @@ def _rule_text(trace: dict[str, Any], config: Config, as_norm: float | None) -> 
         v = trace.get(k)
         fmt[k] = "null" if v is None else f"{v:.4g}"
     fmt["AS_norm"] = "null" if as_norm is None else f"{as_norm:.4g}"
-    return _RULES[trace["reason"]].format(**fmt)
+    return f"{trace['reason']}: " + _RULES[trace["reason"]].format(**fmt)

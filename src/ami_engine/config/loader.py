@@ -84,6 +84,13 @@ def _check_cross(values: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: ACTION_GRID {list(grid)} must contain every value of SAFE_ACTION ({x})")
 
 
+def _relative_to(extends: str, where: str) -> str:
+    """A relative `extends` path is read from the including file's folder."""
+    if extends in PROFILE_NAMES or Path(extends).is_absolute() or where.startswith("profile "):
+        return extends
+    return str(Path(where).parent / extends)
+
+
 def _read_toml(text: str, where: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
@@ -108,7 +115,7 @@ def parse_config(data: Mapping[str, Any], where: str, _seen: tuple[str, ...] = (
     else:
         if extends in _seen:
             raise ConfigError(f"{where}: extends: cycle through {extends!r}")
-        values = dict(load_config(extends, _seen=(*_seen, extends)).values)
+        values = dict(load_config(_relative_to(extends, where), _seen=(*_seen, extends)).values)
     for key, raw in data.items():
         if key in _RESERVED:
             continue

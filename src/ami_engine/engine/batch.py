@@ -7,13 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from .. import ENGINE_MODEL
 from ..config import Config, ConfigError
 from ..io.stateset import StateSet
-from ..io.traces import TraceColumns, encode_traces
+from ..io.traces import TraceColumns
+from ..io.traces import trace_records as _io_trace_records
 from . import kernel
 from .scores import action_grid
 
@@ -242,5 +242,4 @@ def run_records(states: Sequence[Mapping[str, Any]], config: Config, chaos: bool
 
 def trace_records(cols: TraceColumns, states: StateSet, config: Config, chaos: bool = False) -> list[dict[str, Any]]:
     """The trace records as plain dicts: exactly what the JSONL writer puts on each line."""
-    data = b"".join(encode_traces(cols, states, config_id=config.config_id, model=ENGINE_MODEL, chaos=chaos))
-    return [msgspec.json.decode(line) for line in data.splitlines()]
+    return _io_trace_records(cols, states, config_id=config.config_id, model=ENGINE_MODEL, chaos=chaos)

@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config.params import KERNEL_FLOATS
+from ..io.traces import REASON_CODES, REASONS
 from .scores import (
     COMPASSION,
     CONTEXT,
@@ -44,20 +45,16 @@ from .scores import (
 
 TIE = 1e-12
 
-# Reason codes; REASONS[code] is the trace's `reason`.
-REASONS = (
-    "normal",
-    "no_clear_leader",
-    "drift",
-    "j_critical",
-    "h_critical",
-    "low_confidence",
-    "divergence",
-    "clamp_violation",
-    "no_valid_candidate",
-)
-R_NORMAL, R_NO_CLEAR_LEADER, R_DRIFT, R_J_CRITICAL, R_H_CRITICAL = 0, 1, 2, 3, 4
-R_LOW_CONFIDENCE, R_DIVERGENCE, R_CLAMP_VIOLATION, R_NO_VALID_CANDIDATE = 5, 6, 7, 8
+# Reason codes: REASONS[code] is the trace's `reason` (the trace format owns the list).
+R_NORMAL = REASON_CODES["normal"]
+R_NO_CLEAR_LEADER = REASON_CODES["no_clear_leader"]
+R_DRIFT = REASON_CODES["drift"]
+R_J_CRITICAL = REASON_CODES["j_critical"]
+R_H_CRITICAL = REASON_CODES["h_critical"]
+R_LOW_CONFIDENCE = REASON_CODES["low_confidence"]
+R_DIVERGENCE = REASON_CODES["divergence"]
+R_CLAMP_VIOLATION = REASON_CODES["clamp_violation"]
+R_NO_VALID_CANDIDATE = REASON_CODES["no_valid_candidate"]
 
 # Layout of a config row.
 _I = {name: i for i, name in enumerate(KERNEL_FLOATS)}

@@ -191,6 +191,7 @@ _AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL
 _PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _NAMED_FIELD = re.compile(r"^Object (?P<kind>missing required|contains unknown) field `(?P<name>[^`]*)`$")
 DEFAULT_BLOCK_BYTES = 8 << 20
+_READ_AHEAD = 1 << 16
 
 
 @dataclass
@@ -202,22 +203,25 @@ class DecodedBlock:
     n_lines: int
 
 
-def decode_block(data: bytes, decoder: msgspec.json.Decoder, source: str, first_line: int = 1) -> DecodedBlock:
+def decode_block(
+    data: bytes | memoryview, decoder: msgspec.json.Decoder, source: str, first_line: int = 1
+) -> DecodedBlock:
     """Decode a block of JSON lines; the first bad line raises InputError."""
-    if not data:
+    if not len(data):
         return DecodedBlock([], np.empty(0, dtype=np.int64), 0)
     with gc_paused():
         records = _decode_clean_block(data, decoder)
     if records is not None:
         lines = np.arange(first_line, first_line + len(records), dtype=np.int64)
         return DecodedBlock(records, lines, len(records))
+    data = bytes(data)
     decoded = list(iter_decoded_lines(data, decoder, source, first_line))
     lines = np.fromiter((line for line, _ in decoded), dtype=np.int64, count=len(decoded))
     n_lines = data.count(b"\n") + (not data.endswith(b"\n"))
     return DecodedBlock([record for _, record in decoded], lines, n_lines)
 
 
-def _decode_clean_block(data: bytes, decoder: msgspec.json.Decoder) -> list[Any] | None:
+def _decode_clean_block(data: bytes | memoryview, decoder: msgspec.json.Decoder) -> list[Any] | None:
     """All records of the block when it is cleanly one object per line, else None."""
     chars = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(chars == _NEWLINE)
@@ -269,7 +273,8 @@ def explain_validation(message: str, record: Any, source: str, line_no: int | No
     """Turn msgspec's `what - at `$.path`` into `field: what (value)`."""
     match = _AT_PATH.match(message)
     assert match is not None
-    what, path = match["msg"], match["path"] or ""
+    # msgspec writes `[...]` for "some value of this mapping": name the mapping itself.
+    what, path = match["msg"], (match["path"] or "").split("[...]")[0]
     named = _NAMED_FIELD.match(what)
     if named is not None:
         field = _join_path(path, named["name"])
@@ -281,6 +286,8 @@ def explain_validation(message: str, record: Any, source: str, line_no: int | No
     value = _lookup(record, path)
     if what == "Number out of range" and isinstance(value, float) and not math.isfinite(value):
         what = "not a finite number"
+    elif what.startswith("Invalid enum value"):
+        what = "not one of the allowed values"
     return InputError(source, line_no, _join_path(path, None), _lower_first(what), value)
 
 
@@ -340,54 +347,57 @@ def gc_paused() -> Iterator[None]:
 
 def iter_blocks(
     stream: IO[bytes], *, block_bytes: int = DEFAULT_BLOCK_BYTES, start: int = 0, end: int | None = None
-) -> Iterator[bytes]:
+) -> Iterator[memoryview]:
     """The bytes from offset `start` (a block boundary) to `end` (or EOF), in whole-line blocks.
 
     Block boundaries are fixed by the content alone: boundary k is the first line end at
     or after byte k * block_bytes. Reading from the start or from any boundary therefore
     gives the same blocks, so sums taken per block and added in block order are the same
     however the file was shared out among workers.
+
+    Each block is a view into one buffer that the next block reuses (copying gigabytes
+    would cost more than decoding them): use it, or copy it, before asking for the next.
     """
-    buf = b""
+    buf = bytearray(block_bytes + _READ_AHEAD)
+    filled = 0  # bytes of buf holding data
     pos = start  # offset of buf[0] in the stream
     eof = False
 
     def fill(upto: int) -> None:
-        nonlocal buf, eof
-        parts = [buf]
-        have = len(buf)
-        while have < upto and not eof:
-            want = upto - have
-            if end is not None:
-                want = min(want, end - pos - have)
-            piece = stream.read(want) if want > 0 else b""
-            if not piece:
+        nonlocal buf, filled, eof
+        if upto > len(buf):
+            bigger = bytearray(max(upto, 2 * len(buf)))
+            bigger[:filled] = memoryview(buf)[:filled]
+            buf = bigger
+        view = memoryview(buf)
+        while filled < upto and not eof:
+            want = upto - filled if end is None else min(upto - filled, end - pos - filled)
+            got = stream.readinto(view[filled : filled + want]) if want > 0 else 0
+            if got:
+                filled += got
+            else:
                 eof = True
-                break
-            parts.append(piece)
-            have += len(piece)
-        buf = b"".join(parts)
 
     while True:
-        target = (pos // block_bytes + 1) * block_bytes
-        fill(target - pos)
-        cut = -1
-        search_from = target - pos - 1
+        target = (pos // block_bytes + 1) * block_bytes - pos
+        fill(target)
+        search_from, cut = target - 1, -1
         while cut < 0:
-            found = buf.find(b"\n", search_from)
+            found = buf.find(b"\n", search_from, filled)
             if found >= 0:
                 cut = found + 1
             elif eof:
                 break
             else:
-                search_from = len(buf)
-                fill(len(buf) + (1 << 16))
+                search_from = filled
+                fill(filled + _READ_AHEAD)
         if cut < 0:
-            if buf:
-                yield buf
+            if filled:
+                yield memoryview(buf)[:filled]
             return
-        yield buf[:cut]
-        buf = buf[cut:]
+        yield memoryview(buf)[:cut]
+        buf[: filled - cut] = bytes(memoryview(buf)[cut:filled])  # a copy: the two ranges may overlap
+        filled -= cut
         pos += cut
 
 

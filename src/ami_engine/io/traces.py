@@ -11,7 +11,7 @@ are there, ignores unknown fields, and stops at the first bad record with
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from itertools import chain, repeat, starmap
 from operator import attrgetter
@@ -304,7 +304,8 @@ class TraceChunk:
             has_state = np.fromiter((s is not None for s in states), dtype=bool, count=n)
             present = [s for s in states if s is not None]
             state_values = np.full((n, len(STATE_FIELDS)), np.nan)
-            state_values[has_state] = _rows(present, STATE_FIELDS)
+            state_values[has_state] = _matrix(map(attrgetter(*STATE_FIELDS), present), len(present),
+                                              len(STATE_FIELDS))
         t_values = list(map(attrgetter("t"), records))
         return cls(
             line=line,
@@ -313,8 +314,8 @@ class TraceChunk:
             cus=_floats(records, "cus"),
             delta_cus=np.array(list(map(attrgetter("delta_cus"), records)), dtype=np.float64),
             cus_mean=_floats(records, "cus_mean"),
-            raw_action=_actions(records, "raw_action"),
-            final_action=_actions(records, "final_action"),
+            raw_action=action_matrix(records, "raw_action"),
+            final_action=action_matrix(records, "final_action"),
             soft_clamp=_bools(records, "soft_clamp"),
             level=np.fromiter(map(attrgetter("level"), records), dtype=np.int8, count=n),
             confidence=_floats(records, "confidence"),
@@ -374,14 +375,14 @@ def _bools(records: list[Any], name: str) -> np.ndarray:
     return np.fromiter(map(attrgetter(name), records), dtype=bool, count=len(records))
 
 
-def _rows(records: list[Any], names: tuple[str, ...]) -> np.ndarray:
-    values = chain.from_iterable(map(attrgetter(*names), records))
-    return np.fromiter(values, dtype=np.float64, count=len(records) * len(names)).reshape(len(records), len(names))
+def _matrix(rows: Iterable[Iterable[float]], n: int, width: int) -> np.ndarray:
+    """An (n, width) float64 array from n rows of `width` numbers each."""
+    return np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=n * width).reshape(n, width)
 
 
-def _actions(records: list[Any], name: str) -> np.ndarray:
-    values = chain.from_iterable(map(attrgetter(name), records))
-    return np.fromiter(values, dtype=np.float64, count=len(records) * ACTION_SIZE).reshape(len(records), ACTION_SIZE)
+def action_matrix(records: list[Any], name: str) -> np.ndarray:
+    """The (n, 4) array of one action field (`raw_action`, `final_action`) of decoded records."""
+    return _matrix(map(attrgetter(name), records), len(records), ACTION_SIZE)
 
 
 def _optional(records: list[Any], name: str) -> list[Any] | None:
@@ -449,7 +450,8 @@ def read_trace_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         for data in iter_blocks(stream):
             block = decode_block(data, checker, source, first_line)
             first_line += block.n_lines
-            out.extend(plain.decode(line) for line in data.split(b"\n") if line.strip())
+            # Every non-blank line has just passed as one record, so the block splits alike.
+            out.extend(plain.decode_lines(data))
     return out
 
 
@@ -462,6 +464,7 @@ __all__ = [
     "TraceChunk",
     "TraceColumns",
     "TraceRecord",
+    "action_matrix",
     "encode_traces",
     "iter_trace_blocks",
     "iter_trace_chunks",

@@ -16,8 +16,9 @@ import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from itertools import chain, compress
+from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -34,7 +35,7 @@ from ..io.files import (
     is_plain_file,
     iter_blocks,
 )
-from ..io.traces import ACTION_SIZE, RequiredTraceRecord, iter_trace_blocks
+from ..io.traces import RequiredTraceRecord, action_matrix, iter_trace_blocks
 
 FAIL_SAFE_LEVEL = 2
 N_LEVELS = 3
@@ -154,22 +155,16 @@ def _sums(
 def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
     """MetricSums of decoded records, converting actions only where the clamp acted."""
     n = len(records)
-    with gc_paused():
-        clamped_mask = np.fromiter(map(attrgetter("soft_clamp"), records), dtype=bool, count=n)
-        clamped = list(compress(records, clamped_mask))
-        return _sums(
-            level=np.fromiter(map(attrgetter("level"), records), dtype=np.int8, count=n),
-            cus=np.fromiter(map(attrgetter("cus"), records), dtype=np.float64, count=n),
-            soft_clamp=clamped_mask,
-            raw_clamped=_actions(clamped, "raw_action"),
-            final_clamped=_actions(clamped, "final_action"),
-            human_escalation=np.fromiter(map(attrgetter("human_escalation"), records), dtype=bool, count=n),
-        )
-
-
-def _actions(records: list[RequiredTraceRecord], name: str) -> np.ndarray:
-    values = chain.from_iterable(map(attrgetter(name), records))
-    return np.fromiter(values, dtype=np.float64, count=len(records) * ACTION_SIZE).reshape(-1, ACTION_SIZE)
+    clamped_mask = np.fromiter(map(attrgetter("soft_clamp"), records), dtype=bool, count=n)
+    clamped = list(compress(records, clamped_mask))
+    return _sums(
+        level=np.fromiter(map(attrgetter("level"), records), dtype=np.int8, count=n),
+        cus=np.fromiter(map(attrgetter("cus"), records), dtype=np.float64, count=n),
+        soft_clamp=clamped_mask,
+        raw_clamped=action_matrix(clamped, "raw_action"),
+        final_clamped=action_matrix(clamped, "final_action"),
+        human_escalation=np.fromiter(map(attrgetter("human_escalation"), records), dtype=bool, count=n),
+    )
 
 
 def metrics_from_traces(
@@ -187,11 +182,18 @@ def metrics_from_traces(
     n_blocks = 0
     if workers > 1 and is_plain_file(path) and "fork" in multiprocessing.get_all_start_methods():
         n_blocks = math.ceil(os.path.getsize(path) / block_bytes)
+    parts: list[MetricSums] | None = None
     if n_blocks >= _MIN_BLOCKS_TO_SHARE:
-        parts = _shared_out(path, workers, n_blocks, block_bytes)
-    else:
-        parts = [_sums_of_records(block.records) for block in iter_trace_blocks(path, RequiredTraceRecord,
-                                                                                 block_bytes=block_bytes)]
+        try:
+            parts = _shared_out(path, workers, n_blocks, block_bytes)
+        except (OSError, BrokenProcessPool):  # no processes to be had here: read it alone
+            parts = None
+    if parts is None:
+        # The collector stays off until each block's records are gone again: they hold no
+        # cycles, and a collection over millions of young tuples would cost seconds.
+        with gc_paused():
+            blocks = iter_trace_blocks(path, RequiredTraceRecord, block_bytes=block_bytes)
+            parts = [_sums_of_records(block.records) for block in blocks]
     total = MetricSums()
     for part in parts:
         total = total + part
@@ -237,10 +239,12 @@ def _sums_of_range(path: str, first_block: int, stop_block: int, block_bytes: in
         end = block_boundary(stream, stop_block, size, block_bytes)
         stream.seek(start)
         try:
-            for data in iter_blocks(stream, block_bytes=block_bytes, start=start, end=end):
-                block = decode_block(data, decoder, source, result.n_lines + 1)
-                result.n_lines += block.n_lines
-                result.sums.append(_sums_of_records(block.records))
+            with gc_paused():
+                for data in iter_blocks(stream, block_bytes=block_bytes, start=start, end=end):
+                    block = decode_block(data, decoder, source, result.n_lines + 1)
+                    result.n_lines += block.n_lines
+                    result.sums.append(_sums_of_records(block.records))
+                    del block  # free its records before the next block is decoded
         except InputError as err:
             result.error = err
     return result

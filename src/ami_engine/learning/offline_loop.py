@@ -224,6 +224,7 @@ class LearnResult:
     accepted: bool
     needless: dict[str, Any]
     summary: dict[str, Any]
+    held_out: StateSet
 
 
 def _fingerprint(data: LearnData, baseline: Config, settings: LearnSettings, regression: StateSet | None) -> str:
@@ -331,8 +332,8 @@ def learn(
     if chosen is None:
         # Nothing passed: report on the best feasible (or the baseline), never suggest it as accepted.
         chosen = tried[0] if tried else with_learned(baseline, current, space)
-    return _result(data, baseline, settings, split, space, chosen, train_table, held_table, crit_table,
-                   history, gate_report, accepted)
+    return _result(data, baseline, settings, split, space, chosen, train_table, held_table, history,
+                   gate_report, accepted)
 
 
 def _evaluate_batch(configs, train_table, crit_table, crit_base, reg_table, regression, settings):
@@ -438,8 +439,8 @@ def _scenario_figures(baseline: Config, suggestion: Config, weights: LossWeights
     return out
 
 
-def _result(data, baseline, settings, split, space, chosen, train_table, held_table, crit_table, history,
-            gate_report, accepted) -> LearnResult:
+def _result(data, baseline, settings, split, space, chosen, train_table, held_table, history, gate_report,
+            accepted) -> LearnResult:
     w = settings.weights
     metrics = {}
     for part, table in (("train", train_table), ("heldout", held_table)):
@@ -476,4 +477,4 @@ def _result(data, baseline, settings, split, space, chosen, train_table, held_ta
     doc.update(chosen.learned())
     doc["meta"] = meta
     summary = {"accepted": accepted, "metrics": metrics, "needless": meta["needless"]}
-    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary)
+    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary, held_table.states)

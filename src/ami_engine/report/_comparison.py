@@ -55,7 +55,8 @@ def comparison_panel(data: ReportData, page: Page) -> Markup:
     critical = {s: data.scenario("critical", s) for s in SIDES}
     if all(critical.values()):
         cards.append(page.chart("fig-critical", _critical_figure(data, critical),
-                                "Dashed lines: the gate's thresholds, where it recorded them."))
+                                "Dashed lines: the least fail-safe rate and the most mean H the suggestion may "
+                                "have on this set, where the suggestion records them."))
     else:
         cards.append(tag("div", missing("No `critical` scenario figures recorded (`[meta.scenarios.critical]`), "
                                         "so the critical floor cannot be shown."), cls="card"))
@@ -68,15 +69,16 @@ def comparison_panel(data: ReportData, page: Page) -> Markup:
 def _critical_checks(data: ReportData) -> Markup:
     checks = _critical(data.checks)
     body = check_table(checks) if checks else missing("The gate recorded no critical-floor check.")
-    return tag("div", join([
-        tag("h3", "The critical floor"),
-        tag("p", with_code(
-            "Learning may remove needless fail-safes, not nearly all of them. On the fixed, seeded `critical` "
-            "scenario the suggestion must keep at least a share of the baseline's fail-safe rate (by default "
-            "0.25 \u00d7), and the mean harm H of its final actions may exceed the baseline's by at most a "
-            "margin (by default 0.02).")),
-        body,
-    ]), cls="card")
+    factor, margin = num(data.at("critical_floor", "factor")), num(data.at("critical_floor", "margin"))
+    if factor == 0:
+        rule = "The critical floor is turned off for this run (factor 0); its figures are shown for information."
+    else:
+        share = f"{factor:g} \u00d7" if factor is not None else "a share of (by default 0.25 \u00d7)"
+        rise = f"{margin:g}" if margin is not None else "a margin (by default 0.02)"
+        rule = (f"Learning may remove needless fail-safes, not nearly all of them. On the fixed, seeded `critical` "
+                f"scenario the suggestion must keep at least {share} the baseline's fail-safe rate, and the mean "
+                f"harm H of its final actions may exceed the baseline's by at most {rise}.")
+    return tag("div", join([tag("h3", "The critical floor"), tag("p", with_code(rule)), body]), cls="card")
 
 
 def _critical(checks: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -116,7 +118,7 @@ def _metrics_figure(datasets: list[_Dataset]) -> go.Figure:
 def _critical_figure(data: ReportData, critical: dict[str, Mapping[str, Any]]) -> go.Figure:
     fig = figure("Critical floor (critical scenario)", height=360, rows=1, cols=2,
                  subplot_titles=["fail-safe rate", "mean H of final actions"], horizontal_spacing=0.18)
-    floor, ceiling = _critical_thresholds(data)
+    floor, ceiling = _critical_limits(data, critical)
     panels = ((1, "fail_safe_rate", True, floor, "floor"), (2, "mean_H", False, ceiling, "ceiling"))
     for col, key, as_pct, limit, limit_name in panels:
         values = [num(critical[s].get(key)) for s in SIDES]
@@ -127,7 +129,7 @@ def _critical_figure(data: ReportData, critical: dict[str, Mapping[str, Any]]) -
         ), row=1, col=col)
         if limit is not None:
             shown = 100 * limit if as_pct else limit
-            label = f"gate {limit_name} {shown:.1f} %" if as_pct else f"gate {limit_name} {shown:.3f}"
+            label = f"{limit_name} {shown:.1f} %" if as_pct else f"{limit_name} {shown:.3f}"
             threshold_line(fig, shown, axis="y", label=label, color="#c62828", dash="dash", row=1, col=col)
     fig.update_yaxes(title_text="fail-safe rate (%)", ticksuffix=" %", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="mean H (0\u20131)", rangemode="tozero", row=1, col=2)
@@ -137,12 +139,21 @@ def _critical_figure(data: ReportData, critical: dict[str, Mapping[str, Any]]) -
 _BOUND = re.compile(r"(>=|<=|\u2265|\u2264)\s*([0-9]*\.?[0-9]+)")
 
 
-def _critical_thresholds(data: ReportData) -> tuple[float | None, float | None]:
-    """The critical floor's fail-safe minimum and mean-H maximum, read from the gate's checks.
+def _critical_limits(data: ReportData, critical: dict[str, Mapping[str, Any]]) -> tuple[float | None, float | None]:
+    """The least fail-safe rate and the most mean H allowed on the critical set.
 
-    The gate writes thresholds as text such as ">= 0.24"; a lower bound in a critical
-    check is the fail-safe floor, an upper bound the harm ceiling.
+    From `[meta.critical_floor]` (factor, margin) and the baseline's figures when the
+    suggestion records them (factor 0 turns the floor off); else read from the gate's
+    critical checks, whose thresholds are text such as ">= 0.24" (a lower bound is the
+    fail-safe floor, an upper bound the harm ceiling).
     """
+    factor, margin = num(data.at("critical_floor", "factor")), num(data.at("critical_floor", "margin"))
+    if factor is not None or margin is not None:
+        if factor == 0:
+            return None, None
+        rate, mean_h = num(critical["baseline"].get("fail_safe_rate")), num(critical["baseline"].get("mean_H"))
+        return (None if factor is None or rate is None else factor * rate,
+                None if margin is None or mean_h is None else mean_h + margin)
     floor = ceiling = None
     for check in _critical(data.checks):
         for op, value in _BOUND.findall(str(check.get("threshold", ""))):

@@ -54,7 +54,8 @@ def missing(sentence: str) -> Markup:
 def table(headers: Iterable[str], rows: Iterable[Iterable[Any]], *, cls: str = "data") -> Markup:
     head = join(tag("th", h) for h in headers)
     body = join(tag("tr", join(tag("td", c) for c in row)) for row in rows)
-    return tag("div", tag("table", join([tag("thead", tag("tr", head)), tag("tbody", body)]), cls=cls), cls="table-wrap")
+    rows_html = join([tag("thead", tag("tr", head)), tag("tbody", body)])
+    return tag("div", tag("table", rows_html, cls=cls), cls="table-wrap")
 
 
 def section(anchor: str, title: str, *parts: str) -> Markup:

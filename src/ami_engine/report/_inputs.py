@@ -24,6 +24,8 @@ SCENARIOS = ("safe", "balanced", "critical", "chaos")
 
 @dataclass(frozen=True)
 class ReportData:
+    """The suggestion split into its config keys and its [meta], plus history and traces."""
+
     config: Mapping[str, Any]
     meta: Mapping[str, Any] | None
     history: list[Mapping[str, Any]] | None

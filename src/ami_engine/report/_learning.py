@@ -7,7 +7,19 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 
 from ..config.params import LEARNED_PARAMS
-from ._figures import ALLOWED, BASELINE, HELDOUT, SUGGESTION, TRAIN, figure, grid_position, percent, rounded, small_multiples, subplot_lines
+from ._figures import (
+    ALLOWED,
+    BASELINE,
+    HELDOUT,
+    SUGGESTION,
+    TRAIN,
+    figure,
+    grid_position,
+    percent,
+    rounded,
+    small_multiples,
+    subplot_lines,
+)
 from ._html import Markup, join, missing, num, tag
 from ._inputs import ReportData
 from ._page import Page

@@ -12,7 +12,17 @@ from collections.abc import Mapping
 import plotly.graph_objects as go
 
 from ..io.stateset import STATE_FIELDS
-from ._figures import BASELINE, LEVEL_COLORS, LEVEL_NAMES, SUGGESTION, figure, grid_position, percent, rounded, small_multiples
+from ._figures import (
+    BASELINE,
+    LEVEL_COLORS,
+    LEVEL_NAMES,
+    SUGGESTION,
+    figure,
+    grid_position,
+    percent,
+    rounded,
+    small_multiples,
+)
 from ._html import Markup, fmt_count, fmt_delta, fmt_num, fmt_pct, join, missing, num, nums, table, tag, with_code
 from ._inputs import ReportData
 from ._page import Page

@@ -9,7 +9,7 @@ randomness, so equal input gives equal bytes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -76,7 +76,7 @@ table.data td:last-child { white-space: normal; }
 .stat { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px 16px; min-width: 170px; }
 .stat b { display: block; font-size: 24px; }
 .stat span { font-size: 13px; color: var(--muted); }
-.mark { color: #ef6c00; font-weight: 600; }
+.mark { color: #ef6c00; font-weight: 600; white-space: nowrap; }
 """
 
 # Draws every chart div from the figure JSON; `window.amiReportReady` resolves (and the
@@ -143,6 +143,3 @@ class Page:
             f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
             f"{header}\n<main>\n" + "\n".join(sections) + "\n</main>\n" + scripts + "</body>\n</html>\n"
         )
-
-
-Panel = Callable[..., Markup]

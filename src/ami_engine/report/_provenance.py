@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._html import DASH, Markup, fmt_count, fmt_pct, join, missing, num, table, tag
+from ._html import DASH, Markup, fmt_count, fmt_pct, missing, num, table, tag
 from ._inputs import ReportData
 from ._page import Page
 
@@ -13,7 +13,7 @@ from ._page import Page
 _SHOWN = {
     "created", "tool_version", "engine_model", "baseline", "baseline_config_id", "config_id", "seed", "strategy",
     "budget", "loss_weights", "params_on_bound", "baseline_params", "bounds", "data", "split", "metrics",
-    "scenarios", "gate", "needless",
+    "scenarios", "gate", "needless", "strategy_options", "critical_floor",
 }
 
 
@@ -30,7 +30,7 @@ def provenance_panel(data: ReportData, page: Page) -> Markup:
         ("extends", data.config.get("extends")),
         ("baseline", _joined(data.at("baseline"), _id(data.at("baseline_config_id")))),
         ("suggestion config id", data.at("config_id")),
-        ("data source", _joined(data.at("data", "source"), data.at("data", "description"))),
+        ("data source", _data_source(data.at("data", "source"), data.at("data", "description"))),
         ("data file", data.at("data", "path")),
         ("data SHA-256", data.at("data", "sha256")),
         ("records, streams", _joined(_count(data.at("data", "n_records")), _count(data.at("data", "n_streams")),
@@ -38,9 +38,12 @@ def provenance_panel(data: ReportData, page: Page) -> Markup:
         ("split", _split(data.table("split"))),
         ("seed", data.at("seed")),
         ("search strategy, budget", _joined(data.at("strategy"), _count(data.at("budget")), sep=", ")),
+        ("strategy options", _flat(data.table("strategy_options"))),
+        ("critical floor", _flat(data.table("critical_floor"))),
         ("loss weights (w1, w2, w3)", _weights(data.at("loss_weights"))),
     ]
-    rows += [(str(k), v) for k, v in data.meta.items() if k not in _SHOWN and not isinstance(v, (Mapping, list))]
+    rows += [(str(k).replace("_", " "), v) for k, v in data.meta.items()
+             if k not in _SHOWN and not isinstance(v, (Mapping, list))]
     shown = [[label, tag("code", str(value)) if label.endswith(("SHA-256", "config id")) else str(value)]
              for label, value in rows if value not in (None, "")]
     return tag("div", table(["item", "value"], shown, cls="data provenance"), cls="card")
@@ -51,12 +54,26 @@ def _joined(*parts: Any, sep: str = " ") -> str | None:
     return sep.join(shown) if shown else None
 
 
+def _data_source(source: Any, description: Any) -> str | None:
+    """The description, led by the kind of source unless it already names it."""
+    if isinstance(description, str) and isinstance(source, str) and description.startswith(source):
+        return description
+    return _joined(source, description, sep=": ")
+
+
 def _id(config_id: Any) -> str | None:
     return f"(config id {config_id})" if isinstance(config_id, str) else None
 
 
 def _count(value: Any) -> str | None:
     return fmt_count(value) if num(value) is not None else None
+
+
+def _flat(table: Mapping[str, Any] | None) -> str | None:
+    """`key value, ...` of a table's scalar entries."""
+    if not table:
+        return None
+    return ", ".join(f"{k} {v}" for k, v in table.items() if not isinstance(v, (Mapping, list))) or None
 
 
 def _weights(value: Any) -> str | None:

@@ -1,6 +1,6 @@
 """Decision traces: CUS and level timelines, soft-clamp map, decision boundary, confidence.
 
-Trace files can hold a hundred thousand decisions or more. The timelines show the first
+Trace files can hold a hundred thousand decisions or more. The timelines show the longest
 stream's first TIMELINE_CAP decisions; the scatter charts show every k-th record so that
 at most SCATTER_CAP points are drawn; the confidence histogram counts every record. Each
 caption says what was drawn.
@@ -9,6 +9,7 @@ caption says what was drawn.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -33,12 +34,12 @@ def traces_panel(data: ReportData, page: Page) -> Markup:
         return missing("No decision traces given. Pass `--traces traces.jsonl` (written by `ami-engine run ... "
                        "--out traces.jsonl`, e.g. with the suggestion as `--config`) to see the CUS and level "
                        "timelines, the soft-clamp map, the decision boundary and the confidence histogram.")
-    stream_key, timeline, n_stream = _first_stream(traces)
+    stream_key, timeline, n_stream = _timeline_stream(traces)
     n_streams = len({_stream_id(r) for r in traces})
     cut = f"its first {fmt_count(len(timeline))} of {fmt_count(n_stream)} decisions" if n_stream > len(
         timeline) else f"all its {fmt_count(n_stream)} decisions"
-    about_timeline = (f"Stream {stream_key}, {cut} (the traces hold {fmt_count(len(traces))} decisions in "
-                      f"{fmt_count(n_streams)} stream{'s' if n_streams != 1 else ''}).")
+    about_timeline = (f"Stream {stream_key}, the longest, {cut} (the traces hold {fmt_count(len(traces))} "
+                      f"decisions in {fmt_count(n_streams)} stream{'s' if n_streams != 1 else ''}).")
     sample, step = _every_kth(traces, SCATTER_CAP)
     about_sample = (f"One record in {step}, {fmt_count(len(sample))} of {fmt_count(len(traces))}." if step > 1
                     else f"All {fmt_count(len(traces))} records.")
@@ -94,11 +95,12 @@ def _stream_id(record: Record) -> tuple[str, object]:
     return (type(stream).__name__, stream if isinstance(stream, (str, int)) else None)
 
 
-def _first_stream(traces: Sequence[Record]) -> tuple[str, list[Record], int]:
-    """The stream of the first record, its first TIMELINE_CAP records, and its size."""
-    first = _stream_id(traces[0])
-    records = [r for r in traces if _stream_id(r) == first]
-    name = repr(first[1]) if first[1] is not None else "(no stream)"
+def _timeline_stream(traces: Sequence[Record]) -> tuple[str, list[Record], int]:
+    """The longest stream (the first of equals), its first TIMELINE_CAP records, and its size."""
+    sizes = Counter(_stream_id(r) for r in traces)  # counts in order of first appearance
+    chosen = max(sizes, key=sizes.__getitem__)
+    records = [r for r in traces if _stream_id(r) == chosen]
+    name = repr(chosen[1]) if chosen[1] is not None else "(no stream)"
     return name, records[:TIMELINE_CAP], len(records)
 
 

@@ -10,9 +10,7 @@ from ._inputs import ReportData
 from ._page import Page
 from ._summary import verdict_badge
 
-_ON_BOUND_TEXT = {"lower": "on lower bound", "upper": "on upper bound", "bound": "on a bound"}
-
-
+_ON_BOUND_TEXT = {"lower": "lower bound", "upper": "upper bound", "bound": "a bound"}
 CHECK_HEADERS = ("check", "result", "figure", "threshold", "detail")
 
 
@@ -69,14 +67,15 @@ def _parameters(data: ReportData, page: Page) -> Markup:
             row += [fmt_num(data.baseline[name]), fmt_num(value), fmt_delta(data.baseline[name], value)]
         else:
             row.append(fmt_num(value))
-        mark = _ON_BOUND_TEXT.get(data.on_bound.get(name, ""), "")
+        outside = value is not None and not lo <= value <= hi  # a person's config may be; a suggestion never
+        mark = "outside the bounds" if outside else _ON_BOUND_TEXT.get(data.on_bound.get(name, ""), "")
         row.append(tag("span", mark, cls="mark") if mark else "")
         rows.append(row)
     headers = ["parameter", "bounds"] + (["baseline", "suggestion", "change"] if with_baseline else ["value"])
     params_table = tag("div", join([tag("h3", "Learned parameters"), table(headers + ["on bound"], rows)]), cls="card")
-    caption = ("Each parameter's place in its learning range: 0 % is the lower bound, 100 % the upper. "
-               "Grey: baseline; blue: suggestion.") if with_baseline else (
-               "Each parameter's place in its learning range: 0 % is the lower bound, 100 % the upper.")
+    caption = "Each parameter's place in its learning range: 0 % is the lower bound, 100 % the upper."
+    if with_baseline:
+        caption += " Grey: baseline; blue: suggestion."
     chart = page.chart("fig-params", _position_figure(data, with_baseline), caption)
     return tag("div", join([params_table, chart]), cls="grid")
 
@@ -108,6 +107,9 @@ def _position_figure(data: ReportData, with_baseline: bool) -> go.Figure:
             hovertemplate="%{y}: %{customdata}<br>%{x:.0f} % of its range<extra>" + label + "</extra>",
         ))
     fig.add_vrect(x0=0, x1=100, fillcolor="rgba(46, 125, 50, 0.07)", line_width=0, layer="below")
-    fig.update_xaxes(title_text="position in the learning range (%)", range=[-6, 106], ticksuffix=" %")
+    # A person may configure a value outside the learning bounds; keep it in view.
+    shown = [x for _, values, _, _ in sides for x in position(values) if x is not None]
+    fig.update_xaxes(title_text="position in the learning range (%)", ticksuffix=" %",
+                     range=[min([0.0, *shown]) - 6, max([100.0, *shown]) + 6])
     fig.update_yaxes(autorange="reversed", showgrid=False)
     return fig
