@@ -33,27 +33,32 @@ from reference_engine import (
 EITHER_WAY = 1e-12
 
 
-def compare_runs(states: list[dict], config) -> tuple[list[str], int]:
-    """Differences between the engine's and the reference's records, and how many
-    decisions were left out because they sat within EITHER_WAY of a threshold."""
+def compare_runs(states: list[dict], config, max_problems: int = 5) -> tuple[list[str], int]:
+    """Differences between the engine's and the reference's records (the first of each
+    stream, at most max_problems), and how many streams were left out from a decision
+    that sat within EITHER_WAY of a threshold."""
     params = config.to_dict()
     actual = run_records(states, config)
     expected = reference_run(states, params)
     assert len(actual) == len(expected)
     history: dict[tuple, list[float]] = {}
     left_out: set[tuple] = set()
+    failed: set[tuple] = set()
     problems = []
     for i, (state, a, e) in enumerate(zip(states, actual, expected)):
         key = stream_key(state.get("stream"))
         past = history.setdefault(key, [])
-        if key not in left_out:
+        if key not in left_out and key not in failed:
             diff = record_differences(a, e)
             if diff:
                 nine = {name: state[name] for name in STATE_FIELDS}
                 if threshold_distance(nine, params, past) < EITHER_WAY:
                     left_out.add(key)
                 else:
+                    failed.add(key)
                     problems.append(f"record {i} ({config.source}): " + "; ".join(diff) + f"\n  state {state}")
+                    if len(problems) >= max_problems:
+                        break
         past.append(e["cus_raw"])
     return problems, len(left_out)
 
