@@ -79,3 +79,25 @@ def test_expected_level_mix_with_base():
         cols = run(generate(name, 8000, 11), load_config("base"))
         got = np.bincount(cols.level, minlength=3) / len(cols.level) * 100
         assert np.all(np.abs(got - np.array(mix)) < 4), (name, got)
+
+
+def test_decide_with_its_stream_history_equals_the_batch_path():
+    from ami_engine.engine import decide, run_records
+    from ami_engine.io.stateset import STATE_FIELDS
+
+    cfg = load_config("base").replace(CUS_MEAN_WINDOW=4, DELTA_CUS_THRESHOLD=0.05)
+    states = generate("chaos", 60, 8, streams=1)
+    records = [dict(zip(STATE_FIELDS, map(float, row))) for row in states.values]
+    batch = run_records(records, cfg)
+    history: list[float] = []
+    for record, expected in zip(records, batch):
+        got = decide(record, cfg, history=history)
+        for key, value in expected.items():
+            if key == "t":
+                continue
+            if isinstance(value, float):
+                assert got[key] == pytest.approx(value, abs=1e-12), key
+            else:
+                assert got[key] == value, key
+        history.append(got["cus_raw"])
+    assert {r["reason"] for r in batch} >= {"drift"}
