@@ -3,14 +3,14 @@
 import json
 
 import pytest
-import tomli_w
+from typer.testing import CliRunner
 
-from ami_engine.cli import _toml_ready, app
+from ami_engine.cli import app
 from ami_engine.config import load_config
 from ami_engine.gate import run_gate
 from ami_engine.gate.approval import ApplyRefused, apply_suggestion
+from ami_engine.io.tomlfile import dumps_toml
 from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
-from typer.testing import CliRunner
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def suggestion(tmp_path_factory):
                    LearnSettings(strategy="random", budget=16, seed=4), gate_fn=run_gate)
     assert result.accepted
     path = tmp_path_factory.mktemp("s") / "suggestion.toml"
-    path.write_text(tomli_w.dumps(_toml_ready(result.suggestion_toml)))
+    path.write_text(dumps_toml(result.suggestion_toml))
     return path
 
 

@@ -160,3 +160,42 @@ def test_console_script_runs_and_pipes_to_stdout():
     result = subprocess.run([*exe, "run", "--scenario", "safe", "--n", "3", "--out", "-"], capture_output=True,
                             text=True)
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 3
+
+
+def test_learn_end_to_end_writes_suggestion_history_and_report(tmp_path):
+    out, hist, rep = tmp_path / "s.toml", tmp_path / "h.jsonl", tmp_path / "r.html"
+    result = invoke("learn", "--scenario", "chaos", "--n", 1200, "--seed", 3, "--strategy", "sobol", "--budget", 16,
+                    "--batch-size", 8, "--out", out, "--history", hist, "--report", rep, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["accepted"] and summary["meta"]["gate"]["verdict"] == "ACCEPT"
+    from ami_engine.config import load_config
+
+    assert load_config(str(out)).config_id == summary["meta"]["config_id"]
+    assert len(hist.read_text().splitlines()) == 2
+    assert rep.read_text().startswith("<!DOCTYPE html>")
+    again = invoke("learn", "--scenario", "chaos", "--n", 1200, "--seed", 3, "--strategy", "sobol", "--budget", 16,
+                   "--batch-size", 8, "--out", tmp_path / "s2.toml", "--resume", "--study",
+                   tmp_path / "s.study.sqlite3")
+    assert again.exit_code == 0, again.output
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith("created")]  # noqa: E731
+    assert strip((tmp_path / "s2.toml").read_text()) == strip(out.read_text())
+
+
+def test_learn_on_bad_states_exits_2_naming_file_and_line(tmp_path):
+    states = write_lines(tmp_path / "s.jsonl", [json.dumps(GOOD)] * 3 + [json.dumps({**GOOD, "justice": -1})])
+    out = tmp_path / "s.toml"
+    result = invoke("learn", "--states", states, "--budget", 4, "--out", out)
+    assert result.exit_code == 2 and "s.jsonl:4" in result.output and "justice" in result.output
+    assert not out.exists()
+
+
+def test_learn_from_traces_without_states_says_metrics_only(tmp_path):
+    traces = tmp_path / "t.jsonl"
+    assert invoke("run", "--scenario", "balanced", "--n", 10, "--out", traces).exit_code == 0
+    records = [json.loads(line) for line in traces.read_text().splitlines()]
+    for r in records:
+        del r["state"]
+    write_lines(traces, [json.dumps(r) for r in records])
+    result = invoke("learn", "--traces", traces, "--budget", 4, "--out", tmp_path / "s.toml")
+    assert result.exit_code == 2 and "metrics only" in result.output

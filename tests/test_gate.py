@@ -10,6 +10,7 @@ from ami_engine.engine import run
 from ami_engine.gate import CriticalFloor, gate_suggestion_file, run_gate
 from ami_engine.gate.gate import check_bounds, check_critical_floor, check_heldout_loss, check_regression
 from ami_engine.io.states import states_from_records
+from ami_engine.io.tomlfile import dumps_toml
 from ami_engine.learning.loss import LossWeights
 from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
 from ami_engine.scenario import generate
@@ -89,14 +90,10 @@ def test_traces_of_a_hand_made_config_break_invariants_under_stricter_thresholds
 
 
 def test_gate_on_a_suggestion_file_rebuilds_its_heldout_data(tmp_path):
-    import tomli_w
-
     result = learn(data_from_scenario("chaos", 1500, 2), BASE, LearnSettings(strategy="sobol", budget=16, seed=2),
                    gate_fn=run_gate)
     path = tmp_path / "s.toml"
-    from ami_engine.cli import _toml_ready
-
-    path.write_text(tomli_w.dumps(_toml_ready(result.suggestion_toml)))
+    path.write_text(dumps_toml(result.suggestion_toml))
     report = gate_suggestion_file(str(path))
     held = next(c for c in report.checks if c.name == "heldout_loss")
     assert held.figure != "n/a" and "held-out records" in held.detail

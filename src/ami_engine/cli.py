@@ -21,6 +21,7 @@ from rich.table import Table
 
 from . import ENGINE_MODEL, __version__
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, profile_text
+from .io.tomlfile import dumps_toml, toml_ready
 
 app = typer.Typer(
     name="ami-engine",
@@ -131,17 +132,6 @@ def _jsonable(obj: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in obj.items() if not str(k).startswith("_")}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-def _toml_ready(obj: Any) -> Any:
-    """TOML has no null: keys whose value is None are left out."""
-    if isinstance(obj, dict):
-        return {str(k): _toml_ready(v) for k, v in obj.items() if v is not None and not str(k).startswith("_")}
-    if isinstance(obj, (list, tuple)):
-        return [_toml_ready(v) for v in obj if v is not None]
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
@@ -438,10 +428,7 @@ def learn(
         lines = (json.dumps(_jsonable(h), separators=(", ", ": ")).encode() + b"\n" for h in result.history)
         _write_bytes(history, lines)
     if result.accepted:
-        import tomli_w
-
-        text = tomli_w.dumps(_toml_ready(result.suggestion_toml))
-        _write_bytes(out, [text.encode()])
+        _write_bytes(out, [dumps_toml(result.suggestion_toml).encode()])
     if report is not None:
         from .engine import run as engine_run
         from .engine import trace_records
@@ -450,7 +437,7 @@ def learn(
         # The trace panels show the suggestion deciding the held-out data.
         held = result.held_out
         records = trace_records(engine_run(held, result.suggestion), held, result.suggestion)
-        html = render_report(_toml_ready(result.suggestion_toml), result.history, records)
+        html = render_report(toml_ready(result.suggestion_toml), result.history, records)
         _write_bytes(report, [html.encode()])
     if as_json:
         print(json.dumps(_jsonable({"accepted": result.accepted, "suggestion": out if result.accepted else None,

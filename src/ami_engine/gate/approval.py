@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-import tomli_w
-
 from ..config import LEARNED_PARAMS, PROFILE_NAMES, load_config
 from ..io.files import atomic_output
+from ..io.tomlfile import dumps_toml
 from .constraints import CriticalFloor
 from .gate import GateReport, gate_suggestion_file
 
@@ -76,7 +75,7 @@ def apply_suggestion(suggestion_path: str, *, approved_by: str, out: str, force:
         "config_id": suggestion.config_id,
         "gate": report.to_meta(),
     }
-    text = tomli_w.dumps(_no_none(doc)).encode()
+    text = dumps_toml(doc).encode()
     log = Path(audit_log) if audit_log else target.parent / AUDIT_LOG_NAME
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(str(target)) as fh:
@@ -100,11 +99,3 @@ def apply_suggestion(suggestion_path: str, *, approved_by: str, out: str, force:
     with open(log, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry) + "\n")
     return ApplyResult(str(target), str(log), report, suggestion.config_id)
-
-
-def _no_none(obj):
-    if isinstance(obj, dict):
-        return {k: _no_none(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, (list, tuple)):
-        return [_no_none(v) for v in obj if v is not None]
-    return obj
