@@ -60,18 +60,12 @@ def score_j(s: dict, sev: float, comp: float, itv: float, dly: float) -> float:
 
 
 def score_h(s: dict, sev: float, comp: float, itv: float, dly: float) -> float:
-    return clip(
-        (0.5 * sev * (1 - comp) + 0.3 * (1 - comp) * itv + 0.2 * s["social"] * sev) * (0.5 + s["harm_sens"])
-    )
+    return clip((0.5 * sev * (1 - comp) + 0.3 * (1 - comp) * itv + 0.2 * s["social"] * sev) * (0.5 + s["harm_sens"]))
 
 
 def score_c(s: dict, sev: float, comp: float, itv: float, dly: float) -> float:
     c_raw = (
-        0.3 * s["empathy"]
-        + 0.3 * (1 - s["physical"])
-        + 0.2 * s["compassion"]
-        + 0.1 * comp
-        - 0.2 * s["responsibility"]
+        0.3 * s["empathy"] + 0.3 * (1 - s["physical"]) + 0.2 * s["compassion"] + 0.1 * comp - 0.2 * s["responsibility"]
     )
     return sig(4 * (c_raw - 0.35))
 
@@ -179,15 +173,6 @@ def soft_clamp_action(raw: tuple, cus: float, p: dict) -> tuple[float, float, fl
     )
 
 
-def violates_hard_limits(sc: dict, confidence: float, p: dict) -> bool:
-    return (
-        not is_candidate(sc, p)
-        or sc["J"] < p["J_CRITICAL"]
-        or sc["H"] > p["H_CRITICAL"]
-        or confidence < p["CONFIDENCE_ESCALATION_FORCE"]
-    )
-
-
 # -- one decision -------------------------------------------------------------------------
 
 
@@ -197,63 +182,68 @@ def grid_actions(p: dict) -> list[tuple]:
 
 def reference_decide(state: dict, params: dict, history: list[float] | None = None) -> dict[str, Any]:
     """One decision (sections 2-11); `history` = the stream's earlier pre-clamp CUS, oldest first."""
-    return _decide(state, params, list(history or []))[0]
+    return _decide(state, params, list(history or []))
 
 
-def _decide(state: dict, p: dict, history: list[float]) -> tuple[dict[str, Any], list[float]]:
-    """The decision, and every quantity it compared with a threshold minus that threshold."""
-    gaps: list[float] = []
+def _decide(state: dict, p: dict, history: list[float], gaps: list[float] | None = None) -> dict[str, Any]:
+    """The decision; into `gaps`, when given, every value it compared minus its threshold."""
+    note = gaps.extend if gaps is not None else (lambda values: None)
     scored = [(a, reference_scores(state, a, p)) for a in grid_actions(p)]
-    for _, sc in scored:
-        gaps += _filter_gaps(sc, p)
+    if gaps is not None:
+        for _, sc in scored:
+            note(_deciding_gaps(_filter_checks(sc, p)))
     candidates = [(a, sc) for a, sc in scored if is_candidate(sc, p)]
 
     # sections 5-8
     if not candidates:
         raw, raw_sc = first_best(scored)
-        gaps += _tie_gaps([sc["S"] for _, sc in scored])
+        note(_tie_gaps([sc["S"] for _, sc in scored]))
         confidence, cus, level, reason = 0.0, 1.0, 2, "no_valid_candidate"
         de_norm = as_norm = 0.0
     else:
         raw, raw_sc = first_best(candidates)
-        gaps += _tie_gaps([sc["S"] for _, sc in candidates])
+        note(_tie_gaps([sc["S"] for _, sc in candidates]))
         distinct = distinct_scores([sc["S"] for _, sc in candidates])
         confidence, margin = confidence_of(raw_sc, p)
         de_norm, as_norm, divergence = decision_entropy_and_gap(distinct, confidence, p)
         hi = human_uncertainty(confidence, margin, p)
         cus = combined_uncertainty(hi, de_norm, as_norm, p)
-        gaps += [
-            raw_sc["J"] - p["J_CRITICAL"],
-            raw_sc["H"] - p["H_CRITICAL"],
-            confidence - p["CONFIDENCE_ESCALATION_FORCE"],
-            divergence - p["DIVERGENCE_HARD_THRESHOLD"],
-            as_norm - p["AS_SOFT_THRESHOLD"],
+        # section 8: the first rule that fires sets the level
+        rules = [
+            (raw_sc["J"] - p["J_CRITICAL"], raw_sc["J"] < p["J_CRITICAL"], 2, "j_critical"),
+            (raw_sc["H"] - p["H_CRITICAL"], raw_sc["H"] > p["H_CRITICAL"], 2, "h_critical"),
+            (
+                confidence - p["CONFIDENCE_ESCALATION_FORCE"],
+                confidence < p["CONFIDENCE_ESCALATION_FORCE"],
+                2,
+                "low_confidence",
+            ),
+            (
+                divergence - p["DIVERGENCE_HARD_THRESHOLD"],
+                divergence > p["DIVERGENCE_HARD_THRESHOLD"],
+                2,
+                "divergence",
+            ),
+            (as_norm - p["AS_SOFT_THRESHOLD"], as_norm < p["AS_SOFT_THRESHOLD"], 1, "no_clear_leader"),
         ]
-        if raw_sc["J"] < p["J_CRITICAL"]:
-            level, reason = 2, "j_critical"
-        elif raw_sc["H"] > p["H_CRITICAL"]:
-            level, reason = 2, "h_critical"
-        elif confidence < p["CONFIDENCE_ESCALATION_FORCE"]:
-            level, reason = 2, "low_confidence"
-        elif divergence > p["DIVERGENCE_HARD_THRESHOLD"]:
-            level, reason = 2, "divergence"
-        elif as_norm < p["AS_SOFT_THRESHOLD"]:
-            level, reason = 1, "no_clear_leader"
-        else:
-            level, reason = 0, "normal"
+        level, reason = 0, "normal"
+        for gap, fires, rule_level, rule_reason in rules:
+            note([gap])
+            if fires:
+                level, reason = rule_level, rule_reason
+                break
 
     # section 9: drift over the pre-clamp CUS
     delta_cus = cus - history[-1] if history else None
     window = (history + [cus])[-int(p["CUS_MEAN_WINDOW"]) :]
     cus_mean = sum(window) / len(window)
     if level == 0:
-        gaps.append(cus_mean - p["CUS_MEAN_THRESHOLD"])
-        if delta_cus is not None:
-            gaps.append(delta_cus - p["DELTA_CUS_THRESHOLD"])
-    if level == 0 and (
-        (delta_cus is not None and delta_cus > p["DELTA_CUS_THRESHOLD"]) or cus_mean > p["CUS_MEAN_THRESHOLD"]
-    ):
-        level, reason = 1, "drift"
+        alarms = [(cus_mean - p["CUS_MEAN_THRESHOLD"], cus_mean > p["CUS_MEAN_THRESHOLD"])]
+        if delta_cus is not None:  # a null delta_cus never fires
+            alarms.append((delta_cus - p["DELTA_CUS_THRESHOLD"], delta_cus > p["DELTA_CUS_THRESHOLD"]))
+        note(_deciding_gaps([(gap, not fires) for gap, fires in alarms]))
+        if any(fires for _, fires in alarms):
+            level, reason = 1, "drift"
 
     final, final_sc = raw, raw_sc
     trace_cus, trace_conf, delta_conf, soft = cus, confidence, None, False
@@ -263,18 +253,14 @@ def _decide(state: dict, p: dict, history: list[float]) -> tuple[dict[str, Any],
         clamped = soft_clamp_action(raw, cus, p)
         clamped_sc = reference_scores(state, clamped, p)
         conf_after, margin_after = confidence_of(clamped_sc, p)
-        gaps += _deciding_gaps(
-            [
-                (clamped_sc["J"] - p["J_MIN"], clamped_sc["J"] >= p["J_MIN"]),
-                (clamped_sc["H"] - p["H_MAX"], clamped_sc["H"] <= p["H_MAX"]),
-                (clamped_sc["C"] - p["C_MIN"], clamped_sc["C"] >= p["C_MIN"]),
-                (clamped_sc["C"] - p["C_MAX"], clamped_sc["C"] <= p["C_MAX"]),
-                (clamped_sc["J"] - p["J_CRITICAL"], clamped_sc["J"] >= p["J_CRITICAL"]),
-                (clamped_sc["H"] - p["H_CRITICAL"], clamped_sc["H"] <= p["H_CRITICAL"]),
-                (conf_after - p["CONFIDENCE_ESCALATION_FORCE"], conf_after >= p["CONFIDENCE_ESCALATION_FORCE"]),
-            ]
-        )
-        if violates_hard_limits(clamped_sc, conf_after, p):
+        # the clamped action must pass the filter, the hard floors and the confidence floor
+        checks = _filter_checks(clamped_sc, p) + [
+            (clamped_sc["J"] - p["J_CRITICAL"], clamped_sc["J"] >= p["J_CRITICAL"]),
+            (clamped_sc["H"] - p["H_CRITICAL"], clamped_sc["H"] <= p["H_CRITICAL"]),
+            (conf_after - p["CONFIDENCE_ESCALATION_FORCE"], conf_after >= p["CONFIDENCE_ESCALATION_FORCE"]),
+        ]
+        note(_deciding_gaps(checks))
+        if not all(ok for _, ok in checks):
             level, reason = 2, "clamp_violation"
         else:
             final, final_sc, soft = clamped, clamped_sc, True
@@ -288,7 +274,7 @@ def _decide(state: dict, p: dict, history: list[float]) -> tuple[dict[str, Any],
         final_sc = reference_scores(state, final, p)
         trace_cus, trace_conf, delta_conf, soft = cus, confidence, None, False
 
-    record = {
+    return {
         "cus": trace_cus,
         "cus_raw": cus,
         "delta_cus": delta_cus,
@@ -306,18 +292,16 @@ def _decide(state: dict, p: dict, history: list[float]) -> tuple[dict[str, Any],
         "H": final_sc["H"],
         "C": final_sc["C"],
     }
-    return record, gaps
 
 
-def _filter_gaps(sc: dict, p: dict) -> list[float]:
-    return _deciding_gaps(
-        [
-            (sc["J"] - p["J_MIN"], sc["J"] >= p["J_MIN"]),
-            (sc["H"] - p["H_MAX"], sc["H"] <= p["H_MAX"]),
-            (sc["C"] - p["C_MIN"], sc["C"] >= p["C_MIN"]),
-            (sc["C"] - p["C_MAX"], sc["C"] <= p["C_MAX"]),
-        ]
-    )
+def _filter_checks(sc: dict, p: dict) -> list[tuple[float, bool]]:
+    """Section 4 as (value - threshold, passes) per condition."""
+    return [
+        (sc["J"] - p["J_MIN"], sc["J"] >= p["J_MIN"]),
+        (sc["H"] - p["H_MAX"], sc["H"] <= p["H_MAX"]),
+        (sc["C"] - p["C_MIN"], sc["C"] >= p["C_MIN"]),
+        (sc["C"] - p["C_MAX"], sc["C"] <= p["C_MAX"]),
+    ]
 
 
 def _deciding_gaps(tests: list[tuple[float, bool]]) -> list[float]:
@@ -351,7 +335,8 @@ def threshold_distance(state: dict, params: dict, history: list[float] | None = 
     ENGINE.md section 12 lets values within 1e-12 of a threshold fall either way between
     implementations; a test that meets such a decision cannot expect agreement on it.
     """
-    _, gaps = _decide(state, params, list(history or []))
+    gaps: list[float] = []
+    _decide(state, params, list(history or []), gaps)
     return min(abs(g) for g in gaps)
 
 

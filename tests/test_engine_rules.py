@@ -408,7 +408,10 @@ def test_drift_delta_cus_fires_only_from_level_0():
         assert rec["delta_cus"] > BASE["DELTA_CUS_THRESHOLD"]
         assert rec["cus_mean"] <= BASE["CUS_MEAN_THRESHOLD"] or rec["level"] == 2
     assert [(r["level"], r["reason"]) for r in recs[1::2]] == [
-        (1, "drift"), (1, "no_clear_leader"), (2, "no_valid_candidate")]
+        (1, "drift"),
+        (1, "no_clear_leader"),
+        (2, "no_valid_candidate"),
+    ]
     # alone, HIGH_CUS is a normal decision
     assert decide_one(HIGH_CUS)["reason"] == "normal"
 

@@ -31,6 +31,8 @@ from reference_engine import (
 
 # ENGINE.md section 12: closer than this to a threshold, a comparison may go either way.
 EITHER_WAY = 1e-12
+# Fields copied from the state, which no threshold can explain.
+COPIED = frozenset({"t", "stream", "id"})
 
 
 def compare_runs(states: list[dict], config, max_problems: int = 5) -> tuple[list[str], int]:
@@ -52,7 +54,8 @@ def compare_runs(states: list[dict], config, max_problems: int = 5) -> tuple[lis
             diff = record_differences(a, e)
             if diff:
                 nine = {name: state[name] for name in STATE_FIELDS}
-                if threshold_distance(nine, params, past) < EITHER_WAY:
+                copied_only = all(d.split(":")[0] in COPIED for d in diff)
+                if not copied_only and threshold_distance(nine, params, past) < EITHER_WAY:
                     left_out.add(key)
                 else:
                     failed.add(key)
@@ -101,7 +104,7 @@ def configs(draw):
     return bounded_config(profile, learned, window)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(states=st.lists(state_records(), min_size=1, max_size=14), config=configs())
 def test_engine_matches_reference_on_random_streams_and_configs(states, config):
     problems, _ = compare_runs(states, config)
@@ -128,17 +131,16 @@ def _scenario_states(n_each: int, seed: int) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    ("config", "n_each"),
+    ("config", "n_each", "seed"),
     [
-        (load_config("base"), 500),
-        (bounded_config("production_safe", _learned_draw(1), None), 250),
-        (bounded_config("chaos_tuning", _learned_draw(2), None), 250),
-        (bounded_config("high_critical", _learned_draw(3), 4), 250),
+        (load_config("base"), 500, 1),
+        (bounded_config("production_safe", _learned_draw(1), None), 250, 2),
+        (bounded_config("chaos_tuning", _learned_draw(2), None), 250, 3),
+        (bounded_config("high_critical", _learned_draw(3), 4), 250, 4),
     ],
     ids=["base", "production_safe-learned", "chaos_tuning-learned", "high_critical-learned-window4"],
 )
-def test_engine_matches_reference_on_scenario_states(config, n_each):
-    states = _scenario_states(n_each, seed=n_each + len(config.source))
-    problems, left_out = compare_runs(states, config)
+def test_engine_matches_reference_on_scenario_states(config, n_each, seed):
+    problems, left_out = compare_runs(_scenario_states(n_each, seed), config)
     assert not problems, f"{len(problems)} records differ:\n" + "\n".join(problems[:5])
     assert left_out == 0
