@@ -1,33 +1,55 @@
-"""The safety gate: ACCEPT what is safe, REJECT each unsafe case naming the failing check."""
+"""The safety gate (LEARNING.md): ACCEPT what is safe; REJECT each unsafe case, naming the check."""
 
 import json
 
 import pytest
+from rich.console import Console
 
-from ami_engine.check import check_columns
 from ami_engine.config import load_config
 from ami_engine.engine import run
-from ami_engine.gate import CriticalFloor, gate_suggestion_file, run_gate
-from ami_engine.gate.gate import check_bounds, check_critical_floor, check_heldout_loss, check_regression
-from ami_engine.io.states import states_from_records
+from ami_engine.gate import CriticalFloor, GateThresholds, gate_suggestion_file, run_gate
+from ami_engine.gate.gate import CHECK_NAMES, check_critical_floor, check_heldout_loss, suggestion_baseline
+from ami_engine.io.states import read_states, write_states
+from ami_engine.io.stateset import STATE_FIELDS
 from ami_engine.io.tomlfile import dumps_toml
 from ami_engine.learning.loss import LossWeights
-from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
+from ami_engine.learning.offline_loop import (
+    LearnError,
+    LearnSettings,
+    data_from_scenario,
+    data_from_states_file,
+    learn,
+    split_states,
+)
 from ami_engine.scenario import generate
 
 BASE = load_config("base")
 
 
-def test_gate_accepts_base_against_itself_and_lists_every_check():
-    report = run_gate(BASE, BASE, held_out=generate("balanced", 500, 3))
-    assert report.verdict == "ACCEPT"
-    names = [c.name for c in report.checks]
-    assert names == ["bounds", "invariants", "determinism", "heldout_loss", "critical_fail_safe_rate",
-                     "critical_mean_H", "regression"]
-    for check in report.checks:
-        assert check.threshold and check.detail
+@pytest.fixture(scope="module")
+def held_out():
+    return generate("balanced", 1000, 2)
+
+
+def test_gate_accepts_base_against_itself_and_shows_every_check(held_out):
+    report = run_gate(BASE, BASE, held_out=held_out)
+    assert report.verdict == "ACCEPT" and report.accepted and report.failed == []
+    assert [c.name for c in report.checks] == list(CHECK_NAMES) == [
+        "bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression"]
+    assert all(c.threshold and c.detail for c in report.checks)
+    assert report.check("invariants").figure == 0 and "40000 records" in report.check("invariants").threshold
+    assert len(report.check("determinism").figure) == 64  # the SHA-256 of the traces
+    held = report.check("heldout_loss")
+    assert isinstance(held.figure, float) and f"{held.figure:.6g}" in held.threshold
+    assert set(report.check("critical_floor").figure) == {"fail_safe_rate", "mean_H"}
+    assert report.check("regression").figure == "n/a" and "not given" in report.check("regression").detail
     meta = json.loads(report.to_json())
-    assert meta["verdict"] == "ACCEPT" and len(meta["checks"]) == 7
+    assert meta == report.to_meta() and meta["verdict"] == "ACCEPT"
+    assert [set(c) for c in meta["checks"]] == [{"name", "passed", "figure", "threshold", "detail"}] * 6
+    console = Console(record=True, width=200)
+    report.print(console)
+    text = console.export_text()
+    assert "ACCEPT" in text and all(name in text for name in CHECK_NAMES)
 
 
 def test_gate_accepts_a_real_suggestion_from_learn():
@@ -35,79 +57,136 @@ def test_gate_accepts_a_real_suggestion_from_learn():
                    gate_fn=run_gate)
     assert result.accepted
     assert result.suggestion_toml["meta"]["gate"]["verdict"] == "ACCEPT"
-    assert run_gate(result.suggestion, BASE, held_out=result.held_out).accepted
+    assert run_gate(result.suggestion, BASE, held_out=result.held_out).verdict == "ACCEPT"
 
 
 def test_a_learned_parameter_outside_its_bounds_is_rejected_by_bounds():
-    check = check_bounds(BASE.replace(J_MIN=0.97), BASE)
-    assert not check.passed and "J_MIN" in check.detail
+    report = run_gate(BASE.replace(J_MIN=0.97), BASE)
+    assert report.verdict == "REJECT" and "bounds" in report.failed
+    assert "J_MIN = 0.97 is outside its bounds [0.5, 0.95]" in report.check("bounds").detail
 
 
 def test_a_changed_hard_floor_is_rejected_by_bounds():
-    check = check_bounds(BASE.replace(J_CRITICAL=0.6), BASE)
-    assert not check.passed and "J_CRITICAL" in check.detail
+    report = run_gate(BASE.replace(J_CRITICAL=0.6), BASE)
+    assert report.verdict == "REJECT" and report.failed == ["bounds"]
+    assert "J_CRITICAL = 0.6 differs from the baseline's 0.7" in report.check("bounds").detail
 
 
-def test_a_config_that_worsens_heldout_loss_is_rejected():
-    worse = BASE.replace(J_MIN=0.95, H_MAX=0.15)
-    check = check_heldout_loss(worse, BASE, generate("balanced", 1000, 2), LossWeights())
-    assert not check.passed and check.name == "heldout_loss"
+def test_a_config_that_worsens_heldout_loss_is_rejected(held_out):
+    report = run_gate(BASE.replace(J_MIN=0.95, H_MAX=0.15), BASE, held_out=held_out)
+    assert report.verdict == "REJECT" and report.failed == ["heldout_loss"]
+    check = report.check("heldout_loss")
+    baseline_loss = float(check.threshold.split()[1])
+    assert check.figure > baseline_loss and "1000 held-out records" in check.detail
+
+
+def test_a_heldout_tolerance_lets_a_slightly_worse_config_through(held_out):
+    worse = BASE.replace(J_MIN=0.87)
+    strict = check_heldout_loss(worse, BASE, held_out, LossWeights())
+    assert not strict.passed
+    excess = strict.figure - float(strict.threshold.split()[1])
+    assert check_heldout_loss(worse, BASE, held_out, LossWeights(), tolerance=2 * excess).passed
+    with pytest.raises(ValueError, match="held-out tolerance"):
+        GateThresholds(heldout_tolerance=-0.1)
 
 
 def test_removing_nearly_all_critical_fail_safes_is_rejected_by_the_critical_floor():
-    loose = BASE.replace(J_MIN=0.5, H_MAX=0.5)
-    checks = check_critical_floor(loose, BASE, CriticalFloor())
-    assert not checks[0].passed and checks[0].name == "critical_fail_safe_rate"
-    off = check_critical_floor(loose, BASE, CriticalFloor(factor=0))
-    assert all(c.passed for c in off)
+    loose = BASE.replace(J_MIN=0.50, H_MAX=0.50)  # J_MIN at its lower bound, H_MAX at its upper
+    report = run_gate(loose, BASE)
+    assert report.verdict == "REJECT" and report.failed == ["critical_floor"]
+    check = report.check("critical_floor")
+    floor = 0.25 * check_critical_floor(BASE, BASE, CriticalFloor()).figure["fail_safe_rate"]
+    assert check.figure["fail_safe_rate"] < floor
+    assert "fail-safe rate >=" in check.threshold and "mean H <=" in check.threshold
 
 
-def test_a_regression_failure_names_the_state():
-    state = {"physical": 0.5, "social": 0.5, "context": 0.5, "risk": 0.2, "compassion": 0.8, "justice": 0.9,
-             "harm_sens": 0.2, "responsibility": 0.6, "empathy": 0.8, "id": "calm"}
-    level = run(states_from_records([state]), BASE).level[0]
-    assert level < 2
-    suite = states_from_records([{**state, "expect_level_min": 2}], allow_expect_level=True)
-    check = check_regression(BASE, suite)
-    assert not check.passed and "calm" in check.detail
-    ok = states_from_records([{**state, "expect_level_min": int(level)}], allow_expect_level=True)
-    assert check_regression(BASE, ok).passed
+def test_a_critical_factor_of_zero_turns_the_floor_off_but_shows_its_figures():
+    loose = BASE.replace(J_MIN=0.50, H_MAX=0.50)
+    check = check_critical_floor(loose, BASE, CriticalFloor(factor=0))
+    assert check.passed and "off" in check.threshold
+    assert check.figure == check_critical_floor(loose, BASE, CriticalFloor()).figure
 
 
-def test_the_full_gate_rejects_and_names_each_failed_check():
-    report = run_gate(BASE.replace(J_MIN=0.5, H_MAX=0.5, J_CRITICAL=0.6), BASE)
-    assert report.verdict == "REJECT"
-    assert "bounds" in report.failed and "critical_fail_safe_rate" in report.failed
+def test_a_regression_state_below_its_expected_level_is_rejected_by_regression(tmp_path):
+    states = generate("safe", 40, 1)
+    level = run(states, BASE).level
+    calm, alarm = int((level == 0).argmax()), int((level > 0).argmax())
+    assert level[calm] == 0 and level[alarm] > 0
+    state = [dict(zip(STATE_FIELDS, row)) for row in states.values.tolist()]
+    lines = [
+        {**state[calm], "id": "calm", "expect_level_min": 2},  # decided at level 0 under base
+        {**state[alarm], "id": "alarm", "expect_level_min": int(level[alarm])},
+    ]
+    suite = tmp_path / "regression.jsonl"
+    suite.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    config = tmp_path / "config.toml"
+    config.write_text('extends = "base"\n')
+    report = gate_suggestion_file(str(config), regression=str(suite))
+    assert report.verdict == "REJECT" and report.failed == ["regression"]
+    check = report.check("regression")
+    assert check.figure == 1 and "position 0 (id calm) expects >= 2" in check.detail
+    assert report.check("heldout_loss").figure == "n/a"  # the file names no data
+    assert run_gate(BASE, BASE, regression=read_states(suite, allow_expect_level=True).subset([1])).accepted
 
 
-def test_traces_of_a_hand_made_config_break_invariants_under_stricter_thresholds():
-    """Traces decided under chaos_tuning, checked against base: level < 2 records below base's floors."""
-    loose = load_config("chaos_tuning")
-    cols = run(generate("chaos", 2000, 5), loose)
-    assert check_columns(cols, loose) == []
-    violations = check_columns(cols, BASE)
-    assert violations and {v.invariant for v in violations} >= {2}
+def _suggestion(tmp_path, data, seed=3, **params):
+    split = split_states(data.states, seed, 0.8)
+    doc = {"extends": "base", **params, "meta": {"data": data.meta(), "split": split.meta()}}
+    path = tmp_path / "suggestion.toml"
+    path.write_text(dumps_toml(doc))
+    return path, split
 
 
 def test_gate_on_a_suggestion_file_rebuilds_its_heldout_data(tmp_path):
-    result = learn(data_from_scenario("chaos", 1500, 2), BASE, LearnSettings(strategy="sobol", budget=16, seed=2),
-                   gate_fn=run_gate)
-    path = tmp_path / "s.toml"
-    path.write_text(dumps_toml(result.suggestion_toml))
+    data = data_from_scenario("balanced", 800, 3)
+    path, split = _suggestion(tmp_path, data, J_MIN=0.8, H_MAX=0.35)
     report = gate_suggestion_file(str(path))
-    held = next(c for c in report.checks if c.name == "heldout_loss")
-    assert held.figure != "n/a" and "held-out records" in held.detail
-    assert report.accepted == result.accepted
+    assert report.verdict == "ACCEPT"
+    held = report.check("heldout_loss")
+    assert isinstance(held.figure, float) and f"{split.held_out.size} held-out records" in held.detail
 
 
 def test_gate_refuses_a_suggestion_whose_data_changed(tmp_path):
-    import tomli_w
-
-    doc = {"extends": "base", "J_MIN": 0.8, "meta": {"data": {"source": "scenario", "sha256": "0" * 64,
-                                                              "scenario": {"name": "chaos", "n": 100, "seed": 1,
-                                                                           "streams": 8}},
-                                                     "split": {"seed": 1, "train_fraction": 0.8}}}
-    path = tmp_path / "s.toml"
-    path.write_text(tomli_w.dumps(doc))
-    with pytest.raises(ValueError, match="SHA-256"):
+    data = data_from_scenario("balanced", 200, 3)
+    path, _ = _suggestion(tmp_path, data)
+    doc = path.read_text().replace(data.sha256, "0" * 64)
+    path.write_text(doc)
+    with pytest.raises(LearnError, match="SHA-256"):
         gate_suggestion_file(str(path))
+
+
+def test_gate_refuses_a_suggestion_whose_data_file_is_gone(tmp_path):
+    meta = {"data": {"source": "states", "path": str(tmp_path / "gone.jsonl"), "sha256": "0" * 64},
+            "split": {"seed": 1, "train_fraction": 0.8}}
+    path = tmp_path / "s.toml"
+    path.write_text(dumps_toml({"extends": "base", "meta": meta}))
+    with pytest.raises(LearnError, match="not readable"):
+        gate_suggestion_file(str(path))
+    path.write_text(dumps_toml({"extends": "base", "meta": {"data": meta["data"]}}))
+    with pytest.raises(LearnError, match=r"\[meta.split\]"):
+        gate_suggestion_file(str(path))
+
+
+def test_the_baseline_of_a_suggestion_is_what_it_extends_read_from_its_folder(tmp_path):
+    (tmp_path / "mine.toml").write_text('extends = "production_safe"\nAS_SOFT_THRESHOLD = 0.2\n')
+    sub = tmp_path / "out"
+    sub.mkdir()
+    path = sub / "s.toml"
+    path.write_text('extends = "../mine.toml"\nJ_MIN = 0.7\n')
+    baseline = suggestion_baseline(load_config(str(path)), str(path))
+    assert baseline.config_id == load_config(str(tmp_path / "mine.toml")).config_id
+
+
+def test_a_relative_states_file_is_found_next_to_the_suggestion(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    write_states(folder / "states.jsonl", generate("balanced", 400, 5))
+    monkeypatch.chdir(folder)
+    data = data_from_states_file("states.jsonl")
+    path, split = _suggestion(folder, data, J_MIN=0.8)
+    monkeypatch.chdir(tmp_path)
+    report = gate_suggestion_file(str(path.relative_to(tmp_path)))
+    assert f"{split.held_out.size} held-out records" in report.check("heldout_loss").detail
+    (folder / "states.jsonl").write_text((folder / "states.jsonl").read_text().replace("0.", "0.0", 1))
+    with pytest.raises(LearnError, match="SHA-256"):
+        gate_suggestion_file(str(path.relative_to(tmp_path)))

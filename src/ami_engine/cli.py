@@ -519,11 +519,14 @@ def gate(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Safety gate: ACCEPT (exit 0) or REJECT (exit 1), with every check's figure and threshold."""
-    from .gate import gate_suggestion_file
-    from .gate.constraints import CriticalFloor
+    from .gate import CriticalFloor, GateThresholds, gate_suggestion_file
 
+    try:
+        thresholds = GateThresholds(CriticalFloor(critical_factor, critical_margin))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     report = gate_suggestion_file(suggestion, baseline=baseline, regression=str(regression) if regression else None,
-                                  critical=CriticalFloor(critical_factor, critical_margin))
+                                  thresholds=thresholds)
     if as_json:
         print(report.to_json())
     else:

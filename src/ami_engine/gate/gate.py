@@ -1,34 +1,72 @@
 """The safety gate (LEARNING.md): ACCEPT or REJECT a config against a baseline, check by check.
 
-Checks, in order: bounds, invariants, determinism, held-out loss, critical floor (two
-figures), regression suite. Every check reports its figure and its threshold, so a
-reviewer can see why a config passed or failed. `learn` runs the same critical-floor and
-regression functions (constraints.py) as constraints during its search.
+Checks, in order: bounds, invariants, determinism, heldout_loss, critical_floor,
+regression. Every check reports its figure and its threshold, so that a reviewer sees why
+a config passed or failed; the verdict is ACCEPT only when every check passes. The
+critical floor and the regression suite are judged by the same functions `learn` applies
+as constraints during its search (constraints.py). The suites are fixed and seeded
+(suites.py), so the gate gives the same figures every time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .. import ENGINE_MODEL
 from ..check import check_columns
-from ..config import LEARNED_BOUNDS, PARAMS, Config, load_config
+from ..config import LEARNED_BOUNDS, PARAMS, Config, load_config, parse_config
 from ..engine import ScoreTable, run
+from ..engine import kernel as K
+from ..engine.batch import ActionSpace
+from ..io.files import InputError
+from ..io.states import read_states
 from ..io.stateset import StateSet
-from ..io.traces import encode_traces
+from ..io.traces import TraceColumns, encode_traces
 from ..learning.loss import LossWeights
 from ..suites import CHAOS_SUITE, CRITICAL_SET, chaos_suite, critical_set, profile_suite
 from .constraints import CriticalFloor, regression_failures
 
+ACCEPT, REJECT = "ACCEPT", "REJECT"
+CHECK_NAMES = ("bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression")
+_SHOWN = 10  # offending states listed by name in a check's detail
+DEFAULT_CRITICAL, DEFAULT_WEIGHTS = CriticalFloor(), LossWeights()
+_METRIC_LABELS = {"fail_safe_rate": "fail-safe rate", "mean_cus": "mean CUS", "clamp_distortion": "clamp distortion"}
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """The gate's settable thresholds. The chaos suite is not among them: it always runs.
+
+    critical: the critical floor (factor 0 turns it off; its figures are still shown).
+    heldout_tolerance: how much higher than the baseline's the held-out L may be.
+    """
+
+    critical: CriticalFloor = DEFAULT_CRITICAL
+    heldout_tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        factor, margin, tol = self.critical.factor, self.critical.margin, self.heldout_tolerance
+        if not (math.isfinite(factor) and factor >= 0):
+            raise ValueError(f"critical factor: must be a finite number >= 0, got {factor!r}")
+        if not math.isfinite(margin):
+            raise ValueError(f"critical margin: must be a finite number, got {margin!r}")
+        if not (math.isfinite(tol) and tol >= 0):
+            raise ValueError(f"held-out tolerance: must be a finite number >= 0, got {tol!r}")
+
 
 @dataclass(frozen=True)
 class Check:
+    """One check of the gate. `figure` is a number, a text, or named numbers (a dict)."""
+
     name: str
     passed: bool
     figure: Any
@@ -48,153 +86,292 @@ class GateReport:
 
     @property
     def verdict(self) -> str:
-        return "ACCEPT" if self.accepted else "REJECT"
+        return ACCEPT if self.accepted else REJECT
 
     @property
     def failed(self) -> list[str]:
         return [c.name for c in self.checks if not c.passed]
 
+    def check(self, name: str) -> Check:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no gate check named {name!r} (checks: {', '.join(c.name for c in self.checks)})")
+
+    def figures(self) -> dict[str, Any]:
+        return {c.name: c.figure for c in self.checks}
+
     def to_meta(self) -> dict[str, Any]:
+        """The verdict and every check, as plain data for a suggestion's or profile's [meta]."""
         return {"verdict": self.verdict, "config_id": self.config_id, "baseline_config_id": self.baseline_id,
                 "checks": [asdict(c) for c in self.checks]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_meta())
 
-    def print(self, console) -> None:
+    def rich_table(self):
+        """The checks as a Rich table (texts shown as written, never read as markup)."""
         from rich.table import Table
+        from rich.text import Text
 
-        colour = "green" if self.accepted else "red"
         table = Table(title=f"Safety gate: config {self.config_id} against baseline {self.baseline_id}")
-        for col in ("check", "result", "figure", "threshold", "detail"):
-            table.add_column(col)
+        for column in ("check", "result", "figure", "threshold", "detail"):
+            table.add_column(column, overflow="fold")
         for c in self.checks:
-            mark = "[green]pass[/]" if c.passed else "[bold red]FAIL[/]"
-            figure = f"{c.figure:.6g}" if isinstance(c.figure, float) else str(c.figure)
-            table.add_row(c.name, mark, figure, c.threshold, c.detail)
-        console.print(table)
-        console.print(f"[bold {colour}]{self.verdict}[/]" + ("" if self.accepted else
-                                                             f" (failed: {', '.join(self.failed)})"))
+            mark = Text("pass", style="green") if c.passed else Text("FAIL", style="bold red")
+            table.add_row(Text(c.name), mark, Text(format_figure(c.figure)), Text(c.threshold), Text(c.detail))
+        return table
+
+    def print(self, console) -> None:
+        console.print(self.rich_table())
+        colour = "green" if self.accepted else "red"
+        failed = "" if self.accepted else f" (failed: {', '.join(self.failed)})"
+        console.print(f"[bold {colour}]{self.verdict}[/]{failed}", highlight=False)
+
+
+def format_figure(figure: Any) -> str:
+    if isinstance(figure, float):
+        return f"{figure:.6g}"
+    if isinstance(figure, Mapping):
+        return ", ".join(f"{k} {format_figure(v)}" for k, v in figure.items())
+    return str(figure)
+
+
+def _g(x: float) -> str:
+    return f"{x:.6g}"
 
 
 # ------------------------------------------------------------------------------ checks
 
 
 def check_bounds(config: Config, baseline: Config) -> Check:
-    problems = []
-    for name, (lo, hi) in LEARNED_BOUNDS.items():
-        if not lo <= config[name] <= hi:
-            problems.append(f"{name} = {config[name]} outside [{lo}, {hi}]")
-    for name in PARAMS:
-        if name not in LEARNED_BOUNDS and config[name] != baseline[name]:
-            problems.append(f"{name} = {config[name]} differs from the baseline's {baseline[name]}")
-    detail = "; ".join(problems) if problems else "7 learned parameters inside their bounds; every other as in baseline"
+    """Learned parameters inside their bounds; every other parameter as in the baseline."""
+    problems = [f"{name} = {config[name]} is outside its bounds [{lo}, {hi}]"
+                for name, (lo, hi) in LEARNED_BOUNDS.items() if not lo <= config[name] <= hi]
+    problems += [f"{name} = {_plain(config[name])} differs from the baseline's {_plain(baseline[name])}"
+                 for name in PARAMS if name not in LEARNED_BOUNDS and config[name] != baseline[name]]
+    detail = "; ".join(problems) if problems else \
+        f"{len(LEARNED_BOUNDS)} learned parameters inside their bounds; every other parameter as in the baseline"
     return Check("bounds", not problems, len(problems), "== 0 problems", detail)
 
 
-def check_invariants(config: Config) -> Check:
-    sets = {"chaos suite": chaos_suite(), **{f"{k} profile": v for k, v in profile_suite().items()}}
-    total, bad, first = 0, 0, None
-    for label, states in sets.items():
-        violations = check_columns(run(states, config), config)
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _invariant_sets() -> dict[str, StateSet]:
+    """The chaos suite, then each scenario profile (their `critical` is the critical set)."""
+    return {"chaos suite": chaos_suite(), **{f"{name} profile": states for name, states in profile_suite().items()}}
+
+
+def check_invariants(config: Config, chaos_columns: TraceColumns | None = None) -> Check:
+    """ENGINE.md section 13 (1-5) on every record of the chaos suite and of each profile,
+    against the config's own thresholds. `chaos_columns`: the config's run on the chaos
+    suite, when the caller has it already."""
+    total, per_invariant, first = 0, Counter(), None
+    sizes = []
+    for label, states in _invariant_sets().items():
+        cols = chaos_columns if label == "chaos suite" and chaos_columns is not None else run(states, config)
+        violations = check_columns(cols, config)
         total += len(states)
-        bad += len(violations)
+        sizes.append(f"{label} {len(states)}")
+        per_invariant.update(v.invariant for v in violations)
         if violations and first is None:
             v = violations[0]
-            first = f"first: {label} record {v.line}, invariant {v.invariant}, {v.field}: {v.detail}"
-    detail = first or f"{total} records: chaos suite ({len(sets['chaos suite'])} states, seeds " \
-                       f"{', '.join(str(s[2]) for s in CHAOS_SUITE)}) and the 4 scenario profiles"
-    return Check("invariants", bad == 0, bad, "== 0 violations", detail)
+            first = f"first: {label} record {v.line}, invariant {v.invariant} ({v.name}), {v.field}: {v.detail}"
+    bad = sum(per_invariant.values())
+    seeds = ", ".join(str(spec[2]) for spec in CHAOS_SUITE)
+    detail = f"{bad} violations over {total} records ({', '.join(sizes)}; chaos seeds {seeds})"
+    if bad:
+        counts = ", ".join(f"invariant {k}: {n}" for k, n in sorted(per_invariant.items()))
+        detail += f"; {counts}; {first}"
+    return Check("invariants", bad == 0, bad, f"== 0 violations of {total} records", detail)
 
 
-def _trace_digest(states: StateSet, config: Config) -> str:
-    data = b"".join(encode_traces(run(states, config), states, config_id=config.config_id, model=ENGINE_MODEL,
-                                  chaos=True))
-    return hashlib.sha256(data).hexdigest()
+def _trace_bytes(cols: TraceColumns, states: StateSet, config: Config) -> bytes:
+    return b"".join(encode_traces(cols, states, config_id=config.config_id, model=ENGINE_MODEL, chaos=True))
 
 
-def check_determinism(config: Config) -> Check:
+def check_determinism(config: Config, chaos_columns: TraceColumns | None = None) -> Check:
+    """Two runs over the chaos suite give byte-identical trace files (`chaos_columns`: a
+    first run the caller has already made; the second is always made here)."""
     states = chaos_suite()
-    first, second = _trace_digest(states, config), _trace_digest(states, config)
-    same = first == second
-    return Check("determinism", same, "identical" if same else "different", "byte-identical",
-                 f"two runs over the chaos suite; SHA-256 {first[:16]}" + ("" if same else f" vs {second[:16]}"))
+    first = chaos_columns if chaos_columns is not None else run(states, config)
+    one, two = _trace_bytes(first, states, config), _trace_bytes(run(states, config), states, config)
+    sha_one, sha_two = hashlib.sha256(one).hexdigest(), hashlib.sha256(two).hexdigest()
+    same = one == two
+    detail = f"two runs over the chaos suite ({len(states)} records, {len(one)} bytes): " + (
+        "byte-identical" if same else f"they differ; second run's SHA-256 {sha_two}")
+    return Check("determinism", same, sha_one, "== SHA-256 of a second run", detail)
 
 
-def _loss_of(table: ScoreTable, configs: list[Config], weights: LossWeights) -> np.ndarray:
-    from ..learning.offline_loop import losses_from_sums
+def _sums(states: StateSet, configs: Sequence[Config]) -> np.ndarray:
+    """Engine sums (kernel.S_*) per config; configs with the same action space share a
+    ScoreTable (a config with another ACTION_GRID or SCORE_WEIGHTS gets its own)."""
+    out = np.empty((len(configs), K.N_SUMS))
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(ActionSpace.of(config).key(), []).append(i)
+    for rows in groups.values():
+        out[rows] = ScoreTable(states, configs[rows[0]]).evaluate([configs[i] for i in rows])
+    return out
 
-    return losses_from_sums(table.evaluate(configs), weights)
 
-
-def check_heldout_loss(config: Config, baseline: Config, held_out: StateSet | None, weights: LossWeights) -> Check:
+def check_heldout_loss(config: Config, baseline: Config, held_out: StateSet | None, weights: LossWeights,
+                       tolerance: float = 0.0) -> Check:
+    """L of the config <= L of the baseline (+ tolerance) on the held-out data."""
     if held_out is None:
         return Check("heldout_loss", True, "n/a", "<= baseline's L", "not applicable: the config names no data")
-    ours, theirs = _loss_of(ScoreTable(held_out, baseline), [config, baseline], weights)
-    return Check("heldout_loss", bool(ours <= theirs), float(ours), f"<= {theirs:.6g}",
-                 f"L on {len(held_out)} held-out records (baseline {theirs:.6g}, weights {weights.as_list()})")
+    if len(held_out) == 0:
+        raise ValueError("held_out: no states")
+    # offline_loop imports the gate package (constraints), so it is imported here, not at the top.
+    from ..learning.offline_loop import metrics_from_sums
+
+    ours, theirs = (metrics_from_sums(row, weights) for row in _sums(held_out, [config, baseline]))
+    limit = theirs["L"] + tolerance
+    parts = ", ".join(f"{label} {_g(ours[name])} (baseline {_g(theirs[name])})"
+                      for name, label in _METRIC_LABELS.items())
+    detail = f"L on {len(held_out)} held-out records, weights {weights.as_list()}: {parts}"
+    threshold = f"<= {_g(theirs['L'])}" + (f" + {tolerance:g}" if tolerance else "") + " (baseline's L)"
+    return Check("heldout_loss", bool(ours["L"] <= limit), ours["L"], threshold, detail)
 
 
-def check_critical_floor(config: Config, baseline: Config, critical: CriticalFloor) -> list[Check]:
-    sums = ScoreTable(critical_set(), baseline).evaluate([config, baseline])
+def check_critical_floor(config: Config, baseline: Config, critical: CriticalFloor) -> Check:
+    """On the critical set: fail-safe rate >= factor x the baseline's, and mean H of the
+    final actions <= the baseline's + margin. Both figures are always shown."""
+    sums = _sums(critical_set(), [config, baseline])
     rate, mean_h = critical.figures(sums)
     min_rate, max_h = critical.thresholds(sums[1])
+    passed = bool(critical.passes(sums[:1], sums[1])[0])
     off = critical.factor == 0
-    where = f"critical set ({CRITICAL_SET[1]} states, seed {CRITICAL_SET[2]})"
-    note = " (floor off: factor 0)" if off else ""
-    return [
-        Check("critical_fail_safe_rate", bool(off or rate[0] >= min_rate), float(rate[0]), f">= {min_rate:.6g}",
-              f"{critical.factor} x baseline's {rate[1]:.6g} on the {where}{note}"),
-        Check("critical_mean_H", bool(off or mean_h[0] <= max_h), float(mean_h[0]), f"<= {max_h:.6g}",
-              f"baseline's mean H of final actions {mean_h[1]:.6g} + margin {critical.margin}{note}"),
-    ]
+    figure = {"fail_safe_rate": float(rate[0]), "mean_H": float(mean_h[0])}
+    threshold = f"fail-safe rate >= {_g(min_rate)}; mean H <= {_g(max_h)}" + (" (off: factor 0)" if off else "")
+    rate_ok, h_ok = rate[0] >= min_rate, mean_h[0] <= max_h
+    detail = (
+        f"critical set ({CRITICAL_SET[1]} states, seed {CRITICAL_SET[2]}): "
+        f"fail-safe rate {_g(rate[0])} {'>=' if rate_ok else '<'} {_g(min_rate)} "
+        f"({critical.factor:g} x baseline's {_g(rate[1])}); "
+        f"mean H of final actions {_g(mean_h[0])} {'<=' if h_ok else '>'} {_g(max_h)} "
+        f"(baseline's {_g(mean_h[1])} + {critical.margin:g})"
+        + ("; the floor is off (factor 0), figures for information" if off else "")
+    )
+    return Check("critical_floor", passed, figure, threshold, detail)
 
 
 def check_regression(config: Config, regression: StateSet | None) -> Check:
+    """Every state of the regression suite reaches at least its `expect_level_min`."""
     if regression is None:
-        return Check("regression", True, "n/a", "every level >= expected", "no regression suite given")
+        return Check("regression", True, "n/a", "every level >= expect_level_min", "not given: no regression suite")
     failures = regression_failures(regression, config)
-    shown = ", ".join(str(regression.ids[i] if regression.ids[i] is not None else f"#{i}") for i in failures[:10])
-    detail = f"{len(regression)} states" + (f"; below expect_level_min: {shown}" if failures else "")
-    return Check("regression", not failures, len(failures), "== 0 below expect_level_min", detail)
+    threshold = f"== 0 of {len(regression)} states below expect_level_min"
+    if not failures:
+        return Check("regression", True, 0, threshold, f"all {len(regression)} states reach their expected level")
+    expected = regression.expect_level_min
+    shown = [f"position {i}" + ("" if regression.ids[i] is None else f" (id {regression.ids[i]})")
+             + f" expects >= {int(expected[i])}" for i in failures[:_SHOWN]]
+    more = f" and {len(failures) - _SHOWN} more" if len(failures) > _SHOWN else ""
+    detail = f"below expect_level_min: {', '.join(shown)}{more}"
+    return Check("regression", False, len(failures), threshold, detail)
 
 
 def run_gate(config: Config, baseline: Config, *, held_out: StateSet | None = None,
-             regression: StateSet | None = None, critical: CriticalFloor | None = None,
-             weights: LossWeights | None = None) -> GateReport:
+             regression: StateSet | None = None, critical: CriticalFloor = DEFAULT_CRITICAL,
+             weights: LossWeights = DEFAULT_WEIGHTS, heldout_tolerance: float = 0.0) -> GateReport:
     """Every check of the gate on one config; ACCEPT only when all pass."""
-    critical = critical or CriticalFloor()
-    weights = weights or LossWeights()
-    checks = [
+    GateThresholds(critical, heldout_tolerance)  # the thresholds are checked once, here
+    chaos_columns = run(chaos_suite(), config)  # shared by the invariants and the determinism check
+    checks = (
         check_bounds(config, baseline),
-        check_invariants(config),
-        check_determinism(config),
-        check_heldout_loss(config, baseline, held_out, weights),
-        *check_critical_floor(config, baseline, critical),
+        check_invariants(config, chaos_columns),
+        check_determinism(config, chaos_columns),
+        check_heldout_loss(config, baseline, held_out, weights, heldout_tolerance),
+        check_critical_floor(config, baseline, critical),
         check_regression(config, regression),
-    ]
-    return GateReport(config.config_id, baseline.config_id, tuple(checks))
+    )
+    return GateReport(config.config_id, baseline.config_id, checks)
 
 
-def gate_suggestion_file(path: str, *, baseline: str | None = None, regression: str | None = None,
-                         critical: CriticalFloor | None = None) -> GateReport:
-    """The gate on a suggestion (or any config) file: its baseline is its `extends` unless
-    given; its held-out data is rebuilt from `[meta.data]` and `[meta.split]` when it has them."""
-    from ..io.states import read_states
-    from ..learning.offline_loop import data_from_meta, split_states
-
-    config = load_config(path)
-    with open(path, "rb") as fh:
-        doc = tomllib.load(fh)
-    base = load_config(baseline or doc.get("extends", "base"))
-    meta = doc.get("meta", {})
-    held_out = None
-    if "data" in meta and "split" in meta:
-        data = data_from_meta(meta["data"])
-        split = split_states(data.states, int(meta["split"]["seed"]), float(meta["split"]["train_fraction"]))
-        held_out = data.states.subset(split.held_out)
-    weights = LossWeights(*meta["loss_weights"]) if "loss_weights" in meta else LossWeights()
-    reg = read_states(regression, allow_expect_level=True) if regression else None
-    return run_gate(config, base, held_out=held_out, regression=reg, critical=critical, weights=weights)
+# -------------------------------------------------------------------- suggestion files
 
 
+def gate_suggestion_file(path: str | Path, baseline: str | Config | None = None,
+                         regression: str | StateSet | None = None, *, thresholds: GateThresholds | None = None,
+                         weights: LossWeights | None = None, critical: CriticalFloor | None = None) -> GateReport:
+    """The gate on a suggestion (or any config) file.
+
+    The baseline is the file's `extends` unless given. The held-out data is rebuilt from
+    `[meta.data]` and `[meta.split]` when the file has them (else the held-out check is not
+    applicable); the loss weights are those of `[meta] loss_weights` unless given. The
+    thresholds are the gate's own, never read from the file. `critical` sets the critical
+    floor alone, for callers that have no other threshold to set.
+    """
+    if critical is not None and thresholds is not None:
+        raise ValueError("give the critical floor either in thresholds or as critical, not both")
+    thresholds = thresholds or GateThresholds(critical or DEFAULT_CRITICAL)
+    where = str(path)
+    config = load_config(where)
+    meta = dict(config.meta)
+    if baseline is None:
+        base = suggestion_baseline(config, where)
+    else:
+        base = baseline if isinstance(baseline, Config) else load_config(baseline)
+    if isinstance(regression, (str, Path)):
+        regression = read_states(regression, allow_expect_level=True)
+    return run_gate(config, base, held_out=held_out_from_meta(meta, where), regression=regression,
+                    critical=thresholds.critical, weights=weights or _weights_from_meta(meta, where),
+                    heldout_tolerance=thresholds.heldout_tolerance)
+
+
+def suggestion_baseline(config: Config, where: str) -> Config:
+    """The config the file at `where` extends (a relative path read from the file's folder)."""
+    return parse_config({"extends": config.extends or "base"}, where)
+
+
+def held_out_from_meta(meta: Mapping[str, Any], where: str) -> StateSet | None:
+    """The held-out states a suggestion was gated on, rebuilt from its `[meta.data]` and
+    `[meta.split]`; None when it names no data. Data that cannot be rebuilt, or whose
+    SHA-256 differs from the one recorded, is a LearnError."""
+    from ..learning.offline_loop import LearnError, data_from_meta, split_states
+
+    data_meta, split_meta = meta.get("data"), meta.get("split")
+    if data_meta is None and split_meta is None:
+        return None
+    if not isinstance(data_meta, Mapping) or not isinstance(split_meta, Mapping):
+        missing = "[meta.split]" if isinstance(data_meta, Mapping) else "[meta.data]"
+        raise LearnError(f"{where}: {missing}: missing or not a table; the held-out data cannot be rebuilt")
+    try:
+        data = data_from_meta(_beside(dict(data_meta), where))
+        seed, fraction = int(split_meta["seed"]), float(split_meta["train_fraction"])
+    except LearnError as exc:
+        raise LearnError(f"{where}: {exc}") from None
+    except KeyError as exc:
+        raise LearnError(f"{where}: [meta.data] or [meta.split]: missing key {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise LearnError(f"{where}: [meta.data] or [meta.split]: {exc}") from None
+    split = split_states(data.states, seed, fraction)
+    recorded = split_meta.get("n_heldout")
+    if recorded is not None and int(recorded) != split.held_out.size:
+        raise LearnError(f"{where}: [meta.split]: n_heldout is {recorded}, the rebuilt split holds out "
+                         f"{split.held_out.size}; it is not the split the suggestion was learned with")
+    return data.states.subset(split.held_out)
+
+
+def _beside(data_meta: dict[str, Any], where: str) -> dict[str, Any]:
+    """A relative data path that is not found from here is looked for next to the suggestion
+    (the SHA-256 check still decides whether it is the data)."""
+    path = data_meta.get("path")
+    if isinstance(path, str) and not Path(path).is_absolute() and not Path(path).is_file():
+        nearby = Path(where).parent / path
+        if nearby.is_file():
+            return {**data_meta, "path": str(nearby)}
+    return data_meta
+
+
+def _weights_from_meta(meta: Mapping[str, Any], where: str) -> LossWeights:
+    raw = meta.get("loss_weights")
+    if raw is None:
+        return LossWeights()
+    try:
+        return LossWeights(*raw)
+    except (TypeError, ValueError) as exc:
+        raise InputError(where, None, "meta.loss_weights", f"expected three numbers >= 0 ({exc})", raw) from None

@@ -51,6 +51,8 @@ def _result(passed: object) -> Markup:
 
 
 def _figure(value: object) -> str:
+    if isinstance(value, dict):  # named figures, e.g. the critical floor's rate and mean H
+        return ", ".join(f"{k} {_figure(v)}" for k, v in value.items())
     v = num(value)
     if v is not None:
         return f"{v:.4g}"
