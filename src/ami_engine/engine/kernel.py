@@ -117,41 +117,44 @@ def combined_uncertainty(confidence, margin, de_norm, as_norm, cfg):
 
 
 @njit(cache=True)
-def rank_candidates(ks, kj, kh, kc, ka, ke, m0, cfg):
-    """Sections 4, 5 and 7 over actions sorted by S descending (ties in grid order).
+def filter_candidates(kj, kh, kc, m0, cfg, idx):
+    """Section 4 over m0 scored actions: positions of the candidates into idx, their count.
 
-    ks, kj, kh, kc, ka: S, J, H, C and grid index of m0 actions, already sorted; the
-    config's filter picks the candidates among them. ke[k] = exp((ks[k] - s_ref) / T)
-    for one reference score s_ref >= every ks (shared by the configs of a sweep), or
-    ke[0] = NaN to compute the exponentials here.
-    Returns the number of candidates, the selected action, the number of distinct
-    scores, DE_norm and AS_norm.
-    """
+    Branch-free on purpose: whether an action passes is data the CPU cannot predict."""
     j_min, h_max, c_min, c_max = cfg[J_MIN], cfg[H_MAX], cfg[C_MIN], cfg[C_MAX]
+    m = 0
+    for k in range(m0):
+        idx[m] = k
+        m += (kj[k] >= j_min) & (kh[k] <= h_max) & (c_min <= kc[k]) & (kc[k] <= c_max)
+    return m
+
+
+@njit(cache=True)
+def rank_candidates(ks, ka, ke, idx, m, cfg):
+    """Sections 5 and 7 over the candidates ks[idx[:m]], sorted by S descending (ties in
+    grid order); ka holds their grid indices.
+
+    ke[k] = exp((ks[k] - s_ref) / T) for one reference score s_ref >= every ks (the sweep
+    path shares these across configs), or ke[0] = NaN to compute the exponentials here.
+    Returns the selected action, the number of distinct scores, DE_norm and AS_norm.
+    """
     inv_t = 1.0 / cfg[DE_TEMPERATURE]
     shared = not math.isnan(ke[0])
-    m = 0
-    best = -1
-    s_max = 0.0
-    inv_e_best = 1.0
+    k0 = idx[0]
+    s_max = ks[k0]
+    best = ka[k0]
+    inv_e_best = 1.0 / ke[k0] if shared else 1.0
     selecting = True
     # Distinct scores: keep a value only when it is more than TIE below the last kept.
     # The softmax over them is accumulated in the same pass, shifted by the best score.
-    last_kept = 0.0
-    n = 0
-    second = 0.0
+    last_kept = s_max
+    n = 1
+    second = s_max
     z = 1.0
     zx = 0.0
-    for k in range(m0):
-        if not (kj[k] >= j_min and kh[k] <= h_max and c_min <= kc[k] and kc[k] <= c_max):
-            continue
+    for j in range(1, m):
+        k = idx[j]
         s = ks[k]
-        m += 1
-        if m == 1:
-            best, s_max, last_kept, n = ka[k], s, s, 1
-            if shared:
-                inv_e_best = 1.0 / ke[k]
-            continue
         if selecting:
             if s >= s_max - TIE:
                 best = min(best, ka[k])
@@ -167,11 +170,11 @@ def rank_candidates(ks, kj, kh, kc, ka, ke, m0, cfg):
             z += e
             zx += x * e
     if n < 2:
-        return m, best, n, 0.0, 1.0
+        return best, n, 0.0, 1.0
     entropy = math.log(z) - zx / z
     de_norm = entropy / math.log(n)
     as_norm = 1.0 - math.exp(-cfg[AS_LAMBDA] * (s_max - second))
-    return m, best, n, de_norm, as_norm
+    return best, n, de_norm, as_norm
 
 
 @njit(cache=True)
@@ -244,17 +247,24 @@ def soft_clamp(raw, cus, cfg, out):
 
 @njit(cache=True)
 def _score_state(st, actions, comp_of, comp_values, sw, s_out, j_out, h_out, c_comp):
-    """Scores of every grid action for one state; C depends on the action's compassion only."""
-    for g in range(comp_values.shape[0]):
-        c_comp[g] = moral_C(st[PHYSICAL], st[COMPASSION], st[RESPONSIBILITY], st[EMPATHY], comp_values[g])
-    for a in range(actions.shape[0]):
-        sev, comp, itv, dly = actions[a, 0], actions[a, 1], actions[a, 2], actions[a, 3]
-        W = moral_W(st[RISK], sev, comp, itv, dly)
+    """Scores of every grid action for one state.
+
+    J and H do not depend on the delay and C depends on the compassion only, so they are
+    computed once per (severity, compassion, intervention): the grid enumerates delay
+    fastest, so each run of len(grid) consecutive actions shares them."""
+    g = comp_values.shape[0]
+    for c in range(g):
+        c_comp[c] = moral_C(st[PHYSICAL], st[COMPASSION], st[RESPONSIBILITY], st[EMPATHY], comp_values[c])
+    for first in range(0, actions.shape[0], g):
+        sev, comp, itv = actions[first, 0], actions[first, 1], actions[first, 2]
         J = moral_J(st[CONTEXT], st[RISK], st[JUSTICE], sev, comp, itv)
         H = moral_H(st[SOCIAL], st[HARM_SENS], sev, comp, itv)
-        s_out[a] = selection_score(W, J, H, c_comp[comp_of[a]], sw)
-        j_out[a] = J
-        h_out[a] = H
+        C = c_comp[comp_of[first]]
+        for a in range(first, first + g):
+            W = moral_W(st[RISK], sev, comp, itv, actions[a, 3])
+            s_out[a] = selection_score(W, J, H, C, sw)
+            j_out[a] = J
+            h_out[a] = H
 
 
 @njit(cache=True)
@@ -268,8 +278,7 @@ def _best_of_all(s_all):
 
 
 @njit(cache=True)
-def _pre_decide(st, actions, ks, kj, kh, kc, ka, ke, m0, fallback, cfg, c, i, pre_a, pre_level, pre_reason, pre_f):
-    m, best, n, de_norm, as_norm = rank_candidates(ks, kj, kh, kc, ka, ke, m0, cfg)
+def _pre_decide(st, actions, ks, ka, ke, idx, m, fallback, cfg, c, i, pre_a, pre_level, pre_reason, pre_f):
     if m == 0:
         pre_a[c, i] = fallback
         pre_level[c, i] = 2
@@ -280,6 +289,7 @@ def _pre_decide(st, actions, ks, kj, kh, kc, ka, ke, m0, fallback, cfg, c, i, pr
         pre_f[c, i, 3] = 0.0
         pre_f[c, i, 4] = 1.0
         return
+    best, n, de_norm, as_norm = rank_candidates(ks, ka, ke, idx, m, cfg)
     confidence, margin, cus, level, reason = escalate(st, actions[best], n, de_norm, as_norm, cfg)
     pre_a[c, i] = best
     pre_level[c, i] = level
@@ -296,38 +306,53 @@ PRE_FLOATS = 5  # confidence, margin, cus, de_norm, as_norm
 
 @njit(parallel=True, cache=True)
 def pre_direct(states, actions, comp_of, comp_values, sw, cfg, block, pre_a, pre_level, pre_reason, pre_f):
-    """Pre-decisions of one config (row 0 of the outputs), scoring each state on the fly
-    and sorting only its candidates."""
+    """Pre-decisions of one config (row 0 of the outputs), scoring each state on the fly.
+
+    The filter is applied per (severity, compassion, intervention) before any W or S is
+    computed, and only the candidates are sorted; every action is scored only when there
+    is no candidate (section 8 then needs the best of the whole grid)."""
     n_states = states.shape[0]
     n_actions = actions.shape[0]
+    g = comp_values.shape[0]
     for b in prange((n_states + block - 1) // block):
         s_all = np.empty(n_actions)
         j_all = np.empty(n_actions)
         h_all = np.empty(n_actions)
-        c_comp = np.empty(comp_values.shape[0])
+        c_comp = np.empty(g)
         order = np.empty(n_actions, dtype=np.int64)
         tmp = np.empty(n_actions, dtype=np.int64)
         ks = np.empty(n_actions)
-        kj = np.empty(n_actions)
-        kh = np.empty(n_actions)
-        kc = np.empty(n_actions)
+        ka = np.empty(n_actions, dtype=np.int64)
+        idx = np.arange(n_actions)
         no_shared = np.full(1, np.nan)
         for i in range(b * block, min(n_states, (b + 1) * block)):
             st = states[i]
-            _score_state(st, actions, comp_of, comp_values, sw, s_all, j_all, h_all, c_comp)
+            for c in range(g):
+                c_comp[c] = moral_C(st[PHYSICAL], st[COMPASSION], st[RESPONSIBILITY], st[EMPATHY], comp_values[c])
             m = 0
-            for a in range(n_actions):
-                if is_candidate(j_all[a], h_all[a], c_comp[comp_of[a]], cfg):
+            for first in range(0, n_actions, g):
+                sev, comp, itv = actions[first, 0], actions[first, 1], actions[first, 2]
+                J = moral_J(st[CONTEXT], st[RISK], st[JUSTICE], sev, comp, itv)
+                H = moral_H(st[SOCIAL], st[HARM_SENS], sev, comp, itv)
+                C = c_comp[comp_of[first]]
+                if not is_candidate(J, H, C, cfg):
+                    continue
+                for a in range(first, first + g):
+                    W = moral_W(st[RISK], sev, comp, itv, actions[a, 3])
+                    s_all[a] = selection_score(W, J, H, C, sw)
                     order[m] = a
                     m += 1
-            sort_descending(s_all, order, m, tmp)
-            for k in range(m):
-                a = order[k]
-                ks[k] = s_all[a]
-                kj[k] = j_all[a]
-                kh[k] = h_all[a]
-                kc[k] = c_comp[comp_of[a]]
-            _pre_decide(st, actions, ks, kj, kh, kc, order, no_shared, m, _best_of_all(s_all), cfg, 0, i,
+            fallback = 0
+            if m == 0:
+                _score_state(st, actions, comp_of, comp_values, sw, s_all, j_all, h_all, c_comp)
+                fallback = _best_of_all(s_all)
+            else:
+                # Collected in grid order, so the stable sort keeps ties in grid order.
+                sort_descending(s_all, order, m, tmp)
+                for k in range(m):
+                    ks[k] = s_all[order[k]]
+                    ka[k] = order[k]
+            _pre_decide(st, actions, ks, ka, no_shared, idx, m, fallback, cfg, 0, i,
                         pre_a, pre_level, pre_reason, pre_f)
 
 
@@ -381,6 +406,7 @@ def pre_sweep(states, actions, comp_of, table_s, table_j, table_h, table_a, c_co
         kc = np.empty(n_actions)
         ke = np.empty(n_actions)
         ka = np.empty(n_actions, dtype=np.int64)
+        idx = np.empty(n_actions, dtype=np.int64)
         for i in range(b * block, min(n_states, (b + 1) * block)):
             s_top = table_s[i, 0]
             m0 = 0
@@ -402,7 +428,8 @@ def pre_sweep(states, actions, comp_of, table_s, table_j, table_h, table_a, c_co
                 for k in range(m0):
                     ke[k] = math.exp((ks[k] - s_top) / temperature)
             for c in range(n_cfg):
-                _pre_decide(states[i], actions, ks, kj, kh, kc, ka, ke, m0, fallback[i], cfgs[c], c, i,
+                m = filter_candidates(kj, kh, kc, m0, cfgs[c], idx)
+                _pre_decide(states[i], actions, ks, ka, ke, idx, m, fallback[i], cfgs[c], c, i,
                             pre_a, pre_level, pre_reason, pre_f)
 
 
