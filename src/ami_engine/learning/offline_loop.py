@@ -270,7 +270,6 @@ def learn(
         done = store.completed_batches()
         X_hist = [b.X for b in done]
         y_hist = [b.y for b in done]
-        extras_hist = [e for b in done for e in b.extras]
         evaluated = sum(len(b.y) for b in done)
         step = len(done)
         history: list[dict[str, Any]] = []
@@ -298,7 +297,6 @@ def learn(
             store.record_batch(step, X, y, extras)
             X_hist.append(X)
             y_hist.append(y)
-            extras_hist.extend(extras)
             best_so_far = _step_best(best_so_far, X, y)
             history.append(_history_line(step, best_so_far[1], baseline, space, train_table, held_table,
                                          settings.weights))
