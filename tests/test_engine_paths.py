@@ -101,3 +101,14 @@ def test_decide_with_its_stream_history_equals_the_batch_path():
                 assert got[key] == value, key
         history.append(got["cus_raw"])
     assert {r["reason"] for r in batch} >= {"drift"}
+
+
+def test_sweep_with_mixed_c_bounds_in_one_chunk_equals_direct_runs():
+    states = generate("chaos", 600, 6, streams=3)
+    base = load_config("base")
+    configs = [base, base.replace(C_MIN=0.2, C_MAX=0.9), base.replace(C_MIN=0.45, C_MAX=0.6, J_MIN=0.6)]
+    sums = ScoreTable(states, base).evaluate(configs)
+    for row, cfg in zip(sums, configs):
+        cols = run(states, cfg)
+        assert row[K.S_L2] == np.sum(cols.level == 2) and row[K.S_L1] == np.sum(cols.level == 1)
+        assert row[K.S_CUS] == pytest.approx(cols.cus.sum(), abs=1e-9)

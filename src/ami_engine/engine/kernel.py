@@ -117,15 +117,21 @@ def combined_uncertainty(confidence, margin, de_norm, as_norm, cfg):
 
 
 @njit(cache=True)
-def filter_candidates(kj, kh, kc, m0, cfg, idx):
+def filter_candidates(kj, kh, kc, m0, cfg, idx, check_c):
     """Section 4 over m0 scored actions: positions of the candidates into idx, their count.
 
-    Branch-free on purpose: whether an action passes is data the CPU cannot predict."""
+    Branch-free on purpose: whether an action passes is data the CPU cannot predict.
+    check_c=False when every listed action is already known to pass the C bounds."""
     j_min, h_max, c_min, c_max = cfg[J_MIN], cfg[H_MAX], cfg[C_MIN], cfg[C_MAX]
     m = 0
-    for k in range(m0):
-        idx[m] = k
-        m += (kj[k] >= j_min) & (kh[k] <= h_max) & (c_min <= kc[k]) & (kc[k] <= c_max)
+    if check_c:
+        for k in range(m0):
+            idx[m] = k
+            m += (kj[k] >= j_min) & (kh[k] <= h_max) & (c_min <= kc[k]) & (kc[k] <= c_max)
+    else:
+        for k in range(m0):
+            idx[m] = k
+            m += (kj[k] >= j_min) & (kh[k] <= h_max)
     return m
 
 
@@ -398,6 +404,8 @@ def pre_sweep(states, actions, comp_of, table_s, table_j, table_h, table_a, c_co
     c_lo, c_hi = cfgs[:, C_MIN].min(), cfgs[:, C_MAX].max()
     temperature = cfgs[0, DE_TEMPERATURE]
     same_temperature = (cfgs[:, DE_TEMPERATURE] == temperature).all()
+    # With one C range for the whole chunk, the narrowing below already applied it exactly.
+    check_c = not ((cfgs[:, C_MIN] == c_lo).all() and (cfgs[:, C_MAX] == c_hi).all())
     n_blocks = (n_states + block - 1) // block
     for b in prange(n_blocks):
         ks = np.empty(n_actions)
@@ -428,7 +436,7 @@ def pre_sweep(states, actions, comp_of, table_s, table_j, table_h, table_a, c_co
                 for k in range(m0):
                     ke[k] = math.exp((ks[k] - s_top) / temperature)
             for c in range(n_cfg):
-                m = filter_candidates(kj, kh, kc, m0, cfgs[c], idx)
+                m = filter_candidates(kj, kh, kc, m0, cfgs[c], idx, check_c)
                 _pre_decide(states[i], actions, ks, ka, ke, idx, m, fallback[i], cfgs[c], c, i,
                             pre_a, pre_level, pre_reason, pre_f)
 
