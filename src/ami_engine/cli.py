@@ -21,7 +21,7 @@ from rich.table import Table
 
 from . import ENGINE_MODEL, __version__
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, profile_text
-from .io.tomlfile import dumps_toml, toml_ready
+from .io.tomlfile import dumps_toml, plain_data, toml_ready
 
 app = typer.Typer(
     name="ami-engine",
@@ -127,16 +127,6 @@ def _write_bytes(path: str, chunks) -> None:
             fh.write(chunk)
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items() if not str(k).startswith("_")}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
 # ---------------------------------------------------------------------------- run
 
 
@@ -200,7 +190,7 @@ def metrics(
         "weights": w.as_list(),
     }
     if as_json:
-        print(json.dumps(_jsonable(result)))
+        print(json.dumps(plain_data(result)))
         return
     table = Table(title=f"Feedback metrics: {traces}", show_header=True)
     table.add_column("metric")
@@ -231,7 +221,7 @@ def check(
     violations = check_trace_file(traces, cfg)
     if as_json:
         print(json.dumps({"traces": traces, "config_id": cfg.config_id,
-                          "violations": [_jsonable(v.to_dict()) for v in violations]}))
+                          "violations": [plain_data(v.to_dict()) for v in violations]}))
     else:
         for v in violations:
             print(v.format(traces))
@@ -285,7 +275,7 @@ def explain(
     trace = trace_records(cols, stateset, cfg)[index]
     result = explain_decision(stateset.values[index], cfg, trace)
     if as_json:
-        print(json.dumps(_jsonable(result)))
+        print(json.dumps(plain_data(result)))
         return
     _print_explanation(result, cfg, top)
 
@@ -425,7 +415,7 @@ def learn(
         result = run_learn(data, baseline, settings, regression=regression_states, study=study_path,
                            gate_fn=run_gate, progress=progress)
     if history is not None:
-        lines = (json.dumps(_jsonable(h), separators=(", ", ": ")).encode() + b"\n" for h in result.history)
+        lines = (json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n" for h in result.history)
         _write_bytes(history, lines)
     if result.accepted:
         _write_bytes(out, [dumps_toml(result.suggestion_toml).encode()])
@@ -440,7 +430,7 @@ def learn(
         html = render_report(toml_ready(result.suggestion_toml), result.history, records)
         _write_bytes(report, [html.encode()])
     if as_json:
-        print(json.dumps(_jsonable({"accepted": result.accepted, "suggestion": out if result.accepted else None,
+        print(json.dumps(plain_data({"accepted": result.accepted, "suggestion": out if result.accepted else None,
                                     **result.suggestion_toml})))
     else:
         _print_learn_summary(result, out)

@@ -8,15 +8,22 @@ import numpy as np
 import tomli_w
 
 
-def toml_ready(obj: Any) -> Any:
-    """`obj` with None values left out, private `_keys` dropped and NumPy scalars made plain."""
+def plain_data(obj: Any, *, keep_none: bool = True) -> Any:
+    """`obj` with private `_keys` dropped and NumPy scalars made plain (for JSON and TOML);
+    None values are left out unless keep_none."""
     if isinstance(obj, dict):
-        return {str(k): toml_ready(v) for k, v in obj.items() if v is not None and not str(k).startswith("_")}
+        return {str(k): plain_data(v, keep_none=keep_none) for k, v in obj.items()
+                if (keep_none or v is not None) and not str(k).startswith("_")}
     if isinstance(obj, (list, tuple)):
-        return [toml_ready(v) for v in obj if v is not None]
+        return [plain_data(v, keep_none=keep_none) for v in obj if keep_none or v is not None]
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+def toml_ready(obj: Any) -> Any:
+    """TOML has no null: `obj` as plain data with None values left out."""
+    return plain_data(obj, keep_none=False)
 
 
 def dumps_toml(doc: dict[str, Any]) -> str:
