@@ -112,3 +112,74 @@ def test_sweep_with_mixed_c_bounds_in_one_chunk_equals_direct_runs():
         cols = run(states, cfg)
         assert row[K.S_L2] == np.sum(cols.level == 2) and row[K.S_L1] == np.sum(cols.level == 1)
         assert row[K.S_CUS] == pytest.approx(cols.cus.sum(), abs=1e-9)
+
+
+def lattice_states(n, seed, share):
+    """States with a share of their fields on a coarse lattice: exact score ties across
+    actions and groups abound."""
+    from ami_engine.io.states import states_from_records
+    from ami_engine.io.stateset import STATE_FIELDS
+
+    rng = np.random.default_rng(seed)
+    shape = (n, len(STATE_FIELDS))
+    lattice = rng.choice([0.0, 0.25, 0.5, 0.75, 1.0, 1e-13, 0.3], size=shape)
+    values = np.where(rng.random(shape) < share, lattice, rng.random(shape))
+    return states_from_records([dict(zip(STATE_FIELDS, map(float, row)), stream=i % 3) for i, row in
+                                enumerate(values)])
+
+
+def test_group_summary_equals_the_per_config_scan_where_ties_abound():
+    """The sweep answers each config from per-group sums (kernel.rank_groups) unless a
+    state's ties defeat them; with grouped=False every config scans every candidate."""
+    base = load_config("base")
+    for states in (lattice_states(1000, 1, 1.0), lattice_states(1000, 2, 0.4), generate("chaos", 1000, 9, streams=2)):
+        configs = [base, *random_configs(base, 6, 2),
+                   base.replace(J_MIN=0.5, H_MAX=0.15), base.replace(J_MIN=0.75, H_MAX=0.25)]
+        grouped, scanned = ScoreTable(states, base), ScoreTable(states, base, grouped=False)
+        for cfg in configs:
+            assert_same_columns(grouped.run(cfg), scanned.run(cfg))
+            assert_same_columns(grouped.run(cfg), run(states, cfg))
+        np.testing.assert_allclose(grouped.evaluate(configs), scanned.evaluate(configs), rtol=0, atol=1e-9)
+
+
+def test_group_summary_declines_ties_it_cannot_summarise():
+    actions = np.zeros((625, 4))
+    state = np.full(9, 0.5)
+
+    def summary(ks, kj):
+        m0 = len(ks)
+        kh = np.zeros(m0)
+        kc = np.full(m0, 0.5)
+        ka = np.arange(m0, dtype=np.int64) * 5  # one action from each of m0 groups
+        ke = np.exp((np.asarray(ks) - ks[0]) / 0.01)
+        grp = np.empty((K.GROUP_ROWS, 125))
+        return K.group_clusters(state, actions, np.asarray(ks), np.asarray(kj, dtype=float), kh, kc, ka, ke, m0,
+                                ks[0], 0.01, 5, np.empty(125, dtype=np.int64), grp), grp
+
+    n, grp = summary([0.9, 0.9, 0.8], [0.7, 0.7, 0.7])  # an exact tie across two groups, same J, H, C
+    assert n == 2 and grp[K.G_N, 0] == 1 and grp[K.G_BEST, 0] == 0 and grp[K.G_SECOND, 0] == -np.inf
+    assert summary([0.9, 0.9, 0.8], [0.7, 0.6, 0.7])[0] == -1  # tied scores, different J: filters differ
+    assert summary([0.9, 0.9 - 0.6e-12, 0.9 - 1.2e-12], [0.7] * 3)[0] == -1  # a chain longer than TIE
+
+
+def test_a_table_kept_in_parts_gives_the_same_bytes_as_a_whole_one():
+    """Above its memory budget a ScoreTable scores its states part by part on every call;
+    drift windows carry over between parts, so nothing changes but the memory used."""
+    from ami_engine.io.states import states_from_records
+    from ami_engine.io.stateset import STATE_FIELDS
+
+    rng = np.random.default_rng(12)
+    states = states_from_records([dict(zip(STATE_FIELDS, map(float, row)), stream=int(s)) for row, s in
+                                  zip(rng.random((900, len(STATE_FIELDS))), rng.integers(0, 7, 900))])
+    base = load_config("base")
+    configs = [base, *random_configs(base, 5, 8), base.replace(CUS_MEAN_WINDOW=3, DELTA_CUS_THRESHOLD=0.05)]
+    whole = ScoreTable(states, base)
+    parts = ScoreTable(states, base, memory_bytes=100 * 625 * 26)  # about 100 states a part
+    assert whole.part_states == len(states) and parts.part_states < 120
+    assert np.array_equal(parts.evaluate(configs), whole.evaluate(configs))
+    assert np.array_equal(parts.evaluate(configs, memory_bytes=1), whole.evaluate(configs))
+    for cfg in configs[-2:]:
+        a, b = parts.run(cfg), whole.run(cfg)
+        assert_same_columns(a, b)
+        assert np.array_equal(a.cus, b.cus) and np.array_equal(a.cus_mean, b.cus_mean)
+        assert_same_columns(a, run(states, cfg))

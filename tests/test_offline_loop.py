@@ -122,3 +122,25 @@ def test_traces_without_states_give_a_clear_message(tmp_path):
                     '"delta_confidence": null, "human_escalation": true, "chaos": false}\n')
     with pytest.raises(LearnError, match="metrics only"):
         data_from_traces_file(str(path))
+    states = generate("safe", 3, 1)
+    cols = run(states, BASE)
+    good = b"".join(encode_traces(cols, states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=False))
+    path.write_bytes(good + path.read_bytes())  # three records with states, then the bare one
+    with pytest.raises(LearnError, match=r"1 of 4 records carry no `state` \(first: line 4\)"):
+        data_from_traces_file(str(path))
+
+
+def test_replayed_states_do_not_depend_on_how_the_file_is_read(tmp_path):
+    from ami_engine.io.traces import read_trace_states
+
+    states = generate("chaos", 700, 4, streams=5)
+    path = tmp_path / "traces.jsonl"
+    path.write_bytes(b"".join(encode_traces(run(states, BASE), states, config_id=BASE.config_id,
+                                            model=ENGINE_MODEL, chaos=False)))
+    small = read_trace_states(path, block_bytes=4096)  # many blocks
+    whole = read_trace_states(path)
+    assert small.n_records == whole.n_records == 700 and small.missing == 0
+    for found in (small, whole):
+        assert np.array_equal(found.states.values, states.values)
+        assert found.states.streams == states.streams and found.states.ids == states.ids
+        assert found.states.t == list(range(700))

@@ -562,12 +562,12 @@ def report(
 ) -> None:
     """One self-contained HTML page: learning curves, baseline vs suggestion, traces, gate, needless fail-safes."""
     from .io.traces import read_trace_records
-    from .report import render_report
+    from .report import TRACE_KEYS, render_report
 
     with open(suggestion, "rb") as fh:
         doc = tomllib.load(fh)
     hist = _read_history(history) if history else None
-    recs = read_trace_records(traces) if traces else None
+    recs = read_trace_records(traces, keys=TRACE_KEYS) if traces else None
     _write_bytes(out, [render_report(doc, hist, recs).encode()])
 
 

@@ -3,7 +3,7 @@ and a single decision. All paths run the same compiled rules (kernel.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,9 +42,8 @@ class ActionSpace:
         return (tuple(self.comp_values), tuple(self.score_weights))
 
 
-def _stream_layout(states: StateSet) -> tuple[np.ndarray, np.ndarray]:
-    """State indices grouped by stream (input order kept inside a stream), and offsets."""
-    codes, n_streams = states.stream_codes()
+def _stream_layout(codes: np.ndarray, n_streams: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions grouped by stream code (input order kept inside a stream), and offsets."""
     order = np.argsort(codes, kind="stable").astype(np.int64)
     ptr = np.zeros(n_streams + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(np.bincount(codes, minlength=n_streams))
@@ -71,49 +70,84 @@ class _Pre:
     def args(self) -> tuple:
         return self.a, self.level, self.reason, self.f
 
+    def put(self, start: int, part: _Pre) -> None:
+        """Copy the pre-decisions of a part of the states that begins at `start`."""
+        stop = start + part.a.shape[1]
+        self.a[:, start:stop] = part.a
+        self.level[:, start:stop] = part.level
+        self.reason[:, start:stop] = part.reason
+        self.f[:, start:stop] = part.f
 
-def _finish(states: StateSet, space: ActionSpace, cfgs: np.ndarray, layout, pre: _Pre, full: bool):
+
+class _Outputs:
+    """Per-decision columns written by the finish pass (empty unless `full`)."""
+
+    def __init__(self, n_configs: int, n_states: int, full: bool) -> None:
+        shape = (n_configs, n_states) if full else (0, 0)
+        self.full = full
+        self.cus = np.empty(shape)
+        self.delta_cus = np.empty(shape)
+        self.cus_mean = np.empty(shape)
+        self.final = np.empty((*shape, 4))
+        self.soft = np.empty(shape, dtype=np.bool_)
+        self.level = np.empty(shape, dtype=np.int8)
+        self.conf = np.empty(shape)
+        self.dconf = np.empty(shape)
+        self.reason = np.empty(shape, dtype=np.int8)
+        self.scores = np.empty((*shape, 4))
+
+    def args(self) -> tuple:
+        return (self.cus, self.delta_cus, self.cus_mean, self.final, self.soft, self.level, self.conf, self.dconf,
+                self.reason, self.scores)
+
+
+class _Streams:
+    """What the finish pass carries per (config, stream) from one part of the states to
+    the next: the drift window, the decisions seen, and the sums."""
+
+    def __init__(self, cfgs: np.ndarray, n_streams: int) -> None:
+        tasks = cfgs.shape[0] * n_streams
+        self.n_configs, self.n_streams = cfgs.shape[0], n_streams
+        self.rings = np.zeros((tasks, int(cfgs[:, kernel.WINDOW].max()) if tasks else 1))
+        self.seen = np.zeros(tasks, dtype=np.int64)
+        self.sums = np.zeros((tasks, kernel.N_SUMS))
+
+    @staticmethod
+    def bytes_per_config(n_streams: int, window: int) -> int:
+        return n_streams * 8 * (window + 1 + kernel.N_SUMS)
+
+    def totals(self) -> np.ndarray:
+        """Per-config sums over all streams, shape (configs, N_SUMS)."""
+        return self.sums.reshape(self.n_configs, self.n_streams, kernel.N_SUMS).sum(axis=1)
+
+
+def _finish(values: np.ndarray, space: ActionSpace, cfgs: np.ndarray, layout, pre: _Pre, offset: int,
+            streams: _Streams, out: _Outputs) -> None:
     order, ptr = layout
-    n_cfg, n = cfgs.shape[0], len(states)
-    shape = (n_cfg, n) if full else (0, 0)
-    out = dict(
-        cus=np.empty(shape),
-        delta_cus=np.empty(shape),
-        cus_mean=np.empty(shape),
-        final=np.empty((*shape, 4)),
-        soft=np.empty(shape, dtype=np.bool_),
-        level=np.empty(shape, dtype=np.int8),
-        conf=np.empty(shape),
-        dconf=np.empty(shape),
-        reason=np.empty(shape, dtype=np.int8),
-        scores=np.empty((*shape, 4)),
-    )
-    n_streams = ptr.shape[0] - 1
-    sums = np.zeros((n_cfg * n_streams, kernel.N_SUMS))
-    kernel.finish(states.values, space.actions, cfgs, order, ptr, *pre.args(), full, *out.values(), sums)
-    return out, sums.reshape(n_cfg, n_streams, kernel.N_SUMS).sum(axis=1)
+    kernel.finish(values, space.actions, cfgs, order, ptr, *pre.args(), out.full, offset, streams.rings,
+                  streams.seen, *out.args(), streams.sums)
 
 
-def _columns(states: StateSet, space: ActionSpace, pre: _Pre, out: dict, c: int) -> TraceColumns:
-    level = out["level"][c]
+def _columns(states: StateSet, space: ActionSpace, pre: _Pre, out: _Outputs, c: int) -> TraceColumns:
+    level = out.level[c]
     return TraceColumns(
         t=_trace_times(states),
-        cus=out["cus"][c],
+        cus=out.cus[c],
         cus_raw=pre.f[c, :, 2].copy(),
-        delta_cus=out["delta_cus"][c],
-        cus_mean=out["cus_mean"][c],
-        confidence=out["conf"][c],
-        delta_confidence=out["dconf"][c],
+        delta_cus=out.delta_cus[c],
+        cus_mean=out.cus_mean[c],
+        confidence=out.conf[c],
+        delta_confidence=out.dconf[c],
         raw_action=space.actions[pre.a[c]],
-        final_action=out["final"][c],
-        soft_clamp=out["soft"][c],
+        final_action=out.final[c],
+        soft_clamp=out.soft[c],
         human_escalation=level == 2,
         level=level,
-        reason=out["reason"][c],
-        W=out["scores"][c, :, 0],
-        J=out["scores"][c, :, 1],
-        H=out["scores"][c, :, 2],
-        C=out["scores"][c, :, 3],
+        reason=out.reason[c],
+        W=out.scores[c, :, 0],
+        J=out.scores[c, :, 1],
+        H=out.scores[c, :, 2],
+        C=out.scores[c, :, 3],
     )
 
 
@@ -124,32 +158,85 @@ def run(states: StateSet, config: Config) -> TraceColumns:
     pre = _Pre(1, len(states))
     kernel.pre_direct(states.values, space.actions, space.comp_of, space.comp_values, space.score_weights,
                       cfgs[0], BLOCK, *pre.args())
-    out, _ = _finish(states, space, cfgs, _stream_layout(states), pre, full=True)
+    codes, n_streams = states.stream_codes()
+    out = _Outputs(1, len(states), full=True)
+    _finish(states.values, space, cfgs, _stream_layout(codes, n_streams), pre, 0, _Streams(cfgs, n_streams), out)
     return _columns(states, space, pre, out, 0)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now (Linux MemAvailable), else 8 GiB."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 << 30
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The sorted scores of the states [start, start + len) of a ScoreTable."""
+
+    start: int
+    values: np.ndarray
+    s: np.ndarray
+    j: np.ndarray
+    h: np.ndarray
+    a: np.ndarray
+    c: np.ndarray
+    fallback: np.ndarray
+    layout: tuple[np.ndarray, np.ndarray]
 
 
 class ScoreTable:
     """Every action's S, J, H for every state, sorted by S once; shared by all configs that
     have the same ACTION_GRID and SCORE_WEIGHTS (ENGINE.md section 3: scores never depend
-    on thresholds). Memory: about 26 bytes x 625 actions per state."""
+    on thresholds). Memory: about 26 bytes x 625 actions per state.
 
-    def __init__(self, states: StateSet, config: Config) -> None:
+    When the whole table would take more than `memory_bytes` (default: a third of the
+    memory available, at most 8 GiB), it is kept in parts of that size that are scored
+    again on every call instead: slower, but memory stays bounded however many states
+    there are, and the results are the same bytes either way.
+
+    `grouped=False` makes every config scan each state's candidate list instead of the
+    per-group summary; both give the same decisions (the tests hold them to each other)."""
+
+    def __init__(self, states: StateSet, config: Config, *, grouped: bool = True,
+                 memory_bytes: int | None = None) -> None:
         self.states = states
+        self.grouped = grouped
         self.space = ActionSpace.of(config)
+        self.codes, self.n_streams = states.stream_codes()
         n, a, g = len(states), self.space.actions.shape[0], self.space.comp_values.shape[0]
-        self.s = np.empty((n, a))
-        self.j = np.empty((n, a))
-        self.h = np.empty((n, a))
-        self.a = np.empty((n, a), dtype=np.int16)
-        self.c = np.empty((n, g))
-        self.fallback = np.empty(n, dtype=np.int64)
-        sp = self.space
-        kernel.build_score_table(states.values, sp.actions, sp.comp_of, sp.comp_values, sp.score_weights, BLOCK,
-                                 self.s, self.j, self.h, self.a, self.c, self.fallback)
-        self.layout = _stream_layout(states)
+        per_state = a * (3 * 8 + 2) + g * 8 + 8
+        if memory_bytes is None:
+            memory_bytes = min(8 << 30, available_memory() // 3)
+        self.part_states = max(1, min(n, memory_bytes // per_state))
+        self._kept = self._score(0, n) if n <= self.part_states else None
 
     def __len__(self) -> int:
         return len(self.states)
+
+    def _score(self, start: int, stop: int) -> _Part:
+        sp = self.space
+        values = np.ascontiguousarray(self.states.values[start:stop])
+        n, a, g = stop - start, sp.actions.shape[0], sp.comp_values.shape[0]
+        part = _Part(start, values, np.empty((n, a)), np.empty((n, a)), np.empty((n, a)), np.empty((n, a), np.int16),
+                     np.empty((n, g)), np.empty(n, dtype=np.int64),
+                     _stream_layout(self.codes[start:stop], self.n_streams))
+        kernel.build_score_table(values, sp.actions, sp.comp_of, sp.comp_values, sp.score_weights, BLOCK,
+                                 part.s, part.j, part.h, part.a, part.c, part.fallback)
+        return part
+
+    def _parts(self) -> Iterator[_Part]:
+        if self._kept is not None:
+            yield self._kept
+            return
+        for start in range(0, len(self), self.part_states):
+            yield self._score(start, min(len(self), start + self.part_states))
 
     def _check(self, configs: Sequence[Config]) -> np.ndarray:
         for cfg in configs:
@@ -157,33 +244,47 @@ class ScoreTable:
                 raise ConfigError(f"{cfg.source}: ACTION_GRID and SCORE_WEIGHTS must match the score table's")
         return _config_matrix(configs)
 
-    def _pre(self, cfgs: np.ndarray) -> _Pre:
-        pre = _Pre(cfgs.shape[0], len(self))
+    def _pre(self, part: _Part, cfgs: np.ndarray) -> _Pre:
+        pre = _Pre(cfgs.shape[0], part.values.shape[0])
         sp = self.space
-        kernel.pre_sweep(self.states.values, sp.actions, sp.comp_of, self.s, self.j, self.h, self.a, self.c,
-                         self.fallback, cfgs, BLOCK, *pre.args())
+        kernel.pre_sweep(part.values, sp.actions, sp.comp_of, part.s, part.j, part.h, part.a, part.c, part.fallback,
+                         cfgs, BLOCK, self.grouped, *pre.args())
         return pre
 
-    def chunk_size(self, memory_bytes: int = 128 << 20) -> int:
-        """Configs per kernel call so that the per-decision scratch stays under memory_bytes."""
-        return max(1, memory_bytes // max(1, len(self) * _PRE_BYTES_PER_DECISION))
+    def chunk_size(self, memory_bytes: int = 128 << 20, window: int = 10) -> int:
+        """Configs per kernel call so that the per-decision scratch and the per-stream state
+        stay under memory_bytes (window: the largest CUS_MEAN_WINDOW of the configs)."""
+        per_config = (min(len(self), self.part_states) * _PRE_BYTES_PER_DECISION
+                      + _Streams.bytes_per_config(self.n_streams, window))
+        return max(1, memory_bytes // max(1, per_config))
 
     def evaluate(self, configs: Sequence[Config], *, memory_bytes: int = 128 << 20) -> np.ndarray:
         """Per-config sums over all states (columns: kernel.S_*), shape (len(configs), N_SUMS)."""
         cfgs = self._check(configs)
-        step = self.chunk_size(memory_bytes)
-        parts = []
-        for start in range(0, cfgs.shape[0], step):
-            chunk = cfgs[start:start + step]
-            _, sums = _finish(self.states, self.space, chunk, self.layout, self._pre(chunk), full=False)
-            parts.append(sums)
-        return np.concatenate(parts) if parts else np.zeros((0, kernel.N_SUMS))
+        if not cfgs.shape[0]:
+            return np.zeros((0, kernel.N_SUMS))
+        step = self.chunk_size(memory_bytes, int(cfgs[:, kernel.WINDOW].max()))
+        nothing = _Outputs(0, 0, full=False)
+        totals = []
+        for first in range(0, cfgs.shape[0], step):
+            chunk = cfgs[first:first + step]
+            streams = _Streams(chunk, self.n_streams)
+            for part in self._parts():
+                _finish(part.values, self.space, chunk, part.layout, self._pre(part, chunk), part.start, streams,
+                        nothing)
+            totals.append(streams.totals())
+        return np.concatenate(totals)
 
     def run(self, config: Config) -> TraceColumns:
         """Full per-decision columns of one config through the sweep path."""
         cfgs = self._check([config])
-        pre = self._pre(cfgs)
-        out, _ = _finish(self.states, self.space, cfgs, self.layout, pre, full=True)
+        pre = _Pre(1, len(self))
+        streams = _Streams(cfgs, self.n_streams)
+        out = _Outputs(1, len(self), full=True)
+        for part in self._parts():
+            part_pre = self._pre(part, cfgs)
+            pre.put(part.start, part_pre)
+            _finish(part.values, self.space, cfgs, part.layout, part_pre, part.start, streams, out)
         return _columns(self.states, self.space, pre, out, 0)
 
 

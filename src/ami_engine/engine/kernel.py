@@ -98,15 +98,26 @@ def is_candidate(J, H, C, cfg):
 
 
 @njit(cache=True)
-def confidence_and_margin(W, J, H, C, cfg):
-    """Section 6: base (population std of W, J, 1-H, C) times a sigmoid of the margin."""
+def spread(W, J, H, C):
+    """Section 6: population std of (W, J, 1-H, C)."""
     h = 1.0 - H
     mean = (W + J + h + C) / 4.0
-    var = ((W - mean) ** 2 + (J - mean) ** 2 + (h - mean) ** 2 + (C - mean) ** 2) / 4.0
-    base = clip(1.0 - math.sqrt(var) / cfg[SIGMA_MAX])
+    return math.sqrt(((W - mean) ** 2 + (J - mean) ** 2 + (h - mean) ** 2 + (C - mean) ** 2) / 4.0)
+
+
+@njit(cache=True)
+def confidence_of(std, J, H, C, cfg):
+    """Section 6 from the spread: base times a sigmoid of the clipped margin."""
+    base = clip(1.0 - std / cfg[SIGMA_MAX])
     margin = min(J - cfg[J_MIN], cfg[H_MAX] - H, C - cfg[C_MIN], cfg[C_MAX] - C)
     margin = min(1.0, max(-1.0, margin))
     return base * sig(cfg[CONF_MARGIN_K] * margin), margin
+
+
+@njit(cache=True)
+def confidence_and_margin(W, J, H, C, cfg):
+    """Section 6: base (population std of W, J, 1-H, C) times a sigmoid of the margin."""
+    return confidence_of(spread(W, J, H, C), J, H, C, cfg)
 
 
 @njit(cache=True)
@@ -221,7 +232,13 @@ def sort_descending(keys, order, m, tmp):
 def escalate(st, action, n_distinct, de_norm, as_norm, cfg):
     """Sections 6-8 for the selected action: confidence, margin, CUS, level and reason."""
     W, J, H, C = score_action(st, action[0], action[1], action[2], action[3])
-    confidence, margin = confidence_and_margin(W, J, H, C, cfg)
+    return escalate_scored(J, H, C, spread(W, J, H, C), n_distinct, de_norm, as_norm, cfg)
+
+
+@njit(cache=True)
+def escalate_scored(J, H, C, std, n_distinct, de_norm, as_norm, cfg):
+    """escalate() once the selected action's J, H, C and spread are known."""
+    confidence, margin = confidence_of(std, J, H, C, cfg)
     divergence = abs(confidence - (1.0 - de_norm)) if n_distinct >= 2 else 0.0
     cus = combined_uncertainty(confidence, margin, de_norm, as_norm, cfg)
     if J < cfg[J_CRITICAL]:
@@ -284,19 +301,27 @@ def _best_of_all(s_all):
 
 
 @njit(cache=True)
-def _pre_decide(st, actions, ks, ka, ke, idx, m, fallback, cfg, c, i, pre_a, pre_level, pre_reason, pre_f):
-    if m == 0:
-        pre_a[c, i] = fallback
-        pre_level[c, i] = 2
-        pre_reason[c, i] = R_NO_VALID_CANDIDATE
-        pre_f[c, i, 0] = 0.0  # confidence
-        pre_f[c, i, 1] = 0.0  # margin (unused)
-        pre_f[c, i, 2] = 1.0  # CUS
-        pre_f[c, i, 3] = 0.0
-        pre_f[c, i, 4] = 1.0
-        return
-    best, n, de_norm, as_norm = rank_candidates(ks, ka, ke, idx, m, cfg)
+def _no_candidate(fallback, c, i, pre_a, pre_level, pre_reason, pre_f):
+    """Section 8 without any candidate: level 2, confidence 0, CUS 1."""
+    pre_a[c, i] = fallback
+    pre_level[c, i] = 2
+    pre_reason[c, i] = R_NO_VALID_CANDIDATE
+    pre_f[c, i, 0] = 0.0  # confidence
+    pre_f[c, i, 1] = 0.0  # margin (unused)
+    pre_f[c, i, 2] = 1.0  # CUS
+    pre_f[c, i, 3] = 0.0
+    pre_f[c, i, 4] = 1.0
+
+
+@njit(cache=True)
+def _store_pre(st, actions, best, n, de_norm, as_norm, cfg, c, i, pre_a, pre_level, pre_reason, pre_f):
     confidence, margin, cus, level, reason = escalate(st, actions[best], n, de_norm, as_norm, cfg)
+    _store(best, confidence, margin, cus, level, reason, de_norm, as_norm, c, i, pre_a, pre_level, pre_reason, pre_f)
+
+
+@njit(cache=True, inline="always")
+def _store(best, confidence, margin, cus, level, reason, de_norm, as_norm, c, i, pre_a, pre_level, pre_reason,
+           pre_f):
     pre_a[c, i] = best
     pre_level[c, i] = level
     pre_reason[c, i] = reason
@@ -305,6 +330,15 @@ def _pre_decide(st, actions, ks, ka, ke, idx, m, fallback, cfg, c, i, pre_a, pre
     pre_f[c, i, 2] = cus
     pre_f[c, i, 3] = de_norm
     pre_f[c, i, 4] = as_norm
+
+
+@njit(cache=True)
+def _pre_decide(st, actions, ks, ka, ke, idx, m, fallback, cfg, c, i, pre_a, pre_level, pre_reason, pre_f):
+    if m == 0:
+        _no_candidate(fallback, c, i, pre_a, pre_level, pre_reason, pre_f)
+        return
+    best, n, de_norm, as_norm = rank_candidates(ks, ka, ke, idx, m, cfg)
+    _store_pre(st, actions, best, n, de_norm, as_norm, cfg, c, i, pre_a, pre_level, pre_reason, pre_f)
 
 
 PRE_FLOATS = 5  # confidence, margin, cus, de_norm, as_norm
@@ -388,24 +422,149 @@ def build_score_table(states, actions, comp_of, comp_values, sw, block, table_s,
             fallback[i] = _best_of_all(s_all)
 
 
+# Rows of a group summary (group_clusters), one column per group.
+G_J, G_H, G_C, G_A, G_B, G_N, G_TOP, G_SECOND, G_BEST, G_STD = range(10)
+GROUP_ROWS = 10
+SUB_BLOCK = 32  # states whose group summaries are held at once (config-major over them)
+
+
+@njit(cache=True)
+def group_clusters(st, actions, ks, kj, kh, kc, ka, ke, m0, s_top, temperature, g, slot_of, grp):
+    """Summarise a state's narrowed, sorted actions per (severity, compassion, intervention).
+
+    A *cluster* is a run of consecutive actions whose scores chain within TIE. Section 5's
+    walk keeps exactly one value per cluster, whichever subset of the list a filter
+    leaves, when every member lies within TIE of the cluster's first value and shares its
+    J, H and C (so all members pass or fail the filter together). Each cluster is counted
+    in the group of its first action. Column `slot` of grp holds a group's J, H, C; the
+    sums A = sum e^y and B = sum y*e^y over its clusters (y = (S - s_top) / T, ke = e^y);
+    its number of clusters; its best and second-best cluster values; the action section 5
+    selects when its best cluster leads, and that action's spread (section 6). Slots come
+    in order of their best value, highest first.
+
+    Returns the number of slots, or -1 when some cluster breaks the conditions above (the
+    caller then scans the list per config)."""
+    slot_of[:] = -1
+    n_slots = 0
+    k = 0
+    while k < m0:
+        first = k
+        s_first = ks[k]
+        threshold = s_first - TIE
+        best = ka[k]
+        k += 1
+        while k < m0 and not ks[k] < ks[k - 1] - TIE:
+            if ks[k] < threshold or kj[k] != kj[first] or kh[k] != kh[first] or kc[k] != kc[first]:
+                return -1
+            best = min(best, ka[k])
+            k += 1
+        group = ka[first] // g
+        slot = slot_of[group]
+        if slot < 0:
+            slot = n_slots
+            slot_of[group] = slot
+            n_slots += 1
+            J, H, C = kj[first], kh[first], kc[first]
+            a = actions[best]
+            grp[G_J, slot] = J
+            grp[G_H, slot] = H
+            grp[G_C, slot] = C
+            grp[G_A, slot] = 0.0
+            grp[G_B, slot] = 0.0
+            grp[G_N, slot] = 0.0
+            grp[G_TOP, slot] = s_first
+            grp[G_SECOND, slot] = -np.inf
+            grp[G_BEST, slot] = best
+            grp[G_STD, slot] = spread(moral_W(st[RISK], a[0], a[1], a[2], a[3]), J, H, C)
+        elif grp[G_N, slot] == 1.0:
+            grp[G_SECOND, slot] = s_first
+        y = (s_first - s_top) / temperature
+        grp[G_A, slot] += ke[first]
+        grp[G_B, slot] += y * ke[first]
+        grp[G_N, slot] += 1.0
+    return n_slots
+
+
+@njit(cache=True, inline="always")
+def _passes(grp, slot, j_min, h_max, c_min, c_max):
+    return grp[G_J, slot] >= j_min and grp[G_H, slot] <= h_max and c_min <= grp[G_C, slot] and grp[G_C, slot] <= c_max
+
+
+@njit(cache=True)
+def rank_groups(grp, n_slots, cfg):
+    """Sections 5 and 7 from group_clusters' summary: the same answer as rank_candidates
+    over the candidates, in one short pass over the groups.
+
+    Returns the selected group's slot (-1 without candidates), n, DE_norm and AS_norm."""
+    j_min, h_max, c_min, c_max = cfg[J_MIN], cfg[H_MAX], cfg[C_MIN], cfg[C_MAX]
+    top = 0
+    while top < n_slots and not _passes(grp, top, j_min, h_max, c_min, c_max):
+        top += 1
+    if top == n_slots:
+        return -1, 0, 0.0, 1.0
+    # Sums over the passing groups in slot order; a failing group adds an exact zero.
+    gj, gh, gc, ga, gb, gn = grp[G_J], grp[G_H], grp[G_C], grp[G_A], grp[G_B], grp[G_N]
+    second = grp[G_SECOND, top]
+    a = b = n = 0.0
+    for slot in range(top, n_slots):
+        ok = gj[slot] >= j_min and gh[slot] <= h_max and c_min <= gc[slot] and gc[slot] <= c_max
+        a += ga[slot] if ok else 0.0
+        b += gb[slot] if ok else 0.0
+        n += gn[slot] if ok else 0.0
+    if n < 2.0:
+        return top, 1, 0.0, 1.0
+    for slot in range(top + 1, n_slots):
+        if _passes(grp, slot, j_min, h_max, c_min, c_max):
+            second = max(second, grp[G_TOP, slot])
+            break
+    # Entropy of the softmax over the kept values: ln A - B / A (the shift by s_top cancels).
+    de_norm = (math.log(a) - b / a) / math.log(n)
+    as_norm = 1.0 - math.exp(-cfg[AS_LAMBDA] * (grp[G_TOP, top] - second))
+    return top, int(n), de_norm, as_norm
+
+
+@njit(cache=True)
+def _narrow(table_s, table_j, table_h, table_a, c_comp, comp_of, i, bounds, ks, kj, kh, kc, ka):
+    """A state's sorted actions that pass the loosest filter of a chunk (bounds: J_MIN,
+    H_MAX, C_MIN, C_MAX), into ks, kj, kh, kc, ka; returns their number."""
+    j_lo, h_hi, c_lo, c_hi = bounds
+    m0 = 0
+    for k in range(table_s.shape[1]):
+        if table_j[i, k] >= j_lo and table_h[i, k] <= h_hi:
+            a = table_a[i, k]
+            cv = c_comp[i, comp_of[a]]
+            if c_lo <= cv and cv <= c_hi:
+                ks[m0] = table_s[i, k]
+                kj[m0] = table_j[i, k]
+                kh[m0] = table_h[i, k]
+                kc[m0] = cv
+                ka[m0] = a
+                m0 += 1
+    return m0
+
+
 @njit(parallel=True, cache=True)
 def pre_sweep(states, actions, comp_of, table_s, table_j, table_h, table_a, c_comp, fallback, cfgs, block,
-              pre_a, pre_level, pre_reason, pre_f):
+              grouped, pre_a, pre_level, pre_reason, pre_f):
     """Pre-decisions of many configs from a ScoreTable: each config masks the sorted order.
 
-    State-major: a state's sorted row is first narrowed to the actions that pass the
-    loosest filter of the chunk (and their softmax exponentials computed once, when the
-    configs share DE_TEMPERATURE), then every config scans that short list from cache.
+    A state's sorted row is first narrowed to the actions that pass the loosest filter of
+    the chunk, and their softmax exponentials computed once (when the configs share
+    DE_TEMPERATURE). With `grouped`, the list is then summarised per group of actions
+    that share J, H and C (group_clusters), and each config only tests those groups
+    (rank_groups), config by config over SUB_BLOCK states so the outputs are written in
+    runs. Otherwise, or when a state's ties defeat the summary, every config scans the
+    short list (filter_candidates, rank_candidates).
     """
     n_states = states.shape[0]
     n_actions = actions.shape[0]
+    g = comp_of.max() + 1  # grid values: each group holds g actions, one per delay
     n_cfg = cfgs.shape[0]
-    j_lo, h_hi = cfgs[:, J_MIN].min(), cfgs[:, H_MAX].max()
-    c_lo, c_hi = cfgs[:, C_MIN].min(), cfgs[:, C_MAX].max()
+    bounds = np.array([cfgs[:, J_MIN].min(), cfgs[:, H_MAX].max(), cfgs[:, C_MIN].min(), cfgs[:, C_MAX].max()])
     temperature = cfgs[0, DE_TEMPERATURE]
     same_temperature = (cfgs[:, DE_TEMPERATURE] == temperature).all()
-    # With one C range for the whole chunk, the narrowing below already applied it exactly.
-    check_c = not ((cfgs[:, C_MIN] == c_lo).all() and (cfgs[:, C_MAX] == c_hi).all())
+    # With one C range for the whole chunk, the narrowing already applied it exactly.
+    check_c = not ((cfgs[:, C_MIN] == bounds[2]).all() and (cfgs[:, C_MAX] == bounds[3]).all())
     n_blocks = (n_states + block - 1) // block
     for b in prange(n_blocks):
         ks = np.empty(n_actions)
@@ -415,30 +574,45 @@ def pre_sweep(states, actions, comp_of, table_s, table_j, table_h, table_a, c_co
         ke = np.empty(n_actions)
         ka = np.empty(n_actions, dtype=np.int64)
         idx = np.empty(n_actions, dtype=np.int64)
-        for i in range(b * block, min(n_states, (b + 1) * block)):
-            s_top = table_s[i, 0]
-            m0 = 0
-            for k in range(n_actions):
-                if table_j[i, k] >= j_lo and table_h[i, k] <= h_hi:
-                    a = table_a[i, k]
-                    cv = c_comp[i, comp_of[a]]
-                    if c_lo <= cv and cv <= c_hi:
-                        ks[m0] = table_s[i, k]
-                        kj[m0] = table_j[i, k]
-                        kh[m0] = table_h[i, k]
-                        kc[m0] = cv
-                        ka[m0] = a
-                        m0 += 1
-            # Shared exponentials only while none of them can underflow.
-            shared = same_temperature and m0 > 0 and (s_top - ks[m0 - 1]) / temperature < 600.0
-            ke[0] = np.nan
-            if shared:
-                for k in range(m0):
-                    ke[k] = math.exp((ks[k] - s_top) / temperature)
+        slot_of = np.empty(n_actions // g, dtype=np.int64)
+        grp = np.empty((SUB_BLOCK, GROUP_ROWS, n_actions // g))
+        n_slots = np.empty(SUB_BLOCK, dtype=np.int64)
+        end = min(n_states, (b + 1) * block)
+        for i0 in range(b * block, end, SUB_BLOCK):
+            i1 = min(end, i0 + SUB_BLOCK)
+            for i in range(i0, i1):
+                m0 = _narrow(table_s, table_j, table_h, table_a, c_comp, comp_of, i, bounds, ks, kj, kh, kc, ka)
+                s_top = table_s[i, 0]
+                # Shared exponentials only while none of them can underflow.
+                shared = same_temperature and m0 > 0 and (s_top - ks[m0 - 1]) / temperature < 600.0
+                ke[0] = np.nan
+                if shared:
+                    for k in range(m0):
+                        ke[k] = math.exp((ks[k] - s_top) / temperature)
+                n_slots[i - i0] = -1
+                if grouped and (shared or m0 == 0):
+                    n_slots[i - i0] = group_clusters(states[i], actions, ks, kj, kh, kc, ka, ke, m0, s_top,
+                                                     temperature, g, slot_of, grp[i - i0])
+                if n_slots[i - i0] < 0:
+                    for c in range(n_cfg):
+                        m = filter_candidates(kj, kh, kc, m0, cfgs[c], idx, check_c)
+                        _pre_decide(states[i], actions, ks, ka, ke, idx, m, fallback[i], cfgs[c], c, i,
+                                    pre_a, pre_level, pre_reason, pre_f)
             for c in range(n_cfg):
-                m = filter_candidates(kj, kh, kc, m0, cfgs[c], idx, check_c)
-                _pre_decide(states[i], actions, ks, ka, ke, idx, m, fallback[i], cfgs[c], c, i,
-                            pre_a, pre_level, pre_reason, pre_f)
+                cfg = cfgs[c]
+                for i in range(i0, i1):
+                    if n_slots[i - i0] < 0:
+                        continue
+                    summary = grp[i - i0]
+                    top, n, de_norm, as_norm = rank_groups(summary, n_slots[i - i0], cfg)
+                    if top < 0:
+                        _no_candidate(fallback[i], c, i, pre_a, pre_level, pre_reason, pre_f)
+                        continue
+                    confidence, margin, cus, level, reason = escalate_scored(
+                        summary[G_J, top], summary[G_H, top], summary[G_C, top], summary[G_STD, top], n, de_norm,
+                        as_norm, cfg)
+                    _store(int(summary[G_BEST, top]), confidence, margin, cus, level, reason, de_norm, as_norm, c,
+                           i, pre_a, pre_level, pre_reason, pre_f)
 
 
 # ------------------------------------------------------------------------ finish pass
@@ -496,26 +670,33 @@ def settle(st, raw, level, reason, confidence, cus_raw, de_norm, as_norm, delta_
 
 
 @njit(parallel=True, cache=True)
-def finish(states, actions, cfgs, stream_order, stream_ptr, pre_a, pre_level, pre_reason, pre_f, full,
-           o_cus, o_delta_cus, o_cus_mean, o_final, o_soft, o_level, o_conf, o_dconf, o_reason, o_scores, sums):
+def finish(states, actions, cfgs, stream_order, stream_ptr, pre_a, pre_level, pre_reason, pre_f, full, offset,
+           rings, seen, o_cus, o_delta_cus, o_cus_mean, o_final, o_soft, o_level, o_conf, o_dconf, o_reason,
+           o_scores, sums):
     """Drift, soft clamp and fail-safe, stream by stream in input order.
 
+    `states` may be one part of a longer state set (its first state is number `offset`):
+    each (config, stream) task carries its drift window from part to part in
+    rings[task] and seen[task] (decisions of that stream so far), so parts decided one
+    after the other give exactly what the whole set gives.
+
     Adds each decision to `sums` (shape (configs * streams, N_SUMS)); with `full`, also
-    writes the per-decision columns o_* (shape (configs, N, ...)).
+    writes the per-decision columns o_* (shape (configs, N, ...), at offset + index).
     """
     n_streams = stream_ptr.shape[0] - 1
     for task in prange(cfgs.shape[0] * n_streams):
         c = task // n_streams
         s = task % n_streams
         cfg = cfgs[c]
-        ring = np.empty(int(cfg[WINDOW]))
+        ring = rings[task, :int(cfg[WINDOW])]
         final = np.empty(4)
         acc = sums[task]
-        for count in range(stream_ptr[s + 1] - stream_ptr[s]):
-            i = stream_order[stream_ptr[s] + count]
+        before = seen[task]
+        for k in range(stream_ptr[s + 1] - stream_ptr[s]):
+            i = stream_order[stream_ptr[s] + k]
             raw = actions[pre_a[c, i]]
             cus_raw = pre_f[c, i, 2]
-            delta_cus, cus_mean = drift_step(ring, count, cus_raw)
+            delta_cus, cus_mean = drift_step(ring, before + k, cus_raw)
             level, reason, cus, confidence, delta_conf, clamped, W, J, H, C = settle(
                 states[i], raw, pre_level[c, i], pre_reason[c, i], pre_f[c, i, 0], cus_raw,
                 pre_f[c, i, 3], pre_f[c, i, 4], delta_cus, cus_mean, cfg, final)
@@ -529,16 +710,18 @@ def finish(states, actions, cfgs, stream_order, stream_ptr, pre_a, pre_level, pr
                 acc[S_DISTORTION] += (abs(final[0] - raw[0]) + abs(final[1] - raw[1])
                                       + abs(final[2] - raw[2]) + abs(final[3] - raw[3])) / 4.0
             if full:
-                o_cus[c, i] = cus
-                o_delta_cus[c, i] = delta_cus
-                o_cus_mean[c, i] = cus_mean
-                o_final[c, i] = final
-                o_soft[c, i] = clamped
-                o_level[c, i] = level
-                o_conf[c, i] = confidence
-                o_dconf[c, i] = delta_conf
-                o_reason[c, i] = reason
-                o_scores[c, i, 0] = W
-                o_scores[c, i, 1] = J
-                o_scores[c, i, 2] = H
-                o_scores[c, i, 3] = C
+                o = offset + i
+                o_cus[c, o] = cus
+                o_delta_cus[c, o] = delta_cus
+                o_cus_mean[c, o] = cus_mean
+                o_final[c, o] = final
+                o_soft[c, o] = clamped
+                o_level[c, o] = level
+                o_conf[c, o] = confidence
+                o_dconf[c, o] = delta_conf
+                o_reason[c, o] = reason
+                o_scores[c, o, 0] = W
+                o_scores[c, o, 1] = J
+                o_scores[c, o, 2] = H
+                o_scores[c, o, 3] = C
+        seen[task] = before + stream_ptr[s + 1] - stream_ptr[s]

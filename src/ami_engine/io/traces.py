@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
-from itertools import chain, repeat, starmap
+from itertools import chain, compress, repeat, starmap
 from operator import attrgetter
 from typing import Annotated, Any, Literal
 
@@ -439,11 +439,57 @@ def read_traces(path: str | os.PathLike[str]) -> TraceChunk:
     return chunks[0] if len(chunks) == 1 else TraceChunk.concat(chunks)
 
 
-def read_trace_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every record as a plain dict, checked like read_traces, unknown fields kept."""
+@dataclass(frozen=True)
+class TraceStates:
+    """What a traces file says about the states it decided (for replaying them).
+
+    `states` holds the records that carry a `state`, in file order, with their stream, id
+    and t; `missing` counts the records without one and `first_missing` is the line of
+    the first of those (None when every record has a state)."""
+
+    states: StateSet
+    n_records: int
+    missing: int
+    first_missing: int | None
+
+
+def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> TraceStates:
+    """The states of a traces file, every record checked like read_traces; streamed, so
+    memory holds the states (nine numbers, stream, id and t each), never the records."""
+    values: list[np.ndarray] = []
+    streams: list[Any] = []
+    ids: list[Any] = []
+    times: list[Any] = []
+    n_records = missing = 0
+    first_missing = None
+    for block in iter_trace_blocks(path, TraceRecord, block_bytes=block_bytes):
+        with gc_paused():
+            states = list(map(attrgetter("state"), block.records))
+            has = np.fromiter((s is not UNSET and s is not None for s in states), dtype=bool, count=len(states))
+            if not has.all():
+                missing += int(np.count_nonzero(~has))
+                if first_missing is None:
+                    first_missing = int(block.lines[np.argmin(has)])
+            kept = list(compress(block.records, has))
+            values.append(_matrix(map(attrgetter(*STATE_FIELDS), compress(states, has)), len(kept),
+                                  len(STATE_FIELDS)))
+            streams.extend(None if x is UNSET else x for x in map(attrgetter("stream"), kept))
+            ids.extend(None if x is UNSET else x for x in map(attrgetter("id"), kept))
+            times.extend(map(attrgetter("t"), kept))
+        n_records += len(block.records)
+    matrix = np.concatenate(values) if values else np.empty((0, len(STATE_FIELDS)))
+    return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing)
+
+
+def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Every record as a plain dict, checked like read_traces, unknown fields kept.
+
+    With `keys`, each dict holds only those of its fields (a long file then costs memory
+    for what is used, not for every field of every record)."""
     source = display_name(path)
     checker = msgspec.json.Decoder(TraceRecord)
     plain = msgspec.json.Decoder()
+    wanted = None if keys is None else tuple(keys)
     out: list[dict[str, Any]] = []
     first_line = 1
     with open_binary(path) as stream:
@@ -451,7 +497,10 @@ def read_trace_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             block = decode_block(data, checker, source, first_line)
             first_line += block.n_lines
             # Every non-blank line has just passed as one record, so the block splits alike.
-            out.extend(plain.decode_lines(data))
+            records = plain.decode_lines(data)
+            if wanted is not None:
+                records = [{k: r[k] for k in wanted if k in r} for r in records]
+            out.extend(records)
     return out
 
 
@@ -464,11 +513,13 @@ __all__ = [
     "TraceChunk",
     "TraceColumns",
     "TraceRecord",
+    "TraceStates",
     "action_matrix",
     "encode_traces",
     "iter_trace_blocks",
     "iter_trace_chunks",
     "read_trace_records",
+    "read_trace_states",
     "read_traces",
     "trace_records",
     "write_traces",

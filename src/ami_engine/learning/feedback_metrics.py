@@ -125,7 +125,7 @@ def sums_from_columns(
     """MetricSums of decisions given as columns (raw/final actions of shape (n, 4))."""
     clamped = np.asarray(soft_clamp, dtype=bool)
     return _sums(level, cus, clamped, np.asarray(raw_action)[clamped], np.asarray(final_action)[clamped],
-                 human_escalation)
+                 int(np.count_nonzero(human_escalation)))
 
 
 def _sums(
@@ -134,7 +134,7 @@ def _sums(
     soft_clamp: np.ndarray,
     raw_clamped: np.ndarray,
     final_clamped: np.ndarray,
-    human_escalation: np.ndarray,
+    n_human: int,
 ) -> MetricSums:
     """The one place the metric sums are computed; the actions are those of clamped records only."""
     level = np.asarray(level)
@@ -148,7 +148,7 @@ def _sums(
         sum_cus=float(np.sum(cus, dtype=np.float64)),
         sum_distortion=float(distortion.mean(axis=1).sum()) if distortion.size else 0.0,
         n_clamped=int(np.count_nonzero(soft_clamp)),
-        n_human=int(np.count_nonzero(human_escalation)),
+        n_human=n_human,
     )
 
 
@@ -163,7 +163,7 @@ def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
         soft_clamp=clamped_mask,
         raw_clamped=action_matrix(clamped, "raw_action"),
         final_clamped=action_matrix(clamped, "final_action"),
-        human_escalation=np.fromiter(map(attrgetter("human_escalation"), records), dtype=bool, count=n),
+        n_human=sum(map(attrgetter("human_escalation"), records)),
     )
 
 

@@ -92,19 +92,17 @@ def data_from_states_file(path: str) -> LearnData:
 
 def data_from_traces_file(path: str) -> LearnData:
     """Replay: the states carried by a traces file, stream by stream in file order."""
-    from ..io.states import states_from_records
-    from ..io.traces import read_trace_records
+    from ..io.traces import read_trace_states
 
-    records = read_trace_records(path)
-    missing = [i for i, r in enumerate(records) if r.get("state") is None]
-    if missing:
+    found = read_trace_states(path)
+    if found.n_records == 0:
+        raise LearnError(f"{path}: no traces in the file")
+    if found.missing:
         raise LearnError(
-            f"{path}: {len(missing)} of {len(records)} records carry no `state` (first: record {missing[0] + 1}); "
-            "traces without states give metrics only: use `ami-engine metrics` on this file, or pass the "
-            "states with --states")
-    states = [{**r["state"], "stream": r.get("stream"), "id": r.get("id"), "t": r.get("t")} for r in records]
-    return LearnData(states_from_records(states), "traces", f"traces file {path} (replayed)",
-                     _file_sha256(path), path=path)
+            f"{path}: {found.missing} of {found.n_records} records carry no `state` (first: line "
+            f"{found.first_missing}); traces without states give metrics only: use `ami-engine metrics` on this "
+            "file, or pass the states with --states")
+    return LearnData(found.states, "traces", f"traces file {path} (replayed)", _file_sha256(path), path=path)
 
 
 def data_from_meta(data_meta: dict[str, Any]) -> LearnData:

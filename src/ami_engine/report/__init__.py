@@ -19,7 +19,7 @@ from ._needless import needless_panel
 from ._page import Page
 from ._provenance import provenance_panel
 from ._summary import summary_panel
-from ._traces import traces_panel
+from ._traces import TRACE_KEYS, traces_panel
 from ._verdict import verdict_panel
 
 # (anchor, heading, panel) in page order.
@@ -71,4 +71,4 @@ def _subtitle(data: ReportData) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["PANELS", "render_report"]
+__all__ = ["PANELS", "TRACE_KEYS", "render_report"]

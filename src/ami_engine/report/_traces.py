@@ -26,6 +26,9 @@ CONFIDENCE_BINS = 20
 ACTION_COMPONENTS = ("severity", "compassion", "intervention", "delay")
 
 Record = Mapping[str, object]
+# The trace fields this panel reads (a caller may load only these).
+TRACE_KEYS = ("t", "cus", "cus_mean", "raw_action", "final_action", "soft_clamp", "level", "confidence", "reason",
+              "J", "H", "stream", "config_id")
 
 
 def traces_panel(data: ReportData, page: Page) -> Markup:
