@@ -174,7 +174,7 @@ def test_a_table_kept_in_parts_gives_the_same_bytes_as_a_whole_one():
     base = load_config("base")
     configs = [base, *random_configs(base, 5, 8), base.replace(CUS_MEAN_WINDOW=3, DELTA_CUS_THRESHOLD=0.05)]
     whole = ScoreTable(states, base)
-    parts = ScoreTable(states, base, memory_bytes=100 * 625 * 26)  # about 100 states a part
+    parts = ScoreTable(states, base, memory_bytes=100 * 8300)  # about 100 states a part
     assert whole.part_states == len(states) and parts.part_states < 120
     assert np.array_equal(parts.evaluate(configs), whole.evaluate(configs))
     assert np.array_equal(parts.evaluate(configs, memory_bytes=1), whole.evaluate(configs))

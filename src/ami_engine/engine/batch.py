@@ -182,11 +182,11 @@ class _Part:
 
     start: int
     values: np.ndarray
-    s: np.ndarray
-    j: np.ndarray
-    h: np.ndarray
-    a: np.ndarray
-    c: np.ndarray
+    s: np.ndarray  # (n, A) scores sorted descending
+    a: np.ndarray  # (n, A) the actions in that order
+    j: np.ndarray  # (n, A / G) J per (severity, compassion, intervention) group
+    h: np.ndarray  # (n, A / G) H per group
+    c: np.ndarray  # (n, G) C per compassion value
     fallback: np.ndarray
     layout: tuple[np.ndarray, np.ndarray]
 
@@ -194,7 +194,8 @@ class _Part:
 class ScoreTable:
     """Every action's S, J, H for every state, sorted by S once; shared by all configs that
     have the same ACTION_GRID and SCORE_WEIGHTS (ENGINE.md section 3: scores never depend
-    on thresholds). Memory: about 26 bytes x 625 actions per state.
+    on thresholds). Memory: about 8 KB per state (10 bytes per action, plus J and H per
+    group of 5 actions).
 
     When the whole table would take more than `memory_bytes` (default: a third of the
     memory available, at most 8 GiB), it is kept in parts of that size that are scored
@@ -211,7 +212,7 @@ class ScoreTable:
         self.space = ActionSpace.of(config)
         self.codes, self.n_streams = states.stream_codes()
         n, a, g = len(states), self.space.actions.shape[0], self.space.comp_values.shape[0]
-        per_state = a * (3 * 8 + 2) + g * 8 + 8
+        per_state = a * (8 + 2) + 2 * 8 * (a // g) + g * 8 + 8
         if memory_bytes is None:
             memory_bytes = min(8 << 30, available_memory() // 3)
         self.part_states = max(1, min(n, memory_bytes // per_state))
@@ -224,11 +225,11 @@ class ScoreTable:
         sp = self.space
         values = np.ascontiguousarray(self.states.values[start:stop])
         n, a, g = stop - start, sp.actions.shape[0], sp.comp_values.shape[0]
-        part = _Part(start, values, np.empty((n, a)), np.empty((n, a)), np.empty((n, a)), np.empty((n, a), np.int16),
-                     np.empty((n, g)), np.empty(n, dtype=np.int64),
+        part = _Part(start, values, np.empty((n, a)), np.empty((n, a), np.int16), np.empty((n, a // g)),
+                     np.empty((n, a // g)), np.empty((n, g)), np.empty(n, dtype=np.int64),
                      _stream_layout(self.codes[start:stop], self.n_streams))
         kernel.build_score_table(values, sp.actions, sp.comp_of, sp.comp_values, sp.score_weights, BLOCK,
-                                 part.s, part.j, part.h, part.a, part.c, part.fallback)
+                                 part.s, part.a, part.j, part.h, part.c, part.fallback)
         return part
 
     def _parts(self) -> Iterator[_Part]:
@@ -247,7 +248,7 @@ class ScoreTable:
     def _pre(self, part: _Part, cfgs: np.ndarray) -> _Pre:
         pre = _Pre(cfgs.shape[0], part.values.shape[0])
         sp = self.space
-        kernel.pre_sweep(part.values, sp.actions, sp.comp_of, part.s, part.j, part.h, part.a, part.c, part.fallback,
+        kernel.pre_sweep(part.values, sp.actions, sp.comp_of, part.s, part.a, part.j, part.h, part.c, part.fallback,
                          cfgs, BLOCK, self.grouped, *pre.args())
         return pre
 

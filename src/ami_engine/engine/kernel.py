@@ -6,10 +6,12 @@ A decision is computed in two passes:
    filter, selection, distinct scores, confidence, uncertainty and the escalation rules
    of section 8. Two front ends feed it candidates in descending score order: the direct
    path (one config: score the state's 625 actions, sort only the candidates) and the
-   sweep path (many configs: scores sorted once per state in a ScoreTable, a config's
-   candidate set is a mask over that order).
+   sweep path (many configs: scores sorted once per state in a ScoreTable, summarised
+   per group of actions that share J, H and C, so a config tests ~100 groups instead of
+   scanning ~500 actions; see group_clusters and rank_groups).
 2. *finish* (sequential per stream, parallel over streams and configs): temporal drift,
-   soft clamp, fail-safe, and either the per-decision trace columns or per-config sums.
+   soft clamp, fail-safe, and either the per-decision trace columns or per-config sums;
+   it can run over a state set part by part, carrying each stream's drift window.
 
 A config is a float64 row laid out as ROW below (see Config.kernel_row).
 """
@@ -302,15 +304,8 @@ def _best_of_all(s_all):
 
 @njit(cache=True)
 def _no_candidate(fallback, c, i, pre_a, pre_level, pre_reason, pre_f):
-    """Section 8 without any candidate: level 2, confidence 0, CUS 1."""
-    pre_a[c, i] = fallback
-    pre_level[c, i] = 2
-    pre_reason[c, i] = R_NO_VALID_CANDIDATE
-    pre_f[c, i, 0] = 0.0  # confidence
-    pre_f[c, i, 1] = 0.0  # margin (unused)
-    pre_f[c, i, 2] = 1.0  # CUS
-    pre_f[c, i, 3] = 0.0
-    pre_f[c, i, 4] = 1.0
+    """Section 8 without any candidate: level 2, confidence 0, CUS 1 (margin unused)."""
+    _store(fallback, 0.0, 0.0, 1.0, 2, R_NO_VALID_CANDIDATE, 0.0, 1.0, c, i, pre_a, pre_level, pre_reason, pre_f)
 
 
 @njit(cache=True)
@@ -397,11 +392,14 @@ def pre_direct(states, actions, comp_of, comp_values, sw, cfg, block, pre_a, pre
 
 
 @njit(parallel=True, cache=True)
-def build_score_table(states, actions, comp_of, comp_values, sw, block, table_s, table_j, table_h, table_a, c_comp,
+def build_score_table(states, actions, comp_of, comp_values, sw, block, table_s, table_a, group_j, group_h, c_comp,
                       fallback):
-    """Per state: every action's S, J, H sorted by S descending (ties in grid order)."""
+    """Per state: every action's S sorted descending (ties in grid order) with the actions
+    in that order; J and H per (severity, compassion, intervention) group, i.e. of action
+    a at group a // len(grid); C per compassion value."""
     n_states = states.shape[0]
     n_actions = actions.shape[0]
+    g = comp_values.shape[0]
     for b in prange((n_states + block - 1) // block):
         s_all = np.empty(n_actions)
         j_all = np.empty(n_actions)
@@ -416,9 +414,10 @@ def build_score_table(states, actions, comp_of, comp_values, sw, block, table_s,
             for k in range(n_actions):
                 a = order[k]
                 table_s[i, k] = s_all[a]
-                table_j[i, k] = j_all[a]
-                table_h[i, k] = h_all[a]
                 table_a[i, k] = a
+            for group in range(n_actions // g):
+                group_j[i, group] = j_all[group * g]
+                group_h[i, group] = h_all[group * g]
             fallback[i] = _best_of_all(s_all)
 
 
@@ -524,19 +523,21 @@ def rank_groups(grp, n_slots, cfg):
 
 
 @njit(cache=True)
-def _narrow(table_s, table_j, table_h, table_a, c_comp, comp_of, i, bounds, ks, kj, kh, kc, ka):
+def _narrow(table_s, table_a, group_j, group_h, c_comp, comp_of, g, i, bounds, ks, kj, kh, kc, ka):
     """A state's sorted actions that pass the loosest filter of a chunk (bounds: J_MIN,
     H_MAX, C_MIN, C_MAX), into ks, kj, kh, kc, ka; returns their number."""
     j_lo, h_hi, c_lo, c_hi = bounds
     m0 = 0
     for k in range(table_s.shape[1]):
-        if table_j[i, k] >= j_lo and table_h[i, k] <= h_hi:
-            a = table_a[i, k]
+        a = table_a[i, k]
+        J = group_j[i, a // g]
+        H = group_h[i, a // g]
+        if J >= j_lo and H <= h_hi:
             cv = c_comp[i, comp_of[a]]
             if c_lo <= cv and cv <= c_hi:
                 ks[m0] = table_s[i, k]
-                kj[m0] = table_j[i, k]
-                kh[m0] = table_h[i, k]
+                kj[m0] = J
+                kh[m0] = H
                 kc[m0] = cv
                 ka[m0] = a
                 m0 += 1
@@ -544,7 +545,7 @@ def _narrow(table_s, table_j, table_h, table_a, c_comp, comp_of, i, bounds, ks, 
 
 
 @njit(parallel=True, cache=True)
-def pre_sweep(states, actions, comp_of, table_s, table_j, table_h, table_a, c_comp, fallback, cfgs, block,
+def pre_sweep(states, actions, comp_of, table_s, table_a, group_j, group_h, c_comp, fallback, cfgs, block,
               grouped, pre_a, pre_level, pre_reason, pre_f):
     """Pre-decisions of many configs from a ScoreTable: each config masks the sorted order.
 
@@ -581,7 +582,7 @@ def pre_sweep(states, actions, comp_of, table_s, table_j, table_h, table_a, c_co
         for i0 in range(b * block, end, SUB_BLOCK):
             i1 = min(end, i0 + SUB_BLOCK)
             for i in range(i0, i1):
-                m0 = _narrow(table_s, table_j, table_h, table_a, c_comp, comp_of, i, bounds, ks, kj, kh, kc, ka)
+                m0 = _narrow(table_s, table_a, group_j, group_h, c_comp, comp_of, g, i, bounds, ks, kj, kh, kc, ka)
                 s_top = table_s[i, 0]
                 # Shared exponentials only while none of them can underflow.
                 shared = same_temperature and m0 > 0 and (s_top - ks[m0 - 1]) / temperature < 600.0
