@@ -164,7 +164,7 @@ def run(states: StateSet, config: Config) -> TraceColumns:
     return _columns(states, space, pre, out, 0)
 
 
-def available_memory() -> int:
+def _available_memory() -> int:
     """Bytes of memory available to this process now (Linux MemAvailable), else 8 GiB."""
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
@@ -214,7 +214,7 @@ class ScoreTable:
         n, a, g = len(states), self.space.actions.shape[0], self.space.comp_values.shape[0]
         per_state = a * (8 + 2) + 2 * 8 * (a // g) + g * 8 + 8
         if memory_bytes is None:
-            memory_bytes = min(8 << 30, available_memory() // 3)
+            memory_bytes = min(8 << 30, _available_memory() // 3)
         self.part_states = max(1, min(n, memory_bytes // per_state))
         self._kept = self._score(0, n) if n <= self.part_states else None
 

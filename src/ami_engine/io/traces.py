@@ -465,7 +465,7 @@ def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAUL
     for block in iter_trace_blocks(path, TraceRecord, block_bytes=block_bytes):
         with gc_paused():
             states = list(map(attrgetter("state"), block.records))
-            has = np.fromiter((s is not UNSET and s is not None for s in states), dtype=bool, count=len(states))
+            has = np.fromiter((s is not UNSET for s in states), dtype=bool, count=len(states))
             if not has.all():
                 missing += int(np.count_nonzero(~has))
                 if first_missing is None:
