@@ -183,3 +183,12 @@ def test_a_table_kept_in_parts_gives_the_same_bytes_as_a_whole_one():
         assert_same_columns(a, b)
         assert np.array_equal(a.cus, b.cus) and np.array_equal(a.cus_mean, b.cus_mean)
         assert_same_columns(a, run(states, cfg))
+
+
+@pytest.mark.parametrize("grid", [[0.0, 0.5, 1.0], [0.0, 0.125, 0.25, 0.5, 0.75, 0.875, 1.0]])
+def test_sweep_path_equals_direct_path_on_other_action_grids(grid):
+    base = load_config("base").replace(ACTION_GRID=grid)
+    for states in (generate("chaos", 500, 3, streams=3), lattice_states(400, 3, 0.4)):
+        table = ScoreTable(states, base)
+        for cfg in [base, *random_configs(base, 3, 1)]:
+            assert_same_columns(table.run(cfg), run(states, cfg))
