@@ -308,12 +308,6 @@ def _no_candidate(fallback, c, i, pre_a, pre_level, pre_reason, pre_f):
     _store(fallback, 0.0, 0.0, 1.0, 2, R_NO_VALID_CANDIDATE, 0.0, 1.0, c, i, pre_a, pre_level, pre_reason, pre_f)
 
 
-@njit(cache=True)
-def _store_pre(st, actions, best, n, de_norm, as_norm, cfg, c, i, pre_a, pre_level, pre_reason, pre_f):
-    confidence, margin, cus, level, reason = escalate(st, actions[best], n, de_norm, as_norm, cfg)
-    _store(best, confidence, margin, cus, level, reason, de_norm, as_norm, c, i, pre_a, pre_level, pre_reason, pre_f)
-
-
 @njit(cache=True, inline="always")
 def _store(best, confidence, margin, cus, level, reason, de_norm, as_norm, c, i, pre_a, pre_level, pre_reason,
            pre_f):
@@ -333,7 +327,8 @@ def _pre_decide(st, actions, ks, ka, ke, idx, m, fallback, cfg, c, i, pre_a, pre
         _no_candidate(fallback, c, i, pre_a, pre_level, pre_reason, pre_f)
         return
     best, n, de_norm, as_norm = rank_candidates(ks, ka, ke, idx, m, cfg)
-    _store_pre(st, actions, best, n, de_norm, as_norm, cfg, c, i, pre_a, pre_level, pre_reason, pre_f)
+    confidence, margin, cus, level, reason = escalate(st, actions[best], n, de_norm, as_norm, cfg)
+    _store(best, confidence, margin, cus, level, reason, de_norm, as_norm, c, i, pre_a, pre_level, pre_reason, pre_f)
 
 
 PRE_FLOATS = 5  # confidence, margin, cus, de_norm, as_norm
@@ -502,14 +497,13 @@ def rank_groups(grp, n_slots, cfg):
     if top == n_slots:
         return -1, 0, 0.0, 1.0
     # Sums over the passing groups in slot order; a failing group adds an exact zero.
-    gj, gh, gc, ga, gb, gn = grp[G_J], grp[G_H], grp[G_C], grp[G_A], grp[G_B], grp[G_N]
     second = grp[G_SECOND, top]
     a = b = n = 0.0
     for slot in range(top, n_slots):
-        ok = gj[slot] >= j_min and gh[slot] <= h_max and c_min <= gc[slot] and gc[slot] <= c_max
-        a += ga[slot] if ok else 0.0
-        b += gb[slot] if ok else 0.0
-        n += gn[slot] if ok else 0.0
+        ok = _passes(grp, slot, j_min, h_max, c_min, c_max)
+        a += grp[G_A, slot] if ok else 0.0
+        b += grp[G_B, slot] if ok else 0.0
+        n += grp[G_N, slot] if ok else 0.0
     if n < 2.0:
         return top, 1, 0.0, 1.0
     for slot in range(top + 1, n_slots):
@@ -530,8 +524,9 @@ def _narrow(table_s, table_a, group_j, group_h, c_comp, comp_of, g, i, bounds, k
     m0 = 0
     for k in range(table_s.shape[1]):
         a = table_a[i, k]
-        J = group_j[i, a // g]
-        H = group_h[i, a // g]
+        group = a // g
+        J = group_j[i, group]
+        H = group_h[i, group]
         if J >= j_lo and H <= h_hi:
             cv = c_comp[i, comp_of[a]]
             if c_lo <= cv and cv <= c_hi:
