@@ -14,7 +14,6 @@ from ami_engine.io.stateset import STATE_FIELDS
 from ami_engine.io.tomlfile import dumps_toml
 from ami_engine.learning.loss import LossWeights
 from ami_engine.learning.offline_loop import (
-    LearnError,
     LearnSettings,
     data_from_scenario,
     data_from_states_file,
@@ -22,6 +21,7 @@ from ami_engine.learning.offline_loop import (
     split_states,
 )
 from ami_engine.scenario import generate
+from ami_engine.suggestion import SuggestionError
 
 BASE = load_config("base")
 
@@ -151,7 +151,7 @@ def test_gate_refuses_a_suggestion_whose_data_changed(tmp_path):
     path, _ = _suggestion(tmp_path, data)
     doc = path.read_text().replace(data.sha256, "0" * 64)
     path.write_text(doc)
-    with pytest.raises(LearnError, match="SHA-256"):
+    with pytest.raises(SuggestionError, match="SHA-256"):
         gate_suggestion_file(str(path))
 
 
@@ -160,10 +160,10 @@ def test_gate_refuses_a_suggestion_whose_data_file_is_gone(tmp_path):
             "split": {"seed": 1, "train_fraction": 0.8}}
     path = tmp_path / "s.toml"
     path.write_text(dumps_toml({"extends": "base", "meta": meta}))
-    with pytest.raises(LearnError, match="not readable"):
+    with pytest.raises(SuggestionError, match="not readable"):
         gate_suggestion_file(str(path))
     path.write_text(dumps_toml({"extends": "base", "meta": {"data": meta["data"]}}))
-    with pytest.raises(LearnError, match=r"\[meta.split\]"):
+    with pytest.raises(SuggestionError, match=r"\[meta.split\]"):
         gate_suggestion_file(str(path))
 
 
@@ -188,5 +188,5 @@ def test_a_relative_states_file_is_found_next_to_the_suggestion(tmp_path, monkey
     report = gate_suggestion_file(str(path.relative_to(tmp_path)))
     assert f"{split.held_out.size} held-out records" in report.check("heldout_loss").detail
     (folder / "states.jsonl").write_text((folder / "states.jsonl").read_text().replace("0.", "0.0", 1))
-    with pytest.raises(LearnError, match="SHA-256"):
+    with pytest.raises(SuggestionError, match="SHA-256"):
         gate_suggestion_file(str(path.relative_to(tmp_path)))

@@ -162,6 +162,37 @@ def check_trace_file(path: str | os.PathLike[str], config: Config) -> list[Viola
     return out
 
 
+def check_trace_file_by_config(path: str | os.PathLike[str], resolve: Callable[[str | None, int], Config]
+                               ) -> tuple[list[Violation], dict[str | None, Config]]:
+    """Every violation in a traces file, each record judged against the config that
+    produced it: `resolve(config_id, line)` gives the config of a record's `config_id`
+    (None for a record without one; `line` is the first record with it) or raises. Also
+    returns the configs used, by id."""
+    out: list[Violation] = []
+    used: dict[str | None, Config] = {}
+    n_records = 0
+    for block in iter_trace_blocks(path, _CheckedRecord):
+        if not block.records:
+            continue
+        n_records += len(block.records)
+        groups: dict[str | None, list[int]] = {}
+        for i, record in enumerate(block.records):
+            key = record.config_id if isinstance(record.config_id, str) else None
+            groups.setdefault(key, []).append(i)
+        for key, rows in groups.items():
+            if key not in used:
+                used[key] = resolve(key, int(block.lines[rows[0]]))
+            records = block.records if len(groups) == 1 else [block.records[i] for i in rows]
+            lines = np.asarray(block.lines) if len(groups) == 1 else np.asarray(block.lines)[rows]
+            with gc_paused():
+                chunk = TraceChunk.from_records(records, lines)
+            out.extend(check_columns(chunk, used[key], lines=chunk.line))
+    if not n_records:
+        raise InputError(display_name(path), None, None, "no traces in the file")
+    out.sort(key=lambda v: (v.line, v.invariant))
+    return out, used
+
+
 def check_records(records: Iterable[Mapping[str, Any]], config: Config) -> list[Violation]:
     """Every violation in trace records held in memory (dicts as in a traces file),
     numbered by their 0-based index."""

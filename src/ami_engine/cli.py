@@ -21,7 +21,7 @@ from rich.table import Table
 
 from . import ENGINE_MODEL, __version__
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, profile_text
-from .io.tomlfile import dumps_toml, plain_data, toml_ready
+from .io.tomlfile import plain_data, toml_ready
 
 app = typer.Typer(
     name="ami-engine",
@@ -139,7 +139,8 @@ def run(
     n: Annotated[int | None, typer.Option("--n", help="Number of scenario states.")] = None,
     seed: Annotated[int, typer.Option(help="Scenario seed.")] = 0,
     streams: Annotated[int, typer.Option(help="Streams per scenario part.")] = 8,
-    profile: Annotated[str | None, typer.Option(help=f"Built-in profile: {', '.join(PROFILE_NAMES)}.")] = None,
+    profile: Annotated[str | None, typer.Option(help=f"Profile name: {', '.join(PROFILE_NAMES)}, or one on the "
+                                                     "profile search path (./profiles, AMI_ENGINE_PROFILES).")] = None,
     config: Annotated[Path | None, typer.Option(help="Config TOML file.")] = None,
     chaos: Annotated[bool, typer.Option("--chaos", help="Mark the traces as a chaos test.")] = False,
     fill_missing: Annotated[bool, typer.Option("--fill-missing", help="Fill missing state fields with 0.5.")] = False,
@@ -210,25 +211,63 @@ def metrics(
 @_command
 def check(
     traces: Annotated[str, typer.Argument(help="Traces JSONL to check.")],
-    profile: Annotated[str | None, typer.Option(help="Profile whose thresholds the traces must respect.")] = None,
-    config: Annotated[Path | None, typer.Option(help="Config TOML whose thresholds the traces must respect.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Profile that produced the traces (besides the built-ins and "
+                                                     "the profile search path).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Config TOML that produced the traces (besides the built-ins "
+                                                     "and the profile search path).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Invariants of ENGINE.md section 13 over a traces file; exit 1 when any is broken."""
-    from .check import check_trace_file
+    """Invariants of ENGINE.md section 13 over a traces file; exit 1 when any is broken.
 
-    cfg = _config(profile, config)
-    violations = check_trace_file(traces, cfg)
+    Each record is judged against the config that produced it: its `config_id` is looked
+    up among the built-in profiles, the profiles on the search path and the --config or
+    --profile given. A record whose config cannot be found is an error (exit 2)."""
+    from .check import check_trace_file_by_config
+
+    given = None if profile is None and config is None else _config(profile, config)
+    violations, used = check_trace_file_by_config(traces, _config_resolver(traces, given))
+    sources = ", ".join(f"{cfg.source} ({cfg.config_id})" for cfg in used.values())
     if as_json:
-        print(json.dumps({"traces": traces, "config_id": cfg.config_id,
+        print(json.dumps({"traces": traces, "configs": {cfg.config_id: cfg.source for cfg in used.values()},
                           "violations": [plain_data(v.to_dict()) for v in violations]}))
     else:
         for v in violations:
             print(v.format(traces))
         status = "OK" if not violations else f"{len(violations)} violation(s)"
-        err_console.print(f"check {traces} against {cfg.source}: {status}", highlight=False)
+        err_console.print(f"check {traces} against {sources}: {status}", highlight=False, markup=False)
     if violations:
         raise typer.Exit(1)
+
+
+def _config_resolver(traces: str, given: Config | None) -> Callable[[str | None, int], Config]:
+    """config_id -> the config that produced it: the --config/--profile given, the
+    built-in profiles, then the profiles on the search path."""
+    from .config import list_profiles
+    from .io.files import InputError, display_name
+
+    known: dict[str, Config] = {}
+    if given is not None:
+        known[given.config_id] = given
+
+    def resolve(config_id: str | None, line: int) -> Config:
+        if config_id is None:
+            if given is None:
+                raise InputError(display_name(traces), line, "config_id", "missing: the record does not say which "
+                                 "config produced it; pass that config with --config or --profile")
+            return given
+        if config_id not in known:
+            for name, _, _ in list_profiles():
+                cfg = load_config(name)
+                known.setdefault(cfg.config_id, cfg)
+                if config_id in known:
+                    break
+        if config_id not in known:
+            raise InputError(display_name(traces), line, "config_id", f"{config_id} is not the config_id of a "
+                             "built-in profile, of a profile on the search path or of the --config given; pass the "
+                             "config that produced these traces with --config")
+        return known[config_id]
+
+    return resolve
 
 
 # ------------------------------------------------------------------------- explain
@@ -418,7 +457,9 @@ def learn(
         lines = (json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n" for h in result.history)
         _write_bytes(history, lines)
     if result.accepted:
-        _write_bytes(out, [dumps_toml(result.suggestion_toml).encode()])
+        from .suggestion import write_suggestion
+
+        write_suggestion(result.suggestion_toml, out, regression=regression)
     if report is not None:
         from .engine import run as engine_run
         from .engine import trace_records
@@ -506,9 +547,15 @@ def gate(
     regression: Annotated[Path | None, typer.Option(help="Regression suite JSONL (expect_level_min).")] = None,
     critical_factor: Annotated[float, typer.Option(help="Critical floor factor (0 turns it off).")] = 0.25,
     critical_margin: Annotated[float, typer.Option(help="Critical mean-H margin.")] = 0.02,
+    data: Annotated[str | None, typer.Option(help="A moved copy of the suggestion's data file (accepted only "
+                                                  "with the SHA-256 the suggestion names).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Safety gate: ACCEPT (exit 0) or REJECT (exit 1), with every check's figure and threshold."""
+    """Safety gate: ACCEPT (exit 0) or REJECT (exit 1), with every check's figure and threshold.
+
+    A baseline that weakens a hard floor (or any other parameter learning never touches)
+    against the built-in profile or audited applied profile it is judged against is
+    refused by name (exit 2)."""
     from .gate import CriticalFloor, GateThresholds, gate_suggestion_file
 
     try:
@@ -516,7 +563,7 @@ def gate(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     report = gate_suggestion_file(suggestion, baseline=baseline, regression=str(regression) if regression else None,
-                                  thresholds=thresholds)
+                                  thresholds=thresholds, data=data)
     if as_json:
         print(report.to_json())
     else:
@@ -535,18 +582,27 @@ def apply(
     audit_log: Annotated[str | None, typer.Option(help="Audit log JSONL (default next to --out).")] = None,
     baseline: Annotated[str | None, typer.Option(help="Baseline for the gate (default: its `extends`).")] = None,
     regression: Annotated[Path | None, typer.Option(help="Regression suite for the gate.")] = None,
+    data: Annotated[str | None, typer.Option(help="A moved copy of the suggestion's data file (accepted only "
+                                                  "with the SHA-256 the suggestion names).")] = None,
 ) -> None:
-    """Write an approved suggestion to a new profile: only after the gate ACCEPTs it again."""
-    from .gate.approval import ApplyRefused, apply_suggestion
+    """Write an approved suggestion to a new, self-contained profile: only after the gate ACCEPTs it again.
+
+    The suggestion is read once; the audit line is appended before the profile appears;
+    the output is locked against a concurrent apply. Exit 1 when the gate REJECTs it, 2
+    for a usage error (an existing --out without --force, an empty --approved-by)."""
+    from .gate.approval import ApplyRefused, ApplyUsageError, apply_suggestion
 
     try:
         result = apply_suggestion(suggestion, approved_by=approved_by, out=out, force=force, audit_log=audit_log,
-                                  baseline=baseline, regression=str(regression) if regression else None)
+                                  baseline=baseline, regression=str(regression) if regression else None, data=data)
+    except ApplyUsageError as exc:
+        err_console.print("[bold red]error:[/] ", str(exc), sep="", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     except ApplyRefused as exc:
-        err_console.print(f"[bold red]refused:[/] {exc}", highlight=False)
+        err_console.print("refused: ", str(exc), sep="", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
     out_console.print(f"profile written to {result.profile_path}; audit line appended to {result.audit_log}",
-                      highlight=False)
+                      highlight=False, markup=False)
 
 
 # ------------------------------------------------------------------------- report
@@ -559,13 +615,15 @@ def report(
     out: Annotated[str, typer.Option("--out", help="HTML file to write.")],
     history: Annotated[str | None, typer.Option(help="History JSONL from learn.")] = None,
     traces: Annotated[str | None, typer.Option(help="Traces JSONL for the trace panels.")] = None,
+    data: Annotated[str | None, typer.Option(help="A moved copy of the suggestion's data file, checked against "
+                                                  "the SHA-256 it names.")] = None,
 ) -> None:
     """One self-contained HTML page: learning curves, baseline vs suggestion, traces, gate, needless fail-safes."""
     from .io.traces import read_trace_records
     from .report import TRACE_KEYS, render_report
+    from .suggestion import read_suggestion_document
 
-    with open(suggestion, "rb") as fh:
-        doc = tomllib.load(fh)
+    doc = read_suggestion_document(suggestion, data=data)
     hist = _read_history(history) if history else None
     recs = read_trace_records(traces, keys=TRACE_KEYS) if traces else None
     _write_bytes(out, [render_report(doc, hist, recs).encode()])
@@ -595,21 +653,27 @@ def _read_history(path: str) -> list[dict[str, Any]]:
 @_command
 def profiles(name: Annotated[str | None, typer.Argument(help="Show this profile's TOML and effective values.")]
              = None) -> None:
-    """List the built-in profiles, or show one."""
+    """List the profiles found by name (./profiles, then AMI_ENGINE_PROFILES, then the built-ins), or show one."""
+    from .config import list_profiles
+
     if name is None:
-        table = Table(title="Built-in profiles")
-        for col in ("profile", "J_MIN", "H_MAX", "C_MIN", "C_MAX", "J_CRITICAL", "H_CRITICAL", "CONF_FORCE",
+        table = Table(title="Profiles (search path: ./profiles, then AMI_ENGINE_PROFILES, then the built-ins)")
+        for col in ("profile", "from", "J_MIN", "H_MAX", "C_MIN", "C_MAX", "J_CRITICAL", "H_CRITICAL", "CONF_FORCE",
                     "config_id"):
             table.add_column(col)
-        for p in PROFILE_NAMES:
+        from rich.text import Text
+
+        for p, origin, path in list_profiles():
             c = load_config(p)
-            table.add_row(p, *(f"{c[k]:g}" for k in ("J_MIN", "H_MAX", "C_MIN", "C_MAX", "J_CRITICAL", "H_CRITICAL",
-                                                     "CONFIDENCE_ESCALATION_FORCE")), c.config_id)
+            where = origin if path is None else f"{path} ({origin})"
+            table.add_row(Text(p), Text(where),
+                          *(f"{c[k]:g}" for k in ("J_MIN", "H_MAX", "C_MIN", "C_MAX", "J_CRITICAL", "H_CRITICAL",
+                                                  "CONFIDENCE_ESCALATION_FORCE")), c.config_id)
         out_console.print(table)
         return
     cfg = load_config(name)
     print(profile_text(name).rstrip())
-    print(f"\n# effective values (config_id {cfg.config_id})")
+    print(f"\n# {cfg.source}: effective values (config_id {cfg.config_id})")
     for key, value in cfg.to_dict().items():
         print(f"# {key} = {json.dumps(value)}")
 

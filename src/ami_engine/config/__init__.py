@@ -1,6 +1,17 @@
 """Engine configs: the parameter table, learning bounds, built-in profiles and loader."""
 
-from .loader import PROFILE_NAMES, Config, load_config, parse_config, profile_text
+from .loader import (
+    PROFILE_NAMES,
+    PROFILES_ENV,
+    Config,
+    find_profile,
+    is_profile_name,
+    list_profiles,
+    load_config,
+    parse_config,
+    profile_search_path,
+    profile_text,
+)
 from .params import KERNEL_FLOATS, LEARNED_BOUNDS, LEARNED_PARAMS, PARAMS, ConfigError
 
 __all__ = [
@@ -11,7 +22,12 @@ __all__ = [
     "LEARNED_PARAMS",
     "PARAMS",
     "PROFILE_NAMES",
+    "PROFILES_ENV",
+    "find_profile",
+    "is_profile_name",
+    "list_profiles",
     "load_config",
     "parse_config",
+    "profile_search_path",
     "profile_text",
 ]

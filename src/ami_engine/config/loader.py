@@ -3,12 +3,20 @@
 A config file sets parameters at top level, may name a profile it `extends` (default
 `base`), and may carry a `[meta]` table that the engine ignores. Built-in profiles are
 TOML files shipped inside this package. Nothing in a config file is executed.
+
+A file whose `[meta]` carries a `config_id` (an applied profile, a suggestion) claims
+that digest of its effective values: loading it checks the claim, so a file edited after
+it was written is refused. Profiles are found by name on a search path: `./profiles`,
+then the folders in AMI_ENGINE_PROFILES, then the built-ins; a file on the search path
+may not take a built-in's name, and it must carry its `config_id` (it is an applied
+profile).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +28,8 @@ from typing import Any
 from .params import KERNEL_FLOATS, LEARNED_BOUNDS, PARAMS, ConfigError, coerce_value
 
 PROFILE_NAMES: tuple[str, ...] = ("base", "production_safe", "high_critical", "chaos_tuning")
+PROFILES_ENV = "AMI_ENGINE_PROFILES"
+LOCAL_PROFILES = "profiles"
 _RESERVED = {"extends", "meta"}
 
 
@@ -84,11 +94,59 @@ def _check_cross(values: Mapping[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: ACTION_GRID {list(grid)} must contain every value of SAFE_ACTION ({x})")
 
 
+def is_profile_name(text: str) -> bool:
+    """A bare name such as `tuned` (no folder, no suffix): looked up on the search path."""
+    return bool(text) and "/" not in text and os.sep not in text and not Path(text).suffix and text not in (".", "..")
+
+
 def _relative_to(extends: str, where: str) -> str:
-    """A relative `extends` path is read from the including file's folder."""
-    if extends in PROFILE_NAMES or Path(extends).is_absolute() or where.startswith("profile "):
+    """A relative `extends` path is read from the including file's folder; a bare name is
+    a profile's."""
+    if is_profile_name(extends) or Path(extends).is_absolute() or where.startswith("profile "):
         return extends
     return str(Path(where).parent / extends)
+
+
+def profile_search_path() -> list[tuple[Path, str]]:
+    """The folders searched for profiles by name, in order, each with where it came from."""
+    folders = [(Path(LOCAL_PROFILES), f"./{LOCAL_PROFILES}")]
+    for entry in os.environ.get(PROFILES_ENV, "").split(os.pathsep):
+        if entry:
+            folders.append((Path(entry), PROFILES_ENV))
+    return folders
+
+
+def _refuse_shadow(name: str) -> None:
+    for folder, _ in profile_search_path():
+        candidate = folder / f"{name}.toml"
+        if candidate.exists():
+            raise ConfigError(f"{candidate}: a profile on the search path cannot take the built-in name "
+                              f"{name!r}; rename the file")
+
+
+def find_profile(name: str) -> Path | None:
+    """The file of profile `name` on the search path (built-ins aside), or None."""
+    for folder, _ in profile_search_path():
+        candidate = folder / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def list_profiles() -> list[tuple[str, str, Path | None]]:
+    """(name, where it came from, file) of every profile found by name: the search path's
+    first, in search order and by name, then the built-ins (file None)."""
+    found: dict[str, tuple[str, str, Path | None]] = {}
+    for folder, origin in profile_search_path():
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob("*.toml")):
+            name = path.stem
+            if name in PROFILE_NAMES:
+                _refuse_shadow(name)
+            if is_profile_name(name) and path.is_file():
+                found.setdefault(name, (name, origin, path))
+    return [*found.values(), *((name, "built-in", None) for name in PROFILE_NAMES)]
 
 
 def _read_toml(text: str, where: str) -> dict[str, Any]:
@@ -110,6 +168,9 @@ def parse_config(data: Mapping[str, Any], where: str, _seen: tuple[str, ...] = (
     meta = data.get("meta", {})
     if not isinstance(meta, dict):
         raise ConfigError(f"{where}: meta: expected a table")
+    claimed = meta.get("config_id")
+    if claimed is not None and not isinstance(claimed, str):
+        raise ConfigError(f"{where}: meta.config_id: expected a string, got {claimed!r}")
     if extends is None:
         values: dict[str, Any] = {}
     else:
@@ -128,23 +189,49 @@ def parse_config(data: Mapping[str, Any], where: str, _seen: tuple[str, ...] = (
         if missing:
             raise ConfigError(f"{where}: {missing[0]}: missing (a config without `extends` sets every key)")
     _check_cross(values, where)
-    return Config(values, source=where.removeprefix("profile "), extends=extends, meta=meta)
+    config = Config(values, source=where.removeprefix("profile "), extends=extends, meta=meta)
+    if claimed is not None and claimed != config.config_id:
+        raise ConfigError(f"{where}: [meta] config_id is {claimed}, its values give {config.config_id}: the file "
+                          "was changed after it was written; refusing it")
+    return config
 
 
 def load_config(name_or_path: str | Path = "base", *, _seen: tuple[str, ...] = ()) -> Config:
-    """Load a built-in profile by name, or a TOML config file by path."""
+    """Load a profile by name (the search path, then the built-ins), or a TOML config file
+    by path."""
     name = str(name_or_path)
-    if name in PROFILE_NAMES and not Path(name).suffix:
+    if name in PROFILE_NAMES:
+        _refuse_shadow(name)
         return parse_config(_read_toml(_profile_text(name), f"profile {name}"), f"profile {name}", _seen)
+    if is_profile_name(name):
+        found = find_profile(name)
+        if found is not None:
+            return _load_applied_profile(found, _seen)
     path = Path(name)
     if not path.is_file():
         known = ", ".join(PROFILE_NAMES)
-        raise ConfigError(f"{name}: no such profile ({known}) or config file")
+        folders = ", ".join(str(folder) for folder, _ in profile_search_path())
+        raise ConfigError(f"{name}: no such profile (built-in: {known}; searched {folders}) or config file")
     return parse_config(_read_toml(path.read_text(), name), name, _seen)
 
 
+def _load_applied_profile(path: Path, _seen: tuple[str, ...]) -> Config:
+    where = str(path)
+    data = _read_toml(path.read_text(), where)
+    meta = data.get("meta")
+    if not isinstance(meta, dict) or "config_id" not in meta:
+        raise ConfigError(f"{where}: a profile on the search path is an applied profile and carries its "
+                          "[meta] config_id; this file has none (write it with `ami-engine apply`, or pass "
+                          "it with --config)")
+    return parse_config(data, where, _seen)
+
+
 def profile_text(name: str) -> str:
-    """The TOML source of a built-in profile."""
-    if name not in PROFILE_NAMES:
-        raise ConfigError(f"{name}: no such profile ({', '.join(PROFILE_NAMES)})")
-    return _profile_text(name)
+    """The TOML source of a profile found by name (search path, then built-ins)."""
+    if name in PROFILE_NAMES:
+        _refuse_shadow(name)
+        return _profile_text(name)
+    found = find_profile(name) if is_profile_name(name) else None
+    if found is None:
+        raise ConfigError(f"{name}: no such profile ({', '.join(PROFILE_NAMES)}, or on the search path)")
+    return found.read_text()

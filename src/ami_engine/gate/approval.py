@@ -2,15 +2,26 @@
 
 Nothing reaches a profile file without an accepting gate run at the moment of writing and
 a person's name (PHASE_6_0.md section 6: learning output is never applied automatically).
-The profile is written atomically; the audit log (JSONL) gets one line per profile
-written. A refusal writes nothing at all: no profile, no audit line.
+What `apply` promises:
+
+- one read: the suggestion's bytes are read once; the gate, the digest and the profile
+  all come from those bytes, so a file swapped in the meantime changes nothing;
+- a self-contained profile: every effective parameter value is written out (no `extends`
+  of a file that could change later), with its `config_id` and the approval (who, when,
+  the suggestion's digest, the audit entry) in `[meta]`; loading it checks the id;
+- audit first: the audit line is appended and fsynced before the profile is renamed into
+  place; if the profile then fails to appear, an `apply_failed` line says so, and a
+  failure at any point leaves no profile;
+- locking: the output's folder is locked from the existence check to the rename, and the
+  log while a line is appended, so a concurrent `apply` to the same new file is refused.
+
+A refusal writes nothing at all: no profile, no audit line.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
+import secrets
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,17 +30,30 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import LEARNED_BOUNDS, PROFILE_NAMES, Config, load_config, parse_config
-from ..io.files import atomic_output
+from ..config import PROFILE_NAMES, Config, parse_config, profile_search_path
 from ..io.stateset import StateSet
 from ..io.tomlfile import dumps_toml
-from .gate import GateReport, GateThresholds, gate_suggestion_file, suggestion_baseline
+from ..suggestion import Suggestion
+from .audit import (
+    AUDIT_LOG_NAME,
+    AuditLogError,
+    append_line,
+    check_writable,
+    folder_lock,
+    fsync_folder,
+    sha256_bytes,
+)
+from .gate import GateReport, GateThresholds, gate_suggestion
 
-AUDIT_LOG_NAME = "ami-engine-audit.jsonl"
+__all__ = ["AUDIT_LOG_NAME", "ApplyRefused", "ApplyResult", "ApplyUsageError", "apply_suggestion"]
 
 
 class ApplyRefused(Exception):
-    """The suggestion is not written, and nothing else is (exit code 1)."""
+    """The suggestion is not written, and nothing else is (exit code 1: the gate refused)."""
+
+
+class ApplyUsageError(ApplyRefused):
+    """A usage error of `apply` (exit code 2): an option names what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -43,69 +67,111 @@ class ApplyResult:
 
 def apply_suggestion(suggestion_path: str | Path, *, approved_by: str, out: str | Path, force: bool = False,
                      audit_log: str | Path | None = None, baseline: str | Config | None = None,
-                     regression: str | StateSet | None = None,
-                     thresholds: GateThresholds | None = None) -> ApplyResult:
-    """Write the suggestion as a profile at `out` if the gate accepts it again, and append
-    who approved it, when, and the digests of both files to the audit log (default:
-    `ami-engine-audit.jsonl` next to the profile). Raises ApplyRefused otherwise."""
+                     regression: str | StateSet | None = None, thresholds: GateThresholds | None = None,
+                     data: str | Path | None = None) -> ApplyResult:
+    """Write the suggestion as a self-contained profile at `out` if the gate accepts it
+    again, after appending who approved it, when, and the digests of both files to the
+    audit log (default: `ami-engine-audit.jsonl` next to the profile). Raises
+    ApplyUsageError for a usage error and ApplyRefused when the gate rejects it."""
     approver = (approved_by or "").strip()
     if not approver:
-        raise ApplyRefused("--approved-by: the name of the person approving the suggestion is required")
+        raise ApplyUsageError("--approved-by: the name of the person approving the suggestion is required")
     source, target = Path(suggestion_path), Path(out)
     log = Path(audit_log) if audit_log is not None else target.parent / AUDIT_LOG_NAME
-    suggestion = load_config(str(source))
-    if not source.is_file():
-        raise ApplyRefused(f"{source}: a built-in profile is not a suggestion; give a suggestion file")
-    original = source.read_bytes()
-    extended = _extends_file(suggestion, source)
-    _refuse_bad_target(source, target, extended, force)
-    if _same_file(log, target) or _same_file(log, source) or log.is_dir():
-        raise ApplyRefused(f"--audit-log {log}: must be a log file of its own, not the profile or the suggestion")
+    if str(source) in PROFILE_NAMES and not source.is_file():
+        raise ApplyUsageError(f"{source}: a built-in profile is not a suggestion; give a suggestion file")
+    suggestion = Suggestion.read(source)  # the one read: everything below comes from these bytes
+    _refuse_bad_target(source, target, suggestion, force)
+    if _same_file(log, target) or _same_file(log, source):
+        raise ApplyUsageError(f"--audit-log {log}: must be a log file of its own, not the profile or the suggestion")
+    try:
+        check_writable(log)
+    except AuditLogError as exc:
+        raise ApplyUsageError(str(exc)) from None
 
-    report = gate_suggestion_file(source, baseline, regression, thresholds=thresholds)
+    report = gate_suggestion(suggestion, baseline, regression, thresholds=thresholds, data=data)
     if not report.accepted:
         raise ApplyRefused(f"the gate REJECTs {source} (failed: {', '.join(report.failed)}); nothing applied")
-    if source.read_bytes() != original:
-        raise ApplyRefused(f"{source} changed while it was being gated; nothing applied")
 
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    suggestion_sha = hashlib.sha256(original).hexdigest()
-    doc = _profile_doc(suggestion, source, target, extended)
+    entry_id = secrets.token_hex(8)
+    config = suggestion.config
+    target_folder = Path(os.path.abspath(target)).parent
+    doc: dict[str, Any] = config.to_dict()
     doc["meta"] = {
+        "config_id": config.config_id,
         "approved_by": approver,
         "approved_at": now,
         "suggestion": str(source.resolve()),
-        "suggestion_sha256": suggestion_sha,
-        "config_id": suggestion.config_id,
+        "suggestion_sha256": suggestion.sha256,
+        "baseline_config_id": report.baseline_id,
+        "audit_log": os.path.relpath(os.path.abspath(log), target_folder),
+        "audit_entry": entry_id,
+        "tool_version": __version__,
         "gate": report.to_meta(),
     }
     text = dumps_toml(doc).encode()
-    target.parent.mkdir(parents=True, exist_ok=True)  # a relative `extends` is read from this folder
     written = parse_config(tomllib.loads(text.decode()), str(target))
-    if written.config_id != suggestion.config_id:  # never write a profile that says something else
+    if written.config_id != config.config_id:  # never write a profile that says something else
         raise ApplyRefused(f"--out {target}: the profile would have config_id {written.config_id}, the suggestion "
-                           f"{suggestion.config_id}; nothing applied")
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(target) as fh:
-        fh.write(text)
+                           f"{config.config_id}; nothing applied")
     entry = {
         "event": "apply",
+        "entry": entry_id,
         "tool_version": __version__,
         "when": now,
         "who": approver,
         "suggestion": str(source.resolve()),
-        "suggestion_sha256": suggestion_sha,
+        "suggestion_sha256": suggestion.sha256,
         "profile": str(target.resolve()),
-        "profile_sha256": hashlib.sha256(text).hexdigest(),
-        "config_id": suggestion.config_id,
+        "profile_sha256": sha256_bytes(text),
+        "config_id": config.config_id,
         "baseline_config_id": report.baseline_id,
         "verdict": report.verdict,
         "checks": report.figures(),
     }
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(entry) + "\n")
-    return ApplyResult(str(target), str(log), suggestion.config_id, report, entry)
+    _write_audited(target, text, log, entry, force)
+    return ApplyResult(str(target), str(log), config.config_id, report, entry)
+
+
+def _write_audited(target: Path, text: bytes, log: Path, entry: dict[str, Any], force: bool) -> None:
+    """Under the lock of the output's folder: check the target again, write the profile to
+    a temporary file, append the audit line, then rename the profile into place. A failure
+    after the audit line appends an `apply_failed` line; no profile is left."""
+    folder = Path(os.path.abspath(target)).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder):
+        if os.path.lexists(target) and not force:
+            raise ApplyUsageError(f"--out {target}: the file exists (pass --force to replace it)")
+        temp = folder / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        audited = False
+        try:
+            with open(temp, "xb") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            append_line(log, entry)
+            audited = True
+            os.replace(temp, target)
+            fsync_folder(folder)
+        except BaseException as exc:
+            temp.unlink(missing_ok=True)
+            if audited:
+                _mark_failed(log, entry, exc)
+            raise
+
+
+def _mark_failed(log: Path, entry: dict[str, Any], exc: BaseException) -> None:
+    """Say in the log that the entry's profile never appeared (best effort: the original
+    failure is what the caller hears about)."""
+    failed = {"event": "apply_failed", "failed_entry": entry["entry"], "profile": entry["profile"],
+              "profile_sha256": entry["profile_sha256"],
+              "when": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "reason": f"{type(exc).__name__}: {exc}"[:300]}
+    try:
+        append_line(log, failed)
+    except OSError:
+        pass
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -117,39 +183,40 @@ def _builtin_profile_files() -> list[Path]:
     return [Path(str(folder.joinpath(f"{name}.toml"))) for name in PROFILE_NAMES]
 
 
-def _extends_file(suggestion: Config, source: Path) -> Path | None:
-    """The file the suggestion extends (a relative path is read from its folder), or None
-    for a built-in profile."""
-    if suggestion.extends is None or suggestion.extends in PROFILE_NAMES:
-        return None
-    return Path(os.path.abspath(source.parent / suggestion.extends))
+def _files_extended(suggestion: Suggestion) -> list[Path]:
+    """The files along the suggestion's `extends` chain (a relative path read from the
+    including file's folder)."""
+    from ..config.loader import _relative_to, is_profile_name
+
+    out: list[Path] = []
+    where, extends = suggestion.name, suggestion.config.extends
+    while extends is not None and not is_profile_name(extends) and len(out) < 64:
+        path = Path(_relative_to(extends, where))
+        out.append(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            break
+        where, extends = str(path), data.get("extends", "base")
+        if not isinstance(extends, str):
+            break
+    return out
 
 
-def _refuse_bad_target(source: Path, target: Path, extended: Path | None, force: bool) -> None:
+def _refuse_bad_target(source: Path, target: Path, suggestion: Suggestion, force: bool) -> None:
     if str(target) == "-" or target.name.endswith(".gz"):
-        raise ApplyRefused(f"--out {target}: a profile is a plain TOML file; give a file path")
+        raise ApplyUsageError(f"--out {target}: a profile is a plain TOML file; give a file path")
     if _same_file(target, source):
-        raise ApplyRefused(f"--out {target}: refusing to write over the suggestion itself")
+        raise ApplyUsageError(f"--out {target}: refusing to write over the suggestion itself")
     if any(_same_file(target, builtin) for builtin in _builtin_profile_files()):
-        raise ApplyRefused(f"--out {target}: refusing to write over a built-in profile")
-    if extended is not None and _same_file(target, extended):
-        raise ApplyRefused(f"--out {target}: refusing to write over the profile the suggestion extends")
+        raise ApplyUsageError(f"--out {target}: refusing to write over a built-in profile")
+    if any(_same_file(target, extended) for extended in _files_extended(suggestion)):
+        raise ApplyUsageError(f"--out {target}: refusing to write over the profile the suggestion extends")
     if target.is_dir():
-        raise ApplyRefused(f"--out {target}: is a folder; give a file path")
-    if target.exists() and not force:
-        raise ApplyRefused(f"--out {target}: the file exists (pass --force to replace it)")
+        raise ApplyUsageError(f"--out {target}: is a folder; give a file path")
+    if target.stem in PROFILE_NAMES and any(_same_file(target.parent, folder) for folder, _ in profile_search_path()):
+        raise ApplyUsageError(f"--out {target}: a profile on the search path cannot take the built-in name "
+                              f"{target.stem!r}")
+    if os.path.lexists(target) and not force:
+        raise ApplyUsageError(f"--out {target}: the file exists (pass --force to replace it)")
 
-
-def _profile_doc(suggestion: Config, source: Path, target: Path, extended: Path | None) -> dict[str, Any]:
-    """`extends` as the suggestion's, seen from the profile's folder, and the seven learned
-    parameters. A parameter the suggestion sets apart from what it extends is kept too
-    (none, when the gate compared it with the profile it extends)."""
-    if extended is None:
-        doc: dict[str, Any] = {"extends": suggestion.extends or "base"}
-    else:
-        doc = {"extends": os.path.relpath(extended, os.path.abspath(target.parent))}
-    doc.update(suggestion.learned())
-    parent = suggestion_baseline(suggestion, str(source)).to_dict()
-    doc.update({name: value for name, value in suggestion.to_dict().items()
-                if name not in LEARNED_BOUNDS and value != parent[name]})
-    return doc

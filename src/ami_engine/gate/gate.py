@@ -32,8 +32,10 @@ from ..io.states import read_states
 from ..io.stateset import StateSet
 from ..io.traces import TraceColumns, encode_traces
 from ..learning.loss import LossWeights
+from ..suggestion import Suggestion
 from ..suites import CHAOS_SUITE, CRITICAL_SET, chaos_suite, critical_set, profile_suite
 from .constraints import CriticalFloor, regression_failures
+from .yardstick import check_baseline
 
 ACCEPT, REJECT = "ACCEPT", "REJECT"
 CHECK_NAMES = ("bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression")
@@ -294,77 +296,53 @@ def run_gate(config: Config, baseline: Config, *, held_out: StateSet | None = No
 # -------------------------------------------------------------------- suggestion files
 
 
-def gate_suggestion_file(path: str | Path, baseline: str | Config | None = None,
-                         regression: str | StateSet | None = None, *, thresholds: GateThresholds | None = None,
-                         weights: LossWeights | None = None, critical: CriticalFloor | None = None) -> GateReport:
-    """The gate on a suggestion (or any config) file.
+def gate_suggestion(suggestion: Suggestion, baseline: str | Config | None = None,
+                    regression: str | StateSet | None = None, *, thresholds: GateThresholds | None = None,
+                    weights: LossWeights | None = None, critical: CriticalFloor | None = None,
+                    data: str | Path | None = None) -> GateReport:
+    """The gate on a suggestion (or any config) already read: its config and its [meta]
+    come from the bytes read once (suggestion.py); the file is not opened again.
 
-    The baseline is the file's `extends` unless given. The held-out data is rebuilt from
-    `[meta.data]` and `[meta.split]` when the file has them (else the held-out check is not
-    applicable); the loss weights are those of `[meta] loss_weights` unless given. The
+    The baseline is the suggestion's `extends` unless given; either way it is judged
+    against a trusted yardstick first (yardstick.py) and refused (BaselineRefused) when it
+    weakens a parameter learning never touches. The held-out data is rebuilt from
+    `[meta.data]` and `[meta.split]` when the suggestion has them (`data`: a moved copy of
+    its data file, accepted only with the same SHA-256), else the held-out check is not
+    applicable; the regression suite is the one given, else the one the suggestion was
+    learned with; the loss weights are those of `[meta] loss_weights` unless given. The
     thresholds are the gate's own, never read from the file. `critical` sets the critical
     floor alone, for callers that have no other threshold to set.
     """
     if critical is not None and thresholds is not None:
         raise ValueError("give the critical floor either in thresholds or as critical, not both")
     thresholds = thresholds or GateThresholds(critical or DEFAULT_CRITICAL)
-    where = str(path)
-    config = load_config(where)
-    meta = dict(config.meta)
+    config, meta = suggestion.config, dict(suggestion.meta)
     if baseline is None:
-        base = suggestion_baseline(config, where)
+        base = suggestion.baseline()
     else:
         base = baseline if isinstance(baseline, Config) else load_config(baseline)
+    check_baseline(base)
     if isinstance(regression, (str, Path)):
         regression = read_states(regression, allow_expect_level=True)
-    return run_gate(config, base, held_out=held_out_from_meta(meta, where), regression=regression,
-                    critical=thresholds.critical, weights=weights or _weights_from_meta(meta, where),
+    elif regression is None:
+        regression = suggestion.regression()
+    return run_gate(config, base, held_out=suggestion.held_out(data), regression=regression,
+                    critical=thresholds.critical, weights=weights or _weights_from_meta(meta, suggestion.name),
                     heldout_tolerance=thresholds.heldout_tolerance)
+
+
+def gate_suggestion_file(path: str | Path, baseline: str | Config | None = None,
+                         regression: str | StateSet | None = None, *, thresholds: GateThresholds | None = None,
+                         weights: LossWeights | None = None, critical: CriticalFloor | None = None,
+                         data: str | Path | None = None) -> GateReport:
+    """The gate on a suggestion file (see gate_suggestion), read once."""
+    return gate_suggestion(Suggestion.read(path), baseline, regression, thresholds=thresholds, weights=weights,
+                           critical=critical, data=data)
 
 
 def suggestion_baseline(config: Config, where: str) -> Config:
     """The config the file at `where` extends (a relative path read from the file's folder)."""
     return parse_config({"extends": config.extends or "base"}, where)
-
-
-def held_out_from_meta(meta: Mapping[str, Any], where: str) -> StateSet | None:
-    """The held-out states a suggestion was gated on, rebuilt from its `[meta.data]` and
-    `[meta.split]`; None when it names no data. Data that cannot be rebuilt, or whose
-    SHA-256 differs from the one recorded, is a LearnError."""
-    from ..learning.offline_loop import LearnError, data_from_meta, split_states
-
-    data_meta, split_meta = meta.get("data"), meta.get("split")
-    if data_meta is None and split_meta is None:
-        return None
-    if not isinstance(data_meta, Mapping) or not isinstance(split_meta, Mapping):
-        missing = "[meta.split]" if isinstance(data_meta, Mapping) else "[meta.data]"
-        raise LearnError(f"{where}: {missing}: missing or not a table; the held-out data cannot be rebuilt")
-    try:
-        data = data_from_meta(_beside(dict(data_meta), where))
-        seed, fraction = int(split_meta["seed"]), float(split_meta["train_fraction"])
-    except LearnError as exc:
-        raise LearnError(f"{where}: {exc}") from None
-    except KeyError as exc:
-        raise LearnError(f"{where}: [meta.data] or [meta.split]: missing key {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise LearnError(f"{where}: [meta.data] or [meta.split]: {exc}") from None
-    split = split_states(data.states, seed, fraction)
-    recorded = split_meta.get("n_heldout")
-    if recorded is not None and int(recorded) != split.held_out.size:
-        raise LearnError(f"{where}: [meta.split]: n_heldout is {recorded}, the rebuilt split holds out "
-                         f"{split.held_out.size}; it is not the split the suggestion was learned with")
-    return data.states.subset(split.held_out)
-
-
-def _beside(data_meta: dict[str, Any], where: str) -> dict[str, Any]:
-    """A relative data path that is not found from here is looked for next to the suggestion
-    (the SHA-256 check still decides whether it is the data)."""
-    path = data_meta.get("path")
-    if isinstance(path, str) and not Path(path).is_absolute() and not Path(path).is_file():
-        nearby = Path(where).parent / path
-        if nearby.is_file():
-            return {**data_meta, "path": str(nearby)}
-    return data_meta
 
 
 def _weights_from_meta(meta: Mapping[str, Any], where: str) -> LossWeights:

@@ -1,0 +1,315 @@
+"""Suggestion files (TRACE.md, "Suggestion files"): the one module that writes and reads them.
+
+A suggestion is a config file: `extends` names the baseline, the seven learned parameters
+are set at top level, and `[meta]` records how it was learned. Every file it names is
+stored relative to the suggestion's own folder, with its SHA-256:
+
+    extends = "../cfgs/mine.toml"        the baseline config file (or a built-in's name)
+    [meta.baseline_file]                 path and sha256 of that file
+    [meta.data]                          source, path and sha256 of the data learned from
+    [meta.regression]                    path and sha256 of the regression suite, if any
+
+so `gate`, `apply` and `report` work from any working directory. A reviewer may point at
+a moved copy of the data (`--data PATH`); it is accepted only when its digest matches.
+
+A suggestion is read once: its bytes are kept, and the config, the digest and everything
+else come from those bytes (`apply` writes a profile from exactly what it gated).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import PROFILE_NAMES, Config, ConfigError, load_config, parse_config, profile_text
+from .config.loader import _relative_to, is_profile_name
+from .io.files import atomic_output
+from .io.tomlfile import dumps_toml
+
+if TYPE_CHECKING:
+    from .io.stateset import StateSet
+    from .learning.offline_loop import LearnData
+
+
+class SuggestionError(ConfigError):
+    """A suggestion, or a file it names, cannot be used as it stands (exit code 2)."""
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _relative(path: str, folder: Path) -> str:
+    return os.path.relpath(os.path.abspath(path), folder)
+
+
+def suggestion_document(doc: Mapping[str, Any], out: str | Path, *, regression: str | Path | None = None
+                        ) -> dict[str, Any]:
+    """The suggestion `learn` built (file paths as given, i.e. relative to the working
+    directory) with every file it names made relative to the folder of `out`, and the
+    digest of each. The regression suite, when one was used, is named too."""
+    folder = Path(os.path.abspath(out)).parent
+    doc = copy.deepcopy(dict(doc))
+    meta = dict(doc.get("meta") or {})
+    extends = doc.get("extends")
+    if isinstance(extends, str) and extends not in PROFILE_NAMES:
+        meta["baseline_file"] = {"path": _relative(extends, folder), "sha256": file_sha256(extends)}
+        doc["extends"] = meta["baseline_file"]["path"]
+    data = meta.get("data")
+    if isinstance(data, Mapping) and isinstance(data.get("path"), str):
+        meta["data"] = {**data, "path": _relative(data["path"], folder)}
+    if regression is not None:
+        meta["regression"] = {"path": _relative(str(regression), folder), "sha256": file_sha256(regression)}
+    doc["meta"] = meta
+    return doc
+
+
+def write_suggestion(doc: Mapping[str, Any], out: str | Path, *, regression: str | Path | None = None) -> bytes:
+    """Write the suggestion atomically at `out` (see suggestion_document); its bytes."""
+    text = dumps_toml(suggestion_document(doc, out, regression=regression)).encode()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(out) as fh:
+        fh.write(text)
+    return text
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _parse_toml(raw: bytes, where: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SuggestionError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SuggestionError(f"{where}: not valid TOML: {exc}") from None
+
+
+def read_document(path: str | Path) -> tuple[bytes, dict[str, Any]]:
+    """The bytes of a suggestion file and its TOML table, from one read."""
+    where = str(path)
+    if where == "-":
+        raise SuggestionError("-: a suggestion is read from a file (the files it names are relative to it)")
+    try:
+        raw = Path(where).read_bytes()
+    except IsADirectoryError:
+        raise SuggestionError(f"{where}: is a folder, not a suggestion file") from None
+    except FileNotFoundError:
+        raise SuggestionError(f"{where}: no such file") from None
+    return raw, _parse_toml(raw, where)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A suggestion as read: its bytes, its TOML table and its config, all from one read.
+
+    `path` is None for a built-in profile gated by name (it names no files).
+    """
+
+    path: Path | None
+    raw: bytes
+    doc: Mapping[str, Any]
+    config: Config
+
+    @classmethod
+    def read(cls, path: str | Path) -> Suggestion:
+        """Read a suggestion (or any config) file once; a built-in profile's name is taken
+        as that profile."""
+        name = str(path)
+        if name in PROFILE_NAMES and not Path(name).is_file():
+            raw = profile_text(name).encode()
+            return cls(None, raw, _parse_toml(raw, f"profile {name}"), load_config(name))
+        raw, doc = read_document(path)
+        return cls.from_bytes(raw, path, doc)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, path: str | Path, doc: Mapping[str, Any] | None = None) -> Suggestion:
+        """The suggestion whose bytes are `raw`, as if read from `path` (which places the
+        files it names)."""
+        where = str(path)
+        table = dict(doc) if doc is not None else _parse_toml(raw, where)
+        config = parse_config(table, where)
+        suggestion = cls(Path(where), raw, table, config)
+        suggestion._check_baseline_file()
+        return suggestion
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else f"profile {self.config.source}"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        return self.config.meta
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent if self.path is not None else Path(".")
+
+    def resolve(self, stored: str) -> Path:
+        """A path stored in the suggestion, relative to its folder."""
+        return Path(stored) if Path(stored).is_absolute() else self.folder / stored
+
+    def _table(self, key: str) -> Mapping[str, Any] | None:
+        value = self.meta.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            raise SuggestionError(f"{self.name}: [meta.{key}]: expected a table")
+        return value
+
+    def _check_baseline_file(self) -> None:
+        recorded = self._table("baseline_file")
+        extends = self.config.extends
+        if recorded is None or extends is None or extends in PROFILE_NAMES or is_profile_name(extends):
+            return
+        path = Path(_relative_to(extends, self.name))
+        expected = recorded.get("sha256")
+        if not path.is_file():
+            raise SuggestionError(f"{self.name}: extends {extends!r}: no such file {path}")
+        actual = file_sha256(path)
+        if actual != expected:
+            raise SuggestionError(f"{self.name}: extends {extends!r}: {path} has SHA-256 {actual}, the suggestion "
+                                  f"was learned from {expected}; the baseline changed since")
+
+    def baseline(self) -> Config:
+        """The config the suggestion extends (a relative path read from its folder)."""
+        return parse_config({"extends": self.config.extends or "base"}, self.name)
+
+    # ---------------------------------------------------------------------- named files
+
+    def _named_file(self, key: str, table: Mapping[str, Any], override: str | Path | None, option: str) -> Path:
+        """The file a [meta] table names, or the override, checked against its SHA-256."""
+        expected = table.get("sha256")
+        if not isinstance(expected, str):
+            raise SuggestionError(f"{self.name}: [meta.{key}] sha256: missing or not a string")
+        if override is not None:
+            path, label = Path(override), f"{option} {override}"
+        else:
+            stored = table.get("path")
+            if not isinstance(stored, str) or not stored:
+                raise SuggestionError(f"{self.name}: [meta.{key}] path: missing or not a string")
+            path, label = self.resolve(stored), f"{self.name}: [meta.{key}] path {stored!r}"
+            if not path.is_file():
+                raise SuggestionError(f"{label}: {path} is not readable here (paths are relative to the "
+                                      f"suggestion's folder); pass {option} PATH to point at a copy")
+        if not path.is_file():
+            raise SuggestionError(f"{label}: no such file")
+        actual = file_sha256(path)
+        if actual != expected:
+            raise SuggestionError(f"{label}: SHA-256 {actual} does not match the {expected} the suggestion names; "
+                                  "it is not the file the suggestion was learned with")
+        return path
+
+    def data(self, override: str | Path | None = None) -> LearnData | None:
+        """The data the suggestion was learned on, or None when it names none. `override`
+        points at a copy of its data file (accepted only with the same SHA-256)."""
+        from .learning.offline_loop import LearnError, data_from_scenario, data_from_states_file, data_from_traces_file
+
+        table = self._table("data")
+        if table is None:
+            if override is not None:
+                raise SuggestionError(f"--data {override}: {self.name} names no data")
+            return None
+        source = table.get("source")
+        try:
+            if source == "scenario":
+                if override is not None:
+                    raise SuggestionError(f"--data {override}: {self.name} was learned on a scenario, not a file")
+                sc = table.get("scenario")
+                if not isinstance(sc, Mapping):
+                    raise SuggestionError(f"{self.name}: [meta.data.scenario]: missing or not a table")
+                data = data_from_scenario(sc["name"], int(sc["n"]), int(sc["seed"]), int(sc["streams"]))
+            elif source in ("states", "traces"):
+                path = self._named_file("data", table, override, "--data")
+                data = data_from_states_file(str(path)) if source == "states" else data_from_traces_file(str(path))
+            else:
+                raise SuggestionError(f"{self.name}: [meta.data] source: unknown source {source!r}")
+        except KeyError as exc:
+            raise SuggestionError(f"{self.name}: [meta.data.scenario]: missing key {exc}") from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, (SuggestionError, LearnError)):
+                raise
+            raise SuggestionError(f"{self.name}: [meta.data]: {exc}") from None
+        if data.sha256 != table.get("sha256"):
+            raise SuggestionError(f"{self.name}: [meta.data]: {data.description} has SHA-256 {data.sha256}, the "
+                                  f"suggestion names {table.get('sha256')}; it is not the data it was learned on")
+        return data
+
+    def held_out(self, override: str | Path | None = None) -> StateSet | None:
+        """The held-out states the suggestion was gated on, rebuilt from [meta.data] and
+        [meta.split]; None when it names no data."""
+        from .learning.offline_loop import split_states
+
+        data_meta, split_meta = self.meta.get("data"), self.meta.get("split")
+        if data_meta is None and split_meta is None:
+            if override is not None:
+                raise SuggestionError(f"--data {override}: {self.name} names no data")
+            return None
+        if not isinstance(data_meta, Mapping) or not isinstance(split_meta, Mapping):
+            missing = "[meta.split]" if isinstance(data_meta, Mapping) else "[meta.data]"
+            raise SuggestionError(f"{self.name}: {missing}: missing or not a table; the held-out data cannot be "
+                                  "rebuilt")
+        data = self.data(override)
+        assert data is not None
+        try:
+            seed, fraction = int(split_meta["seed"]), float(split_meta["train_fraction"])
+        except KeyError as exc:
+            raise SuggestionError(f"{self.name}: [meta.split]: missing key {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise SuggestionError(f"{self.name}: [meta.split]: {exc}") from None
+        split = split_states(data.states, seed, fraction)
+        recorded = split_meta.get("n_heldout")
+        if recorded is not None and recorded != split.held_out.size:
+            raise SuggestionError(f"{self.name}: [meta.split]: n_heldout is {recorded}, the rebuilt split holds out "
+                                  f"{split.held_out.size}; it is not the split the suggestion was learned with")
+        return data.states.subset(split.held_out)
+
+    def regression(self) -> StateSet | None:
+        """The regression suite the suggestion was learned with, or None."""
+        from .io.states import read_states
+
+        table = self._table("regression")
+        if table is None:
+            return None
+        return read_states(str(self._named_file("regression", table, None, "--regression")),
+                           allow_expect_level=True)
+
+
+def read_suggestion(path: str | Path) -> Suggestion:
+    return Suggestion.read(path)
+
+
+def read_suggestion_document(path: str | Path, *, data: str | Path | None = None) -> dict[str, Any]:
+    """A suggestion's TOML table for a report, from one read (its config is not needed:
+    a report shows what the file records). With `data`, the copy of its data file is
+    checked against the SHA-256 the suggestion names, and shown as its data file."""
+    raw, doc = read_document(path)
+    if data is None:
+        return doc
+    meta = doc.get("meta")
+    table = meta.get("data") if isinstance(meta, Mapping) else None
+    if not isinstance(table, Mapping) or table.get("source") not in ("states", "traces"):
+        raise SuggestionError(f"--data {data}: {path} names no data file")
+    expected = table.get("sha256")
+    if not Path(data).is_file():
+        raise SuggestionError(f"--data {data}: no such file")
+    actual = file_sha256(data)
+    if actual != expected:
+        raise SuggestionError(f"--data {data}: SHA-256 {actual} does not match the {expected} the suggestion names; "
+                              "it is not the file the suggestion was learned with")
+    return {**doc, "meta": {**meta, "data": {**table, "path": str(data)}}}
