@@ -4,11 +4,22 @@ import json
 
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from ami_engine.cli import app
 from ami_engine.config import load_config
 from ami_engine.engine import run
-from ami_engine.gate import CriticalFloor, GateThresholds, gate_suggestion_file, run_gate
+from ami_engine.gate import (
+    BaselineRefused,
+    CriticalFloor,
+    GateThresholds,
+    apply_suggestion,
+    gate_suggestion_file,
+    run_gate,
+)
+from ami_engine.gate.audit import AUDIT_LOG_NAME
 from ami_engine.gate.gate import CHECK_NAMES, check_critical_floor, check_heldout_loss, suggestion_baseline
+from ami_engine.gate.yardstick import check_baseline
 from ami_engine.io.states import read_states, write_states
 from ami_engine.io.stateset import STATE_FIELDS
 from ami_engine.io.tomlfile import dumps_toml
@@ -190,3 +201,77 @@ def test_a_relative_states_file_is_found_next_to_the_suggestion(tmp_path, monkey
     (folder / "states.jsonl").write_text((folder / "states.jsonl").read_text().replace("0.", "0.0", 1))
     with pytest.raises(SuggestionError, match="SHA-256"):
         gate_suggestion_file(str(path.relative_to(tmp_path)))
+
+
+# ------------------------------------------------------------------- the yardstick
+
+
+def test_a_suggestion_cannot_choose_a_weaker_baseline_as_its_yardstick(tmp_path):
+    weak = tmp_path / "weak.toml"
+    weak.write_text('extends = "base"\nJ_CRITICAL = 0.0\nH_CRITICAL = 1.0\nCONFIDENCE_ESCALATION_FORCE = 0.0\n')
+    suggestion = tmp_path / "s.toml"
+    suggestion.write_text('extends = "weak.toml"\nJ_MIN = 0.8\n')
+    with pytest.raises(BaselineRefused) as exc:
+        gate_suggestion_file(str(suggestion))
+    message = str(exc.value)
+    assert "built-in profile base" in message
+    for part in ("J_CRITICAL = 0.0 is lower than 0.7", "H_CRITICAL = 1.0 is higher than 0.6",
+                 "CONFIDENCE_ESCALATION_FORCE = 0.0 is lower than 0.2"):
+        assert part in message
+    runner = CliRunner()
+    result = runner.invoke(app, ["gate", str(suggestion)])
+    assert result.exit_code == 2 and "J_CRITICAL" in result.output
+    plain = tmp_path / "plain.toml"
+    plain.write_text('extends = "base"\nJ_MIN = 0.8\n')
+    result = runner.invoke(app, ["gate", str(plain), "--baseline", str(weak)])
+    assert result.exit_code == 2 and "H_CRITICAL" in result.output
+
+
+@pytest.mark.parametrize("line, weaker", [
+    ("J_CRITICAL = 0.69", "J_CRITICAL"), ("J_CRITICAL = 0.75", None),
+    ("H_CRITICAL = 0.61", "H_CRITICAL"), ("H_CRITICAL = 0.5", None),
+    ("CONFIDENCE_ESCALATION_FORCE = 0.19", "CONFIDENCE_ESCALATION_FORCE"), ("CONFIDENCE_ESCALATION_FORCE = 0.3", None),
+    ("DIVERGENCE_HARD_THRESHOLD = 0.6", "DIVERGENCE_HARD_THRESHOLD"), ("AS_SOFT_THRESHOLD = 0.1", "AS_SOFT_THRESHOLD"),
+    ("C_MIN = 0.3", "C_MIN"), ("C_MAX = 0.8", "C_MAX"), ("SIGMA_MAX = 0.6", "SIGMA_MAX"),
+    ("SAFE_ACTION = [0.0, 0.5, 0.0, 0.75]", "SAFE_ACTION"), ("ACTION_GRID = [0.0, 0.5, 1.0]", "ACTION_GRID"),
+    ("DE_TEMPERATURE = 0.02", "DE_TEMPERATURE"), ("CUS_MEAN_WINDOW = 20", "CUS_MEAN_WINDOW"),
+    ("J_MIN = 0.5", None),  # learned parameters are the gate's bounds check's business
+])
+def test_each_non_learned_parameter_may_only_be_made_safer_in_a_baseline(tmp_path, line, weaker):
+    path = tmp_path / "mine.toml"
+    path.write_text(f'extends = "base"\n{line}\n')
+    baseline = load_config(str(path))
+    if weaker is None:
+        assert check_baseline(baseline).label == "built-in profile base"
+    else:
+        with pytest.raises(BaselineRefused, match=rf"baseline {path}: .*{weaker} = "):
+            check_baseline(baseline)
+
+
+def test_the_yardstick_is_the_nearest_built_in_along_extends_and_never_a_changed_copy(tmp_path):
+    mine = tmp_path / "mine.toml"
+    mine.write_text('extends = "production_safe"\nAS_SOFT_THRESHOLD = 0.2\n')
+    assert check_baseline(load_config(str(mine))).label == "built-in profile production_safe"
+    mine.write_text('extends = "production_safe"\nJ_CRITICAL = 0.5\n')
+    with pytest.raises(BaselineRefused, match="production_safe it is judged against: J_CRITICAL = 0.5 is lower"):
+        check_baseline(load_config(str(mine)))
+    with pytest.raises(BaselineRefused, match="J_CRITICAL = 0.1"):
+        check_baseline(BASE.replace(J_CRITICAL=0.1))  # a config in memory claiming to be base
+
+
+def test_an_applied_profile_is_a_yardstick_only_while_its_audit_record_matches(tmp_path):
+    suggestion = tmp_path / "s.toml"
+    suggestion.write_text('extends = "production_safe"\nJ_MIN = 0.7\n')
+    profile = tmp_path / "profiles" / "tuned.toml"
+    apply_suggestion(str(suggestion), approved_by="A", out=str(profile))
+    mine = tmp_path / "mine.toml"
+    mine.write_text(f'extends = "{profile}"\nAS_SOFT_THRESHOLD = 0.2\n')
+    assert check_baseline(load_config(str(mine))).label.startswith(f"applied profile {profile}")
+    log = profile.parent / AUDIT_LOG_NAME
+    entry = json.loads(log.read_text())
+    log.write_text(json.dumps({**entry, "profile_sha256": "0" * 64}) + "\n")  # no record of these bytes
+    with pytest.raises(BaselineRefused, match="built-in profile base it is judged against: .*J_CRITICAL = 0.55"):
+        check_baseline(load_config(str(mine)))
+    log.unlink()
+    with pytest.raises(BaselineRefused, match="J_CRITICAL"):
+        check_baseline(load_config(str(profile)))
