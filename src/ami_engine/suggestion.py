@@ -112,6 +112,25 @@ def read_document(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     return raw, _parse_toml(raw, where)
 
 
+def _check_baseline_file(table: Mapping[str, Any], where: str) -> None:
+    """The file a suggestion extends is the one it was learned from (same SHA-256)."""
+    meta = table.get("meta")
+    recorded = meta.get("baseline_file") if isinstance(meta, Mapping) else None
+    extends = table.get("extends")
+    if recorded is None or not isinstance(extends, str) or extends in PROFILE_NAMES or is_profile_name(extends):
+        return
+    if not isinstance(recorded, Mapping):
+        raise SuggestionError(f"{where}: [meta.baseline_file]: expected a table")
+    path = Path(_relative_to(extends, where))
+    expected = recorded.get("sha256")
+    if not path.is_file():
+        raise SuggestionError(f"{where}: extends {extends!r}: no such file {path}")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise SuggestionError(f"{where}: extends {extends!r}: {path} has SHA-256 {actual}, the suggestion was "
+                              f"learned from {expected}; the baseline changed since")
+
+
 @dataclass(frozen=True)
 class Suggestion:
     """A suggestion as read: its bytes, its TOML table and its config, all from one read.
@@ -141,10 +160,8 @@ class Suggestion:
         files it names)."""
         where = str(path)
         table = dict(doc) if doc is not None else _parse_toml(raw, where)
-        config = parse_config(table, where)
-        suggestion = cls(Path(where), raw, table, config)
-        suggestion._check_baseline_file()
-        return suggestion
+        _check_baseline_file(table, where)  # before the config is built from it
+        return cls(Path(where), raw, table, parse_config(table, where))
 
     @property
     def name(self) -> str:
@@ -171,20 +188,6 @@ class Suggestion:
         if value is not None and not isinstance(value, Mapping):
             raise SuggestionError(f"{self.name}: [meta.{key}]: expected a table")
         return value
-
-    def _check_baseline_file(self) -> None:
-        recorded = self._table("baseline_file")
-        extends = self.config.extends
-        if recorded is None or extends is None or extends in PROFILE_NAMES or is_profile_name(extends):
-            return
-        path = Path(_relative_to(extends, self.name))
-        expected = recorded.get("sha256")
-        if not path.is_file():
-            raise SuggestionError(f"{self.name}: extends {extends!r}: no such file {path}")
-        actual = file_sha256(path)
-        if actual != expected:
-            raise SuggestionError(f"{self.name}: extends {extends!r}: {path} has SHA-256 {actual}, the suggestion "
-                                  f"was learned from {expected}; the baseline changed since")
 
     def baseline(self) -> Config:
         """The config the suggestion extends (a relative path read from its folder)."""

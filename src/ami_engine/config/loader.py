@@ -192,7 +192,7 @@ def parse_config(data: Mapping[str, Any], where: str, _seen: tuple[str, ...] = (
     config = Config(values, source=where.removeprefix("profile "), extends=extends, meta=meta)
     if claimed is not None and claimed != config.config_id:
         raise ConfigError(f"{where}: [meta] config_id is {claimed}, its values give {config.config_id}: the file "
-                          "was changed after it was written; refusing it")
+                          "(or one it extends) was changed after it was written; refusing it")
     return config
 
 
