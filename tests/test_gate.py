@@ -275,3 +275,13 @@ def test_an_applied_profile_is_a_yardstick_only_while_its_audit_record_matches(t
     log.unlink()
     with pytest.raises(BaselineRefused, match="J_CRITICAL"):
         check_baseline(load_config(str(profile)))
+
+
+def test_learn_refuses_a_weakened_baseline_before_it_searches(tmp_path):
+    weak = tmp_path / "weak.toml"
+    weak.write_text('extends = "base"\nJ_CRITICAL = 0.3\n')
+    out = tmp_path / "s.toml"
+    result = CliRunner().invoke(app, ["learn", "--scenario", "safe", "--n", "100", "--config", str(weak),
+                                      "--out", str(out)])
+    assert result.exit_code == 2 and "J_CRITICAL = 0.3 is lower than 0.7" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weak.toml"]

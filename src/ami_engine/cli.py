@@ -417,6 +417,9 @@ def learn(
         raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
     _refuse_profile_path(out)
     baseline = _config(profile, config)
+    from .gate.yardstick import check_baseline
+
+    check_baseline(baseline)  # a suggestion learned from a weakened baseline would never pass the gate
     try:
         w = LossWeights.parse(weights)
         crit = CriticalFloor(critical_factor, critical_margin)
@@ -590,16 +593,18 @@ def apply(
     The suggestion is read once; the audit line is appended before the profile appears;
     the output is locked against a concurrent apply. Exit 1 when the gate REJECTs it, 2
     for a usage error (an existing --out without --force, an empty --approved-by)."""
+    from rich.text import Text
+
     from .gate.approval import ApplyRefused, ApplyUsageError, apply_suggestion
 
     try:
         result = apply_suggestion(suggestion, approved_by=approved_by, out=out, force=force, audit_log=audit_log,
                                   baseline=baseline, regression=str(regression) if regression else None, data=data)
     except ApplyUsageError as exc:
-        err_console.print("[bold red]error:[/] ", str(exc), sep="", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except ApplyRefused as exc:
-        err_console.print("refused: ", str(exc), sep="", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(Text("refused: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     out_console.print(f"profile written to {result.profile_path}; audit line appended to {result.audit_log}",
                       highlight=False, markup=False)
@@ -654,6 +659,8 @@ def _read_history(path: str) -> list[dict[str, Any]]:
 def profiles(name: Annotated[str | None, typer.Argument(help="Show this profile's TOML and effective values.")]
              = None) -> None:
     """List the profiles found by name (./profiles, then AMI_ENGINE_PROFILES, then the built-ins), or show one."""
+    from rich.text import Text
+
     from .config import list_profiles
 
     if name is None:
@@ -661,8 +668,6 @@ def profiles(name: Annotated[str | None, typer.Argument(help="Show this profile'
         for col in ("profile", "from", "J_MIN", "H_MAX", "C_MIN", "C_MAX", "J_CRITICAL", "H_CRITICAL", "CONF_FORCE",
                     "config_id"):
             table.add_column(col)
-        from rich.text import Text
-
         for p, origin, path in list_profiles():
             c = load_config(p)
             where = origin if path is None else f"{path} ({origin})"
