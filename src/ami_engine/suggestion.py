@@ -191,7 +191,7 @@ class Suggestion:
 
     def baseline(self) -> Config:
         """The config the suggestion extends (a relative path read from its folder)."""
-        return parse_config({"extends": self.config.extends or "base"}, self.name)
+        return load_config(_relative_to(self.config.extends or "base", self.name))
 
     # ---------------------------------------------------------------------- named files
 

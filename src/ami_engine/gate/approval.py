@@ -85,7 +85,7 @@ def apply_suggestion(suggestion_path: str | Path, *, approved_by: str, out: str 
     if _same_file(log, target) or _same_file(log, source):
         raise ApplyUsageError(f"--audit-log {log}: must be a log file of its own, not the profile or the suggestion")
     try:
-        check_writable(log)
+        check_writable(log, None if audit_log is None else f"--audit-log {log}")
     except AuditLogError as exc:
         raise ApplyUsageError(str(exc)) from None
 

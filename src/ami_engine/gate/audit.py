@@ -31,25 +31,27 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_writable(log: Path) -> None:
+def check_writable(log: Path, label: str | None = None) -> None:
     """Refuse, before anything is written, a log that cannot take a line: a link to
-    nothing, a folder, a file or folder without write permission."""
+    nothing, a folder, a file or folder without write permission. `label` names the log
+    in messages (default: `audit log PATH`)."""
+    label = label or f"audit log {log}"
     if log.is_symlink() and not log.exists():
-        raise AuditLogError(f"--audit-log {log}: is a link to {os.readlink(log)}, which does not exist; "
+        raise AuditLogError(f"{label}: is a link to {os.readlink(log)}, which does not exist; "
                             "refusing to write through it")
     if log.is_dir():
-        raise AuditLogError(f"--audit-log {log}: is a folder; give a file path")
+        raise AuditLogError(f"{label}: is a folder; give a file path")
     if log.exists():
         if not log.is_file():
-            raise AuditLogError(f"--audit-log {log}: is not a regular file")
+            raise AuditLogError(f"{label}: is not a regular file")
         if not os.access(log, os.W_OK):
-            raise AuditLogError(f"--audit-log {log}: is not writable")
+            raise AuditLogError(f"{label}: is not writable")
         return
     folder = log.parent.absolute()
     while not folder.exists():
         folder = folder.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        raise AuditLogError(f"--audit-log {log}: cannot be created ({folder} is not a writable folder)")
+        raise AuditLogError(f"{label}: cannot be created ({folder} is not a writable folder)")
 
 
 def fsync_folder(folder: Path) -> None:

@@ -5,7 +5,9 @@ regression. Every check reports its figure and its threshold, so that a reviewer
 a config passed or failed; the verdict is ACCEPT only when every check passes. The
 critical floor and the regression suite are judged by the same functions `learn` applies
 as constraints during its search (constraints.py). The suites are fixed and seeded
-(suites.py), so the gate gives the same figures every time.
+(suites.py), so the gate gives the same figures every time. On a suggestion file the
+baseline is first judged against a trusted yardstick (yardstick.py): a suggestion never
+chooses what its hard floors are compared with.
 """
 
 from __future__ import annotations
