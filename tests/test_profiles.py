@@ -59,6 +59,16 @@ def test_a_baseline_found_by_name_is_an_audited_yardstick(project, monkeypatch):
     assert json.loads(result.output)["baseline_config_id"] == load_config("tuned").config_id
 
 
+def test_learn_starts_from_a_profile_found_by_name(project, monkeypatch):
+    monkeypatch.chdir(project)
+    result = invoke("learn", "--scenario", "safe", "--n", 300, "--budget", 2, "--strategy", "random",
+                    "--profile", "tuned", "--out", "out/s.toml", "--json")
+    assert result.exit_code == 0, result.output
+    doc = tomllib.loads((project / "out" / "s.toml").read_text())
+    assert doc["extends"] == "../profiles/tuned.toml" and doc["meta"]["baseline_file"]["path"] == doc["extends"]
+    assert doc["meta"]["baseline_config_id"] == load_config("tuned").config_id
+
+
 def test_profiles_are_found_in_the_folders_of_the_environment_variable(project, tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     shared.mkdir()
