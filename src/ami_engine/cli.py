@@ -217,7 +217,7 @@ def check(
                                                      "and the profile search path).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Invariants of ENGINE.md section 13 over a traces file; exit 1 when any is broken.
+    """The engine's invariants over a traces file; exit 1 when any is broken.
 
     Each record is judged against the config that produced it: its `config_id` is looked
     up among the built-in profiles, the profiles on the search path and the --config or
