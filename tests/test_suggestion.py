@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from ami_engine.cli import app
 from ami_engine.io.states import write_states
 from ami_engine.io.stateset import STATE_FIELDS
+from ami_engine.io.tomlfile import dumps_toml
 from ami_engine.scenario import generate
 from ami_engine.suggestion import Suggestion, SuggestionError, suggestion_document
 
@@ -113,3 +114,17 @@ def test_suggestion_document_makes_paths_relative_to_the_output(tmp_path, monkey
     assert doc["extends"] == "c.toml"  # the input is left as it was
     builtin = suggestion_document({"extends": "base", "meta": {}}, "s.toml")
     assert builtin["extends"] == "base" and "baseline_file" not in builtin["meta"]
+
+
+@pytest.mark.parametrize("n, message", [(10**11, "is not the number of records"), (1500.0, "expected an integer"),
+                                        (True, "expected an integer")])
+def test_tampered_scenario_metadata_is_refused_before_any_work(tmp_path, n, message):
+    scenario = {"name": "chaos", "n": n, "seed": 1, "streams": 8}
+    meta = {"data": {"source": "scenario", "scenario": scenario, "sha256": "0" * 64, "n_records": 10**11},
+            "split": {"seed": 1, "train_fraction": 0.8}}
+    path = tmp_path / "s.toml"
+    path.write_text(dumps_toml({"extends": "base", "meta": meta}))
+    with pytest.raises(SuggestionError, match=rf"\[meta.data.scenario\] n: .*{message}"):
+        Suggestion.read(path).held_out()
+    result = invoke("gate", path)
+    assert result.exit_code == 2 and message in result.output

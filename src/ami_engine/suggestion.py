@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from .learning.offline_loop import LearnData
 
 
+MAX_SCENARIO_STATES = 100_000_000  # a scenario a suggestion names is rebuilt in memory
+
+
 class SuggestionError(ConfigError):
     """A suggestion, or a file it names, cannot be used as it stands (exit code 2)."""
 
@@ -236,7 +239,12 @@ class Suggestion:
                 sc = table.get("scenario")
                 if not isinstance(sc, Mapping):
                     raise SuggestionError(f"{self.name}: [meta.data.scenario]: missing or not a table")
-                data = data_from_scenario(sc["name"], int(sc["n"]), int(sc["seed"]), int(sc["streams"]))
+                n, seed, streams = (self._whole(sc, key) for key in ("n", "seed", "streams"))
+                if not 1 <= n <= MAX_SCENARIO_STATES or n != table.get("n_records", n):
+                    raise SuggestionError(f"{self.name}: [meta.data.scenario] n: {n} is not the number of records "
+                                          f"learned on (n_records {table.get('n_records')!r}, at most "
+                                          f"{MAX_SCENARIO_STATES})")
+                data = data_from_scenario(sc["name"], n, seed, streams)
             elif source in ("states", "traces"):
                 path = self._named_file("data", table, override, "--data")
                 data = data_from_states_file(str(path)) if source == "states" else data_from_traces_file(str(path))
@@ -252,6 +260,12 @@ class Suggestion:
             raise SuggestionError(f"{self.name}: [meta.data]: {data.description} has SHA-256 {data.sha256}, the "
                                   f"suggestion names {table.get('sha256')}; it is not the data it was learned on")
         return data
+
+    def _whole(self, table: Mapping[str, Any], key: str) -> int:
+        value = table.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SuggestionError(f"{self.name}: [meta.data.scenario] {key}: expected an integer, got {value!r}")
+        return value
 
     def held_out(self, override: str | Path | None = None) -> StateSet | None:
         """The held-out states the suggestion was gated on, rebuilt from [meta.data] and
