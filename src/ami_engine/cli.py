@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +16,12 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from . import ENGINE_MODEL, __version__
+from .cli_options import Check, UsageError, check_options, option_name
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, profile_text
 from .io.tomlfile import dumps_toml, plain_data, toml_ready
 
@@ -35,27 +37,47 @@ out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-class UsageError(ValueError):
-    """Bad combination of options (exit code 2)."""
-
-
-def _input_errors() -> tuple[type[BaseException], ...]:
+def input_errors() -> tuple[type[BaseException], ...]:
+    """The errors a command reports as bad input or usage (exit code 2)."""
     from .io.files import InputError
     from .learning.offline_loop import LearnError
     from .learning.study import StudyMismatchError
 
-    return (InputError, ConfigError, LearnError, StudyMismatchError, UsageError, OSError, tomllib.TOMLDecodeError)
+    return (InputError, ConfigError, LearnError, StudyMismatchError, UsageError, OSError)
 
 
-def _command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn input errors into one clear line on stderr and exit code 2."""
+def one_line(text: str) -> str:
+    """`text` with its control characters (line breaks included) written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def print_error(label: str, exc: BaseException) -> None:
+    """`label: message` on stderr, on one line, the message printed as written (never as markup)."""
+    from .io.files import os_input_error
+
+    message = str(os_input_error(exc)) if isinstance(exc, OSError) else str(exc)
+    err_console.print(Text.assemble((label, "bold red"), " ", one_line(message)), soft_wrap=True)
+
+
+def _command(fn: Callable[..., Any] | None = None, **checks: Check | None) -> Any:
+    """Check the options (cli_options.OPTION_CHECKS, with `checks` changing some for this
+    command), then run it; bad input or usage is one line on stderr and exit code 2."""
+    if fn is None:
+        return functools.partial(_command, **checks)
+    from .cli_options import OPTION_CHECKS
+
+    own = {**OPTION_CHECKS, **checks}
+    own = {name: check for name, check in own.items() if check is not None}
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_options(kwargs, own)
             return fn(*args, **kwargs)
-        except _input_errors() as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        except input_errors() as exc:
+            print_error("error:", exc)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -120,8 +142,6 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int, int], Non
 def _write_bytes(path: str, chunks) -> None:
     from .io.files import atomic_output
 
-    if path != "-":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as fh:
         for chunk in chunks:
             fh.write(chunk)
@@ -155,8 +175,8 @@ def run(
     _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos))
     if out != "-":
         counts = np.bincount(cols.level, minlength=3)
-        err_console.print(f"{len(stateset)} decisions -> {out}  (L0 {counts[0]}, L1 {counts[1]}, L2 {counts[2]})",
-                          highlight=False)
+        err_console.print(f"{len(stateset)} decisions -> {escape(out)}  "
+                          f"(L0 {counts[0]}, L1 {counts[1]}, L2 {counts[2]})", highlight=False)
 
 
 # ------------------------------------------------------------------------- metrics
@@ -192,14 +212,14 @@ def metrics(
     if as_json:
         print(json.dumps(plain_data(result)))
         return
-    table = Table(title=f"Feedback metrics: {traces}", show_header=True)
+    table = Table(title=f"Feedback metrics: {escape(traces)}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("records", str(result["records"]))
     for key in ("fail_safe_rate", "mean_cus", "clamp_distortion", "human_escalation_rate"):
         table.add_row(key, f"{result[key]:.6f}")
     table.add_row("levels L0 / L1 / L2", " / ".join(str(c) for c in result["level_counts"]))
-    table.add_row(f"L (weights {weights})", f"{result['L']:.6f}")
+    table.add_row(f"L (weights {escape(weights)})", f"{result['L']:.6f}")
     out_console.print(table)
 
 
@@ -226,7 +246,7 @@ def check(
         for v in violations:
             print(v.format(traces))
         status = "OK" if not violations else f"{len(violations)} violation(s)"
-        err_console.print(f"check {traces} against {cfg.source}: {status}", highlight=False)
+        err_console.print(f"check {escape(traces)} against {escape(cfg.source)}: {status}", highlight=False)
     if violations:
         raise typer.Exit(1)
 
@@ -297,8 +317,8 @@ def _record_index(path: Path, line: int) -> int:
 
 def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
     tr = r["trace"]
-    out_console.print(f"[bold]State[/] {json.dumps(r['state'])}", highlight=False)
-    out_console.print(f"config {cfg.source} ({r['config_id']}); {r['n_actions']} actions, "
+    out_console.print(f"[bold]State[/] {escape(json.dumps(r['state']))}", highlight=False)
+    out_console.print(f"config {escape(cfg.source)} ({r['config_id']}); {r['n_actions']} actions, "
                       f"{r['n_candidates']} candidates (J >= {cfg['J_MIN']}, H <= {cfg['H_MAX']}, "
                       f"{cfg['C_MIN']} <= C <= {cfg['C_MAX']})", highlight=False)
     if r["rejected_by"]:
@@ -369,6 +389,7 @@ def learn(
     """Learn a suggested config from states, a scenario or replayable traces. Nothing is applied."""
     from .gate import run_gate
     from .gate.constraints import CriticalFloor
+    from .io.files import write_outputs
     from .learning.loss import LossWeights
     from .learning.offline_loop import LearnSettings, data_from_scenario, data_from_states_file, data_from_traces_file
     from .learning.offline_loop import learn as run_learn
@@ -376,6 +397,8 @@ def learn(
     given = [x is not None for x in (states, traces, scenario)]
     if sum(given) != 1:
         raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
+    _one_stdin(states=states, traces=traces, regression=regression, config=config)
+    _one_stdout(out=out, history=history, report=report)
     _refuse_profile_path(out)
     baseline = _config(profile, config)
     try:
@@ -414,11 +437,15 @@ def learn(
     with _progress("learning", budget) as progress:
         result = run_learn(data, baseline, settings, regression=regression_states, study=study_path,
                            gate_fn=run_gate, progress=progress)
+    # The outputs of a run are one set, written together: the history, the report and the
+    # suggestion when the gate ACCEPTed one. On REJECT there is no suggestion, and a
+    # suggestion at --out from an earlier run is removed rather than left beside this
+    # run's history and report.
+    outputs: dict[str, bytes | None] = {}
     if history is not None:
-        lines = (json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n" for h in result.history)
-        _write_bytes(history, lines)
-    if result.accepted:
-        _write_bytes(out, [dumps_toml(result.suggestion_toml).encode()])
+        outputs[history] = b"".join(json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n"
+                                    for h in result.history)
+    outputs[out] = dumps_toml(result.suggestion_toml).encode() if result.accepted else None
     if report is not None:
         from .engine import run as engine_run
         from .engine import trace_records
@@ -427,8 +454,8 @@ def learn(
         # The trace panels show the suggestion deciding the held-out data.
         held = result.held_out
         records = trace_records(engine_run(held, result.suggestion), held, result.suggestion)
-        html = render_report(toml_ready(result.suggestion_toml), result.history, records)
-        _write_bytes(report, [html.encode()])
+        outputs[report] = render_report(toml_ready(result.suggestion_toml), result.history, records).encode()
+    write_outputs(outputs)
     if as_json:
         print(json.dumps(plain_data({"accepted": result.accepted, "suggestion": out if result.accepted else None,
                                     **result.suggestion_toml})))
@@ -436,6 +463,20 @@ def learn(
         _print_learn_summary(result, out)
     if not result.accepted:
         raise typer.Exit(1)
+
+
+def _one_stdin(**paths: Any) -> None:
+    """stdin can be read once: at most one input may be `-`."""
+    named = [option_name(k) for k, v in paths.items() if v is not None and str(v) == "-"]
+    if len(named) > 1:
+        raise UsageError(f"{' and '.join(named)}: only one input can be read from stdin (-)")
+
+
+def _one_stdout(**paths: Any) -> None:
+    """At most one output may go to stdout (`-`)."""
+    named = [option_name(k) for k, v in paths.items() if v is not None and str(v) == "-"]
+    if len(named) > 1:
+        raise UsageError(f"{' and '.join(named)}: only one output can be written to stdout (-)")
 
 
 def _refuse_profile_path(out: str) -> None:
@@ -452,8 +493,8 @@ def _refuse_profile_path(out: str) -> None:
 def _print_learn_summary(result, out: str) -> None:
     meta = result.suggestion_toml["meta"]
     m = meta["metrics"]
-    table = Table(title=f"Baseline {meta['baseline']} vs suggestion ({meta['strategy']}, budget {meta['budget']}, "
-                        f"seed {meta['seed']})")
+    table = Table(title=f"Baseline {escape(meta['baseline'])} vs suggestion ({meta['strategy']}, "
+                        f"budget {meta['budget']}, seed {meta['seed']})")
     table.add_column("metric")
     for part in ("train", "held-out"):
         table.add_column(f"{part} baseline", justify="right")
@@ -488,7 +529,7 @@ def _print_learn_summary(result, out: str) -> None:
         colour = "green" if result.accepted else "red"
         out_console.print(f"gate: [bold {colour}]{result.gate.verdict}[/]", highlight=False)
     if result.accepted:
-        out_console.print(f"suggestion written to {out} (not applied; review it, then `ami-engine apply`)",
+        out_console.print(f"suggestion written to {escape(out)} (not applied; review it, then `ami-engine apply`)",
                           highlight=False)
     else:
         out_console.print("[bold red]no candidate passed the gate[/]: no suggestion written", highlight=False)
@@ -543,17 +584,17 @@ def apply(
         result = apply_suggestion(suggestion, approved_by=approved_by, out=out, force=force, audit_log=audit_log,
                                   baseline=baseline, regression=str(regression) if regression else None)
     except ApplyRefused as exc:
-        err_console.print(f"[bold red]refused:[/] {exc}", highlight=False)
+        print_error("refused:", exc)
         raise typer.Exit(1) from None
-    out_console.print(f"profile written to {result.profile_path}; audit line appended to {result.audit_log}",
-                      highlight=False)
+    out_console.print(f"profile written to {escape(str(result.profile_path))}; audit line appended to "
+                      f"{escape(str(result.audit_log))}", highlight=False)
 
 
 # ------------------------------------------------------------------------- report
 
 
 @app.command()
-@_command
+@_command(history=None)  # here the history is read, not written
 def report(
     suggestion: Annotated[str, typer.Option(help="Suggestion TOML.")],
     out: Annotated[str, typer.Option("--out", help="HTML file to write.")],
@@ -561,31 +602,15 @@ def report(
     traces: Annotated[str | None, typer.Option(help="Traces JSONL for the trace panels.")] = None,
 ) -> None:
     """One self-contained HTML page: learning curves, baseline vs suggestion, traces, gate, needless fail-safes."""
+    from .io.history import read_history
+    from .io.tomlfile import read_toml
     from .io.traces import read_trace_records
     from .report import TRACE_KEYS, render_report
 
-    with open(suggestion, "rb") as fh:
-        doc = tomllib.load(fh)
-    hist = _read_history(history) if history else None
+    doc = read_toml(suggestion)
+    hist = read_history(history) if history else None
     recs = read_trace_records(traces, keys=TRACE_KEYS) if traces else None
     _write_bytes(out, [render_report(doc, hist, recs).encode()])
-
-
-def _read_history(path: str) -> list[dict[str, Any]]:
-    from .io.files import InputError, open_text_lines
-
-    rows = []
-    for number, text in enumerate(open_text_lines(path), start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
-        if not isinstance(row, dict) or "step" not in row or "L" not in row:
-            raise InputError(f"{path}:{number}: step: a history line needs at least `step` and `L`")
-        rows.append(row)
-    return rows
 
 
 # ------------------------------------------------------------------------ profiles

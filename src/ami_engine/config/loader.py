@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,6 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..io.files import read_text
+from ..io.tomlfile import parse_toml
 from .params import KERNEL_FLOATS, LEARNED_BOUNDS, PARAMS, ConfigError, coerce_value
 
 PROFILE_NAMES: tuple[str, ...] = ("base", "production_safe", "high_critical", "chaos_tuning")
@@ -92,10 +93,7 @@ def _relative_to(extends: str, where: str) -> str:
 
 
 def _read_toml(text: str, where: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    return parse_toml(text, where)
 
 
 def _profile_text(name: str) -> str:
@@ -115,7 +113,10 @@ def parse_config(data: Mapping[str, Any], where: str, _seen: tuple[str, ...] = (
     else:
         if extends in _seen:
             raise ConfigError(f"{where}: extends: cycle through {extends!r}")
-        values = dict(load_config(_relative_to(extends, where), _seen=(*_seen, extends)).values)
+        try:
+            values = dict(load_config(_relative_to(extends, where), _seen=(*_seen, extends)).values)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: extends: {exc}") from None
     for key, raw in data.items():
         if key in _RESERVED:
             continue
@@ -140,7 +141,7 @@ def load_config(name_or_path: str | Path = "base", *, _seen: tuple[str, ...] = (
     if not path.is_file():
         known = ", ".join(PROFILE_NAMES)
         raise ConfigError(f"{name}: no such profile ({known}) or config file")
-    return parse_config(_read_toml(path.read_text(), name), name, _seen)
+    return parse_config(_read_toml(read_text(path), name), name, _seen)
 
 
 def profile_text(name: str) -> str:
