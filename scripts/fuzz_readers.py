@@ -5,10 +5,12 @@
 Each reader (states, states.gz, regression, traces, traces.gz, config, config.gz,
 suggestion, history) gets `--n` mutations of its valid input (1 to 4 edits each: bit
 flips, byte changes, deletions, insertions, tokens such as bad UTF-8, markup, huge
-numbers and deep nesting, truncation). A mutated input must be read, or refused with one
-of the errors the command line reports as a one-line message naming the file. Prints,
-per reader, how many were read, how many were refused cleanly and how many crashed (with
-the first few crashes); exits 1 when anything crashed.
+numbers and deep nesting, truncation); config.values and suggestion.values get their
+TOML values replaced by values of other types and sizes (tampered metadata). A mutated
+input must be read, or refused with one of the errors the command line reports as a
+one-line message naming the file. Prints, per reader, how many were read, how many were
+refused cleanly and how many crashed (with the first few crashes); exits 1 when anything
+crashed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fuzz_inputs import READER_BY_NAME, READERS, mutate, outcome, random_mutations  # noqa: E402
+from fuzz_inputs import READER_BY_NAME, READERS, outcome, random_mutations  # noqa: E402
 
 
 def main() -> int:
@@ -44,7 +46,7 @@ def main() -> int:
             crashes: list[str] = []
             start = time.perf_counter()
             for _ in range(args.n):
-                result = outcome(reader, mutate(reader.valid, random_mutations(rng)), Path(folder))
+                result = outcome(reader, reader.mutator(reader.valid, random_mutations(rng)), Path(folder))
                 if result in ("ok", "error"):
                     counts[result] += 1
                 else:

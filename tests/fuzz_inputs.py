@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import random
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ def _lines(records: list[dict[str, Any]]) -> bytes:
     return b"".join(json.dumps(r).encode() + b"\n" for r in records)
 
 
-def _trace(i: int) -> dict[str, Any]:
+def trace_record(i: int) -> dict[str, Any]:
     level = i % 3
     return {
         "t": i, "cus": 0.3, "cus_raw": 0.3, "delta_cus": None if i == 0 else 0.01, "cus_mean": 0.3,
@@ -40,7 +41,7 @@ def _trace(i: int) -> dict[str, Any]:
 
 STATES = _lines([{**STATE, "stream": f"s{i % 2}", "id": f"s{i}", "t": i} for i in range(6)])
 REGRESSION = _lines([{**STATE, "id": "r0", "expect_level_min": 1}, {**STATE, "risk": 0.1, "expect_level_min": 0}])
-TRACES = _lines([_trace(i) for i in range(6)])
+TRACES = _lines([trace_record(i) for i in range(6)])
 CONFIG = b"""extends = "base"
 J_MIN = 0.8
 H_MAX = 0.3
@@ -132,6 +133,38 @@ def mutate(data: bytes, mutations: list[Mutation]) -> bytes:
     return bytes(out)
 
 
+# Values a hand-edited or tampered TOML file may hold where another was expected.
+VALUES: tuple[Any, ...] = ("x", "", "[/x]", True, -1, 0, 10**11, 2**63 - 1, -(2**63), 1e11, 0.5, float("nan"),
+                           float("inf"), [], [1, "a"], {}, {"a": 1})
+
+
+def tamper_toml(data: bytes, mutations: list[Mutation]) -> bytes:
+    """A TOML document with some of its values (anywhere, tables included) replaced."""
+    import tomli_w
+
+    doc = tomllib.loads(data.decode())
+    for m in mutations:
+        paths = _leaf_paths(doc, ())
+        *parents, key = paths[min(int(m.where * len(paths)), len(paths) - 1)]
+        table = doc
+        for name in parents:
+            table = table[name]
+        if m.kind == "delete":
+            del table[key]
+        else:
+            table[key] = VALUES[m.token % len(VALUES)]
+    return tomli_w.dumps(doc).encode()
+
+
+def _leaf_paths(table: dict[str, Any], prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+    paths = []
+    for key, value in table.items():
+        paths.append((*prefix, key))
+        if isinstance(value, dict):
+            paths.extend(_leaf_paths(value, (*prefix, key)))
+    return paths
+
+
 def random_mutations(rng: random.Random) -> list[Mutation]:
     return [Mutation(rng.choice(KINDS), rng.random(), rng.random(), rng.randrange(256), rng.randrange(len(TOKENS)))
             for _ in range(rng.randint(1, 4))]
@@ -191,6 +224,7 @@ class Reader:
     suffix: str
     valid: bytes
     read: Callable[[str], None]
+    mutator: Callable[[bytes, list[Mutation]], bytes] = mutate
 
 
 READERS: tuple[Reader, ...] = (
@@ -202,6 +236,8 @@ READERS: tuple[Reader, ...] = (
     Reader("config", ".toml", CONFIG, _config),
     Reader("config.gz", ".toml.gz", gzip.compress(CONFIG, mtime=0), _config),
     Reader("suggestion", ".toml", SUGGESTION, _suggestion),
+    Reader("config.values", ".toml", CONFIG, _config, tamper_toml),
+    Reader("suggestion.values", ".toml", SUGGESTION, _suggestion, tamper_toml),
     Reader("history", ".jsonl", HISTORY, _history),
 )
 READER_BY_NAME = {r.name: r for r in READERS}

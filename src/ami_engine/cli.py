@@ -287,8 +287,11 @@ def explain(
     else:
         if line is None:
             raise UsageError("--states needs --line N")
-        stateset = read_states(str(states))
-        index = _record_index(states, line)
+        from .io.files import read_once
+
+        loaded = read_once(str(states))  # read once: stdin (`-`) cannot be read twice
+        stateset = read_states(loaded)
+        index = _record_index(loaded, line)
         prefix = np.arange(index + 1)
         stateset = stateset.subset(prefix)
     cols = engine_run(stateset, cfg)
@@ -300,19 +303,19 @@ def explain(
     _print_explanation(result, cfg, top)
 
 
-def _record_index(path: Path, line: int) -> int:
+def _record_index(path: Any, line: int) -> int:
     """Position among the non-blank lines of the record on 1-based `line`."""
-    from .io.files import open_text_lines
+    from .io.files import display_name, open_text_lines
 
     index = -1
-    for number, text in enumerate(open_text_lines(str(path)), start=1):
+    for number, text in enumerate(open_text_lines(path), start=1):
         if text.strip():
             index += 1
         if number == line:
             if not text.strip():
-                raise UsageError(f"{path}:{line}: blank line, no state there")
+                raise UsageError(f"{display_name(path)}:{line}: blank line, no state there")
             return index
-    raise UsageError(f"{path}: --line {line} is past the end of the file")
+    raise UsageError(f"{display_name(path)}: --line {line} is past the end of the file")
 
 
 def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
@@ -446,6 +449,7 @@ def learn(
         outputs[history] = b"".join(json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n"
                                     for h in result.history)
     outputs[out] = dumps_toml(result.suggestion_toml).encode() if result.accepted else None
+    earlier = not result.accepted and out != "-" and Path(out).is_file()
     if report is not None:
         from .engine import run as engine_run
         from .engine import trace_records
@@ -461,6 +465,9 @@ def learn(
                                     **result.suggestion_toml})))
     else:
         _print_learn_summary(result, out)
+    if earlier:
+        err_console.print(f"removed {escape(out)}, the suggestion of an earlier run: it does not belong with this "
+                          "run's outputs", highlight=False)
     if not result.accepted:
         raise typer.Exit(1)
 

@@ -95,17 +95,20 @@ def output_path(value: Any) -> None:
     if text == "-":
         return
     path = Path(text)
-    if not path.name or path.is_dir():
-        raise ValueError("is a folder; name a file")
     if len(os.fsencode(path.name)) > _NAME_MAX:
         raise ValueError(f"file name longer than {_NAME_MAX} bytes")
-    for folder in (path.parent, *path.parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise ValueError(f"{folder} is not a folder")
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise ValueError(f"folder {folder} is not writable")
-            break
+    try:
+        if not path.name or path.is_dir():
+            raise ValueError("is a folder; name a file")
+        for folder in (path.parent, *path.parent.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    raise ValueError(f"{folder} is not a folder")
+                if not os.access(folder, os.W_OK | os.X_OK):
+                    raise ValueError(f"folder {folder} is not writable")
+                break
+    except OSError as exc:
+        raise ValueError((exc.strerror or str(exc)).lower()) from None
 
 
 def _strategies() -> tuple[str, ...]:
@@ -157,4 +160,4 @@ def check_options(values: Mapping[str, Any], checks: Mapping[str, Check] = OPTIO
         except ValueError as exc:
             from .io.files import show_value
 
-            raise UsageError(f"{option_name(name)}: {exc} (got {show_value(str(value))})") from None
+            raise UsageError(f"{option_name(name)}: {exc} (got {show_value(value)})") from None

@@ -342,13 +342,13 @@ def held_out_from_meta(meta: Mapping[str, Any], where: str) -> StateSet | None:
     try:
         data = data_from_meta(_beside(dict(data_meta), where))
         seed, fraction = int(split_meta["seed"]), float(split_meta["train_fraction"])
+        split = split_states(data.states, seed, fraction)
     except LearnError as exc:
         raise LearnError(f"{where}: {exc}") from None
     except KeyError as exc:
         raise LearnError(f"{where}: [meta.data] or [meta.split]: missing key {exc}") from None
     except (TypeError, ValueError) as exc:
         raise LearnError(f"{where}: [meta.data] or [meta.split]: {exc}") from None
-    split = split_states(data.states, seed, fraction)
     recorded = split_meta.get("n_heldout")
     if recorded is not None and int(recorded) != split.held_out.size:
         raise LearnError(f"{where}: [meta.split]: n_heldout is {recorded}, the rebuilt split holds out "

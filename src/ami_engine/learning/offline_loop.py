@@ -29,7 +29,7 @@ from ..config import Config
 from ..engine import REASONS, ScoreTable, run
 from ..engine import kernel as K
 from ..gate.constraints import CriticalFloor, regression_failures
-from ..io.files import read_once
+from ..io.files import STDIO, read_once
 from ..io.stateset import STATE_FIELDS, StateSet
 from ..scenario import generate
 from ..suites import critical_set, profile_suite
@@ -83,7 +83,8 @@ def data_from_states_file(path: str) -> LearnData:
     from ..io.states import read_states
 
     loaded = read_once(path)
-    return LearnData(read_states(loaded), "states", f"states file {path}", loaded.sha256, path=path)
+    return LearnData(read_states(loaded), "states", f"states file {loaded.name}", loaded.sha256,
+                     path=_named_path(path))
 
 
 def data_from_traces_file(path: str) -> LearnData:
@@ -100,7 +101,13 @@ def data_from_traces_file(path: str) -> LearnData:
             f"{path}: {found.missing} of {found.n_records} records carry no `state` (first: line "
             f"{found.first_missing}); traces without states give metrics only: use `ami-engine metrics` on this "
             "file, or pass the states with --states")
-    return LearnData(found.states, "traces", f"traces file {path} (replayed)", loaded.sha256, path=path)
+    return LearnData(found.states, "traces", f"traces file {loaded.name} (replayed)", loaded.sha256,
+                     path=_named_path(path))
+
+
+def _named_path(path: str) -> str | None:
+    """The path to record in a suggestion; None for stdin, which cannot be read again."""
+    return None if path == STDIO else path
 
 
 def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
@@ -116,6 +123,8 @@ def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
             raise LearnError(f"meta.data.scenario: {exc}") from None
     elif source in ("states", "traces"):
         path = data_meta.get("path")
+        if path is None:
+            raise LearnError(f"data: the suggestion's {source} were read from stdin; they cannot be read again")
         if not isinstance(path, str) or not Path(path).is_file():
             raise LearnError(f"data: the suggestion's {source} file {path!r} is not readable here")
         data = data_from_states_file(path) if source == "states" else data_from_traces_file(path)
@@ -132,13 +141,13 @@ def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
 def _meta_field(table: Any, key: str, kind: type, where: str) -> Any:
     """`table[key]` when it is of `kind` (an integer is not a bool), else a LearnError naming it."""
     value = table.get(key) if isinstance(table, dict) else None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
         shown = "missing" if value is None else f"got {value!r}"
         raise LearnError(f"meta.{where}.{key}: expected {_KIND_NAMES[kind]}, {shown}")
     return value
 
 
-_KIND_NAMES = {dict: "a table", str: "a text", int: "an integer"}
+_KIND_NAMES = {dict: "a table", str: "a text", int: "an integer >= 0"}
 
 
 # ----------------------------------------------------------------------------- split
