@@ -170,6 +170,19 @@ def test_tampered_suggestion_metadata_is_refused_naming_the_field(tmp_path, old,
     refused(invoke("gate", path), path, field)
 
 
+def test_suggestion_split_seed_that_is_infinite_is_refused(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_bytes(SUGGESTION.replace(b"train_fraction = 0.8\nseed = 3", b"train_fraction = 0.8\nseed = inf"))
+    refused(invoke("gate", path), path, "[meta.split]")
+
+
+def test_config_extending_a_name_too_long_to_look_up_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(f'extends = "{"x" * 300}"\n')
+    refused(invoke("run", "--config", path, "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl"),
+            path, "extends", "no such profile")
+
+
 def test_suggestion_scenario_that_is_not_a_table_is_named(tmp_path):
     path = tmp_path / "s.toml"
     text = SUGGESTION.replace(b'source = "scenario"', b'source = "scenario"\nscenario = 5')
@@ -205,16 +218,24 @@ OPTION_CASES = [
     ("--strategy", ["learn", "--scenario", "safe", "--n", 50, "--strategy", "magic"]),
     ("--top", ["explain", "--state", json.dumps(GOOD), "--top", -1]),
     ("--line", ["explain", "--states", "s.jsonl", "--line", 0]),
+    ("--state", ["explain", "--state", "[" * 100_000]),
+    ("--n", ["run", "--scenario", "safe", "--n", "1e12"]),  # not an integer: refused by the parser
+    ("--seed", ["run", "--scenario", "safe", "--n", 5, "--seed", "[/x]"]),
 ]
 
 
-@pytest.mark.parametrize(("option", "args"), OPTION_CASES, ids=[f"{o} {a[-1]}" for o, a in OPTION_CASES])
+@pytest.mark.parametrize(("option", "args"), OPTION_CASES, ids=[f"{o} {str(a[-1])[:8]}" for o, a in OPTION_CASES])
 def test_bad_option_value_is_refused_by_name_before_any_work(tmp_path, option, args):
     out = tmp_path / "deep" / "out.toml"
     if args[0] in ("run", "learn"):
         args = [*args, "--out", out]
     refused(invoke(*args), option)
     assert not (tmp_path / "deep").exists()
+
+
+def test_missing_option_and_unknown_command_are_one_line(tmp_path):
+    refused(invoke("run", "--scenario", "safe", "--n", 5), "--out")
+    refused(invoke("runn"), "runn")
 
 
 def test_output_that_cannot_be_written_is_refused_before_any_work(tmp_path):

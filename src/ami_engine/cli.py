@@ -19,13 +19,37 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from . import ENGINE_MODEL, __version__
-from .cli_options import Check, UsageError, check_options, option_name
+from .cli_options import Check, UsageError, check_options, learn_scenario_size, option_name
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, profile_text
 from .io.tomlfile import dumps_toml, plain_data, toml_ready
 
+
+class _Commands(TyperGroup):
+    """The commands: an option value the parser refuses (not a number, a missing option) is
+    reported like every other usage error, on one line, with exit code 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if not _is_parser_usage_error(exc):
+                raise
+            where = getattr(getattr(exc, "ctx", None), "command_path", None) or ctx.command_path
+            print_error("error:", f"{exc.format_message()} (see {where} --help)")  # type: ignore[attr-defined]
+            raise typer.Exit(2) from None
+
+
+def _is_parser_usage_error(exc: BaseException) -> bool:
+    """Click's UsageError (typer may carry its own copy of click), but not its request for help."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return "UsageError" in names and "NoArgsIsHelpError" not in names and hasattr(exc, "format_message")
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="ami-engine",
     help="AMI decision engine and its offline learning loop (Phase 6.0).",
     add_completion=False,
@@ -53,11 +77,11 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def print_error(label: str, exc: BaseException) -> None:
-    """`label: message` on stderr, on one line, the message printed as written (never as markup)."""
+def print_error(label: str, problem: BaseException | str) -> None:
+    """`label message` on stderr, on one line, the message printed as written (never as markup)."""
     from .io.files import os_input_error
 
-    message = str(os_input_error(exc)) if isinstance(exc, OSError) else str(exc)
+    message = str(os_input_error(problem)) if isinstance(problem, OSError) else str(problem)
     err_console.print(Text.assemble((label, "bold red"), " ", one_line(message)), soft_wrap=True)
 
 
@@ -280,6 +304,8 @@ def explain(
             record = json.loads(state)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--state: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise UsageError("--state: not valid JSON: nested too deeply") from None
         if not isinstance(record, dict):
             raise UsageError("--state: expected a JSON object")
         stateset = states_from_records([record])
@@ -357,11 +383,13 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
 
 
 @app.command()
-@_command
+@_command(n=learn_scenario_size)
 def learn(
-    out: Annotated[str, typer.Option("--out", help="Suggestion TOML to write (never a profile).")],
-    states: Annotated[Path | None, typer.Option(help="States JSONL to learn from.")] = None,
-    traces: Annotated[Path | None, typer.Option(help="Traces JSONL whose records carry `state` (replayed).")] = None,
+    out: Annotated[str, typer.Option("--out", help="Suggestion TOML to write (never a profile); on REJECT a "
+                                                   "suggestion an earlier run left there is removed.")],
+    states: Annotated[Path | None, typer.Option(help="States JSONL to learn from (`-` = stdin, .gz).")] = None,
+    traces: Annotated[Path | None, typer.Option(help="Traces JSONL whose records carry `state` (replayed; `-` = "
+                                                     "stdin, .gz).")] = None,
     scenario: Annotated[str | None, typer.Option(help="Scenario to generate: safe, balanced, critical, chaos, "
                                                       "curriculum.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Number of scenario states.")] = None,

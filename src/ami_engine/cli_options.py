@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .scenario import MAX_STREAMS, SCENARIOS, check_scenario_size
+from .scenario import LEARN_BYTES_PER_STATE, MAX_STREAMS, SCENARIOS, check_scenario_size
 
 INT64_MAX = 2**63 - 1
 MAX_BUDGET = 1_000_000
@@ -67,8 +67,15 @@ def one_of(names: Iterable[str]) -> Check:
 
 
 def scenario_size(value: Any) -> None:
+    """States a run can decide."""
     integer(1, INT64_MAX)(value)
     check_scenario_size(value)
+
+
+def learn_scenario_size(value: Any) -> None:
+    """States a learning run can hold."""
+    integer(1, INT64_MAX)(value)
+    check_scenario_size(value, bytes_per_state=LEARN_BYTES_PER_STATE)
 
 
 def study_location(value: Any) -> None:

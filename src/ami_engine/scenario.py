@@ -40,9 +40,11 @@ CURRICULUM = ("safe", "balanced", "critical", "chaos")
 SCENARIOS: tuple[str, ...] = (*CURRICULUM, "curriculum")
 DEFAULT_STREAMS = 8
 MAX_STREAMS = 1_000_000
-# Memory a run or a learning run holds per state, rounded up from what they were measured
-# to hold (about 350 bytes for `run`): a scenario that cannot fit is refused before any work.
-BYTES_PER_STATE = 1024
+# Memory held per state, rounded up from what was measured: about 350 bytes for `run`, and
+# about 11.5 KB for `learn` (its score tables of the training and held-out parts). A
+# scenario that cannot fit in this machine's memory is refused before any work.
+RUN_BYTES_PER_STATE = 1024
+LEARN_BYTES_PER_STATE = 12 * 1024
 
 
 def physical_memory() -> int | None:
@@ -53,7 +55,7 @@ def physical_memory() -> int | None:
         return None
 
 
-def check_scenario_size(n: int, streams: int = DEFAULT_STREAMS) -> None:
+def check_scenario_size(n: int, streams: int = DEFAULT_STREAMS, bytes_per_state: int = RUN_BYTES_PER_STATE) -> None:
     """ValueError naming `n` or `streams` when they are out of range, or when n states
     cannot fit in this machine's memory."""
     if n < 1:
@@ -61,8 +63,8 @@ def check_scenario_size(n: int, streams: int = DEFAULT_STREAMS) -> None:
     if not 1 <= streams <= MAX_STREAMS:
         raise ValueError(f"streams: must be in [1, {MAX_STREAMS}], got {streams}")
     memory = physical_memory()
-    if memory is not None and n * BYTES_PER_STATE > memory:
-        raise ValueError(f"{n} states need about {n * BYTES_PER_STATE / 2**30:.0f} GiB of memory, more than "
+    if memory is not None and n * bytes_per_state > memory:
+        raise ValueError(f"{n} states need about {n * bytes_per_state / 2**30:.0f} GiB of memory, more than "
                          f"the {memory / 2**30:.0f} GiB of this machine")
 
 

@@ -138,10 +138,18 @@ def load_config(name_or_path: str | Path = "base", *, _seen: tuple[str, ...] = (
     if name in PROFILE_NAMES and not Path(name).suffix:
         return parse_config(_read_toml(_profile_text(name), f"profile {name}"), f"profile {name}", _seen)
     path = Path(name)
-    if not path.is_file():
+    if not _is_file(path):
         known = ", ".join(PROFILE_NAMES)
         raise ConfigError(f"{name}: no such profile ({known}) or config file")
     return parse_config(_read_toml(read_text(path), name), name, _seen)
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` names a file; a name the system cannot even look up (too long) does not."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def profile_text(name: str) -> str:

@@ -347,7 +347,7 @@ def held_out_from_meta(meta: Mapping[str, Any], where: str) -> StateSet | None:
         raise LearnError(f"{where}: {exc}") from None
     except KeyError as exc:
         raise LearnError(f"{where}: [meta.data] or [meta.split]: missing key {exc}") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise LearnError(f"{where}: [meta.data] or [meta.split]: {exc}") from None
     recorded = split_meta.get("n_heldout")
     if recorded is not None and int(recorded) != split.held_out.size:
