@@ -38,7 +38,7 @@ def main() -> int:
     args = parser.parse_args()
     readers = [READER_BY_NAME[name] for name in args.reader] if args.reader else list(READERS)
     crashed = 0
-    print(f"{'reader':<12} {'mutations':>9} {'read':>6} {'refused':>8} {'crashed':>8} {'seconds':>8}")
+    print(f"{'reader':<17} {'mutations':>9} {'read':>6} {'refused':>8} {'crashed':>8} {'seconds':>8}")
     with tempfile.TemporaryDirectory() as folder:
         for reader in readers:
             rng = random.Random(f"{args.seed}-{reader.name}")
@@ -53,7 +53,7 @@ def main() -> int:
                     counts["crash"] += 1
                     crashes.append(re.sub(r"0x[0-9a-f]+|\d+", "N", result))
             seconds = time.perf_counter() - start
-            print(f"{reader.name:<12} {args.n:>9} {counts['ok']:>6} {counts['error']:>8} {counts['crash']:>8} "
+            print(f"{reader.name:<17} {args.n:>9} {counts['ok']:>6} {counts['error']:>8} {counts['crash']:>8} "
                   f"{seconds:>8.1f}")
             for text, count in Counter(crashes).most_common(args.show):
                 print(f"    {count} x {text}")

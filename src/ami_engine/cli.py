@@ -428,8 +428,8 @@ def learn(
     given = [x is not None for x in (states, traces, scenario)]
     if sum(given) != 1:
         raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
-    _one_stdin(states=states, traces=traces, regression=regression, config=config)
-    _one_stdout(out=out, history=history, report=report)
+    _one_dash("input can be read from stdin", states=states, traces=traces, regression=regression)
+    _one_dash("output can be written to stdout", out=out, history=history, report=report)
     _refuse_profile_path(out)
     baseline = _config(profile, config)
     try:
@@ -500,18 +500,11 @@ def learn(
         raise typer.Exit(1)
 
 
-def _one_stdin(**paths: Any) -> None:
-    """stdin can be read once: at most one input may be `-`."""
+def _one_dash(what: str, **paths: Any) -> None:
+    """stdin is read once and stdout holds one file: at most one of `paths` may be `-`."""
     named = [option_name(k) for k, v in paths.items() if v is not None and str(v) == "-"]
     if len(named) > 1:
-        raise UsageError(f"{' and '.join(named)}: only one input can be read from stdin (-)")
-
-
-def _one_stdout(**paths: Any) -> None:
-    """At most one output may go to stdout (`-`)."""
-    named = [option_name(k) for k, v in paths.items() if v is not None and str(v) == "-"]
-    if len(named) > 1:
-        raise UsageError(f"{' and '.join(named)}: only one output can be written to stdout (-)")
+        raise UsageError(f"{' and '.join(named)}: only one {what} (-)")
 
 
 def _refuse_profile_path(out: str) -> None:
