@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,13 +16,40 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from . import ENGINE_MODEL, __version__
+from .cli_options import Check, UsageError, check_options, learn_scenario_size, option_name
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, profile_text
-from .io.tomlfile import plain_data, toml_ready
+from .io.tomlfile import dumps_toml, plain_data, toml_ready
+
+
+class _Commands(TyperGroup):
+    """The commands: an option value the parser refuses (not a number, a missing option) is
+    reported like every other usage error, on one line, with exit code 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if not _is_parser_usage_error(exc):
+                raise
+            where = getattr(getattr(exc, "ctx", None), "command_path", None) or ctx.command_path
+            print_error("error:", f"{exc.format_message()} (see {where} --help)")  # type: ignore[attr-defined]
+            raise typer.Exit(2) from None
+
+
+def _is_parser_usage_error(exc: BaseException) -> bool:
+    """Click's UsageError (typer may carry its own copy of click), but not its request for help."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return "UsageError" in names and "NoArgsIsHelpError" not in names and hasattr(exc, "format_message")
+
 
 app = typer.Typer(
+    cls=_Commands,
     name="ami-engine",
     help="AMI decision engine and its offline learning loop (Phase 6.0).",
     add_completion=False,
@@ -35,27 +61,47 @@ out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-class UsageError(ValueError):
-    """Bad combination of options (exit code 2)."""
-
-
-def _input_errors() -> tuple[type[BaseException], ...]:
+def input_errors() -> tuple[type[BaseException], ...]:
+    """The errors a command reports as bad input or usage (exit code 2)."""
     from .io.files import InputError
     from .learning.offline_loop import LearnError
     from .learning.study import StudyMismatchError
 
-    return (InputError, ConfigError, LearnError, StudyMismatchError, UsageError, OSError, tomllib.TOMLDecodeError)
+    return (InputError, ConfigError, LearnError, StudyMismatchError, UsageError, OSError)
 
 
-def _command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn input errors into one clear line on stderr and exit code 2."""
+def one_line(text: str) -> str:
+    """`text` with its control characters (line breaks included) written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def print_error(label: str, problem: BaseException | str) -> None:
+    """`label message` on stderr, on one line, the message printed as written (never as markup)."""
+    from .io.files import os_input_error
+
+    message = str(os_input_error(problem)) if isinstance(problem, OSError) else str(problem)
+    err_console.print(Text.assemble((label, "bold red"), " ", one_line(message)), soft_wrap=True)
+
+
+def _command(fn: Callable[..., Any] | None = None, **checks: Check | None) -> Any:
+    """Check the options (cli_options.OPTION_CHECKS, with `checks` changing some for this
+    command), then run it; bad input or usage is one line on stderr and exit code 2."""
+    if fn is None:
+        return functools.partial(_command, **checks)
+    from .cli_options import OPTION_CHECKS
+
+    own = {**OPTION_CHECKS, **checks}
+    own = {name: check for name, check in own.items() if check is not None}
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_options(kwargs, own)
             return fn(*args, **kwargs)
-        except _input_errors() as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        except input_errors() as exc:
+            print_error("error:", exc)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -120,8 +166,6 @@ def _progress(description: str, total: int) -> Iterator[Callable[[int, int], Non
 def _write_bytes(path: str, chunks) -> None:
     from .io.files import atomic_output
 
-    if path != "-":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as fh:
         for chunk in chunks:
             fh.write(chunk)
@@ -156,8 +200,8 @@ def run(
     _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos))
     if out != "-":
         counts = np.bincount(cols.level, minlength=3)
-        err_console.print(f"{len(stateset)} decisions -> {out}  (L0 {counts[0]}, L1 {counts[1]}, L2 {counts[2]})",
-                          highlight=False)
+        err_console.print(f"{len(stateset)} decisions -> {escape(out)}  "
+                          f"(L0 {counts[0]}, L1 {counts[1]}, L2 {counts[2]})", highlight=False)
 
 
 # ------------------------------------------------------------------------- metrics
@@ -193,14 +237,14 @@ def metrics(
     if as_json:
         print(json.dumps(plain_data(result)))
         return
-    table = Table(title=f"Feedback metrics: {traces}", show_header=True)
+    table = Table(title=f"Feedback metrics: {escape(traces)}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("records", str(result["records"]))
     for key in ("fail_safe_rate", "mean_cus", "clamp_distortion", "human_escalation_rate"):
         table.add_row(key, f"{result[key]:.6f}")
     table.add_row("levels L0 / L1 / L2", " / ".join(str(c) for c in result["level_counts"]))
-    table.add_row(f"L (weights {weights})", f"{result['L']:.6f}")
+    table.add_row(f"L (weights {escape(weights)})", f"{result['L']:.6f}")
     out_console.print(table)
 
 
@@ -299,6 +343,8 @@ def explain(
             record = json.loads(state)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--state: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise UsageError("--state: not valid JSON: nested too deeply") from None
         if not isinstance(record, dict):
             raise UsageError("--state: expected a JSON object")
         stateset = states_from_records([record])
@@ -306,8 +352,11 @@ def explain(
     else:
         if line is None:
             raise UsageError("--states needs --line N")
-        stateset = read_states(str(states))
-        index = _record_index(states, line)
+        from .io.files import read_once
+
+        loaded = read_once(str(states))  # read once: stdin (`-`) cannot be read twice
+        stateset = read_states(loaded)
+        index = _record_index(loaded, line)
         prefix = np.arange(index + 1)
         stateset = stateset.subset(prefix)
     cols = engine_run(stateset, cfg)
@@ -319,25 +368,25 @@ def explain(
     _print_explanation(result, cfg, top)
 
 
-def _record_index(path: Path, line: int) -> int:
+def _record_index(path: Any, line: int) -> int:
     """Position among the non-blank lines of the record on 1-based `line`."""
-    from .io.files import open_text_lines
+    from .io.files import display_name, open_text_lines
 
     index = -1
-    for number, text in enumerate(open_text_lines(str(path)), start=1):
+    for number, text in enumerate(open_text_lines(path), start=1):
         if text.strip():
             index += 1
         if number == line:
             if not text.strip():
-                raise UsageError(f"{path}:{line}: blank line, no state there")
+                raise UsageError(f"{display_name(path)}:{line}: blank line, no state there")
             return index
-    raise UsageError(f"{path}: --line {line} is past the end of the file")
+    raise UsageError(f"{display_name(path)}: --line {line} is past the end of the file")
 
 
 def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
     tr = r["trace"]
-    out_console.print(f"[bold]State[/] {json.dumps(r['state'])}", highlight=False)
-    out_console.print(f"config {cfg.source} ({r['config_id']}); {r['n_actions']} actions, "
+    out_console.print(f"[bold]State[/] {escape(json.dumps(r['state']))}", highlight=False)
+    out_console.print(f"config {escape(cfg.source)} ({r['config_id']}); {r['n_actions']} actions, "
                       f"{r['n_candidates']} candidates (J >= {cfg['J_MIN']}, H <= {cfg['H_MAX']}, "
                       f"{cfg['C_MIN']} <= C <= {cfg['C_MAX']})", highlight=False)
     if r["rejected_by"]:
@@ -373,11 +422,13 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
 
 
 @app.command()
-@_command
+@_command(n=learn_scenario_size)
 def learn(
-    out: Annotated[str, typer.Option("--out", help="Suggestion TOML to write (never a profile).")],
-    states: Annotated[Path | None, typer.Option(help="States JSONL to learn from.")] = None,
-    traces: Annotated[Path | None, typer.Option(help="Traces JSONL whose records carry `state` (replayed).")] = None,
+    out: Annotated[str, typer.Option("--out", help="Suggestion TOML to write (never a profile); on REJECT a "
+                                                   "suggestion an earlier run left there is removed.")],
+    states: Annotated[Path | None, typer.Option(help="States JSONL to learn from (`-` = stdin, .gz).")] = None,
+    traces: Annotated[Path | None, typer.Option(help="Traces JSONL whose records carry `state` (replayed; `-` = "
+                                                     "stdin, .gz).")] = None,
     scenario: Annotated[str | None, typer.Option(help="Scenario to generate: safe, balanced, critical, chaos, "
                                                       "curriculum.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Number of scenario states.")] = None,
@@ -408,6 +459,7 @@ def learn(
     """Learn a suggested config from states, a scenario or replayable traces. Nothing is applied."""
     from .gate import run_gate
     from .gate.constraints import CriticalFloor
+    from .io.files import write_outputs
     from .learning.loss import LossWeights
     from .learning.offline_loop import LearnSettings, data_from_scenario, data_from_states_file, data_from_traces_file
     from .learning.offline_loop import learn as run_learn
@@ -415,6 +467,8 @@ def learn(
     given = [x is not None for x in (states, traces, scenario)]
     if sum(given) != 1:
         raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
+    _one_dash("input can be read from stdin", states=states, traces=traces, regression=regression)
+    _one_dash("output can be written to stdout", out=out, history=history, report=report)
     _refuse_profile_path(out)
     baseline = _config(profile, config)
     from .gate.yardstick import check_baseline
@@ -456,13 +510,21 @@ def learn(
     with _progress("learning", budget) as progress:
         result = run_learn(data, baseline, settings, regression=regression_states, study=study_path,
                            gate_fn=run_gate, progress=progress)
+    # The outputs of a run are one set, written together: the history, the report and the
+    # suggestion when the gate ACCEPTed one. On REJECT there is no suggestion, and a
+    # suggestion at --out from an earlier run is removed rather than left beside this
+    # run's history and report.
+    outputs: dict[str, bytes | None] = {}
     if history is not None:
-        lines = (json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n" for h in result.history)
-        _write_bytes(history, lines)
+        outputs[history] = b"".join(json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n"
+                                    for h in result.history)
     if result.accepted:
-        from .suggestion import write_suggestion
+        from .suggestion import suggestion_document
 
-        write_suggestion(result.suggestion_toml, out, regression=regression)
+        outputs[out] = dumps_toml(suggestion_document(result.suggestion_toml, out, regression=regression)).encode()
+    else:
+        outputs[out] = None
+    earlier = not result.accepted and out != "-" and Path(out).is_file()
     if report is not None:
         from .engine import run as engine_run
         from .engine import trace_records
@@ -471,15 +533,25 @@ def learn(
         # The trace panels show the suggestion deciding the held-out data.
         held = result.held_out
         records = trace_records(engine_run(held, result.suggestion), held, result.suggestion)
-        html = render_report(toml_ready(result.suggestion_toml), result.history, records)
-        _write_bytes(report, [html.encode()])
+        outputs[report] = render_report(toml_ready(result.suggestion_toml), result.history, records).encode()
+    write_outputs(outputs)
     if as_json:
         print(json.dumps(plain_data({"accepted": result.accepted, "suggestion": out if result.accepted else None,
                                     **result.suggestion_toml})))
     else:
         _print_learn_summary(result, out)
+    if earlier:
+        err_console.print(f"removed {escape(out)}, the suggestion of an earlier run: it does not belong with this "
+                          "run's outputs", highlight=False)
     if not result.accepted:
         raise typer.Exit(1)
+
+
+def _one_dash(what: str, **paths: Any) -> None:
+    """stdin is read once and stdout holds one file: at most one of `paths` may be `-`."""
+    named = [option_name(k) for k, v in paths.items() if v is not None and str(v) == "-"]
+    if len(named) > 1:
+        raise UsageError(f"{' and '.join(named)}: only one {what} (-)")
 
 
 def _refuse_profile_path(out: str) -> None:
@@ -496,8 +568,8 @@ def _refuse_profile_path(out: str) -> None:
 def _print_learn_summary(result, out: str) -> None:
     meta = result.suggestion_toml["meta"]
     m = meta["metrics"]
-    table = Table(title=f"Baseline {meta['baseline']} vs suggestion ({meta['strategy']}, budget {meta['budget']}, "
-                        f"seed {meta['seed']})")
+    table = Table(title=f"Baseline {escape(meta['baseline'])} vs suggestion ({meta['strategy']}, "
+                        f"budget {meta['budget']}, seed {meta['seed']})")
     table.add_column("metric")
     for part in ("train", "held-out"):
         table.add_column(f"{part} baseline", justify="right")
@@ -532,7 +604,7 @@ def _print_learn_summary(result, out: str) -> None:
         colour = "green" if result.accepted else "red"
         out_console.print(f"gate: [bold {colour}]{result.gate.verdict}[/]", highlight=False)
     if result.accepted:
-        out_console.print(f"suggestion written to {out} (not applied; review it, then `ami-engine apply`)",
+        out_console.print(f"suggestion written to {escape(out)} (not applied; review it, then `ami-engine apply`)",
                           highlight=False)
     else:
         out_console.print("[bold red]no candidate passed the gate[/]: no suggestion written", highlight=False)
@@ -593,7 +665,6 @@ def apply(
     The suggestion is read once; the audit line is appended before the profile appears;
     the output is locked against a concurrent apply. Exit 1 when the gate REJECTs it, 2
     for a usage error (an existing --out without --force, an empty --approved-by)."""
-    from rich.text import Text
 
     from .gate.approval import ApplyRefused, ApplyUsageError, apply_suggestion
 
@@ -601,10 +672,10 @@ def apply(
         result = apply_suggestion(suggestion, approved_by=approved_by, out=out, force=force, audit_log=audit_log,
                                   baseline=baseline, regression=str(regression) if regression else None, data=data)
     except ApplyUsageError as exc:
-        err_console.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
+        print_error("error:", exc)
         raise typer.Exit(2) from None
     except ApplyRefused as exc:
-        err_console.print(Text("refused: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
+        print_error("refused:", exc)
         raise typer.Exit(1) from None
     out_console.print(f"profile written to {result.profile_path}; audit line appended to {result.audit_log}",
                       highlight=False, markup=False)
@@ -614,7 +685,7 @@ def apply(
 
 
 @app.command()
-@_command
+@_command(history=None)  # here the history is read, not written
 def report(
     suggestion: Annotated[str, typer.Option(help="Suggestion TOML.")],
     out: Annotated[str, typer.Option("--out", help="HTML file to write.")],
@@ -624,31 +695,15 @@ def report(
                                                   "the SHA-256 it names.")] = None,
 ) -> None:
     """One self-contained HTML page: learning curves, baseline vs suggestion, traces, gate, needless fail-safes."""
+    from .io.history import read_history
     from .io.traces import read_trace_records
     from .report import TRACE_KEYS, render_report
     from .suggestion import read_suggestion_document
 
     doc = read_suggestion_document(suggestion, data=data)
-    hist = _read_history(history) if history else None
+    hist = read_history(history) if history else None
     recs = read_trace_records(traces, keys=TRACE_KEYS) if traces else None
     _write_bytes(out, [render_report(doc, hist, recs).encode()])
-
-
-def _read_history(path: str) -> list[dict[str, Any]]:
-    from .io.files import InputError, open_text_lines
-
-    rows = []
-    for number, text in enumerate(open_text_lines(path), start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
-        if not isinstance(row, dict) or "step" not in row or "L" not in row:
-            raise InputError(f"{path}:{number}: step: a history line needs at least `step` and `L`")
-        rows.append(row)
-    return rows
 
 
 # ------------------------------------------------------------------------ profiles

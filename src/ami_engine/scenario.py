@@ -11,6 +11,8 @@ whole set. `curriculum` is four equal parts safe, balanced, critical, chaos in t
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .io.stateset import STATE_FIELDS, StateSet
@@ -37,6 +39,33 @@ PROFILES: dict[str, dict[str, tuple[float, float]]] = {
 CURRICULUM = ("safe", "balanced", "critical", "chaos")
 SCENARIOS: tuple[str, ...] = (*CURRICULUM, "curriculum")
 DEFAULT_STREAMS = 8
+MAX_STREAMS = 1_000_000
+# Memory held per state, rounded up from what was measured: about 350 bytes for `run`, and
+# about 11.5 KB for `learn` (its score tables of the training and held-out parts). A
+# scenario that cannot fit in this machine's memory is refused before any work.
+RUN_BYTES_PER_STATE = 1024
+LEARN_BYTES_PER_STATE = 12 * 1024
+
+
+def physical_memory() -> int | None:
+    """Bytes of memory of this machine (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_scenario_size(n: int, streams: int = DEFAULT_STREAMS, bytes_per_state: int = RUN_BYTES_PER_STATE) -> None:
+    """ValueError naming `n` or `streams` when they are out of range, or when n states
+    cannot fit in this machine's memory."""
+    if n < 1:
+        raise ValueError(f"n: must be >= 1, got {n}")
+    if not 1 <= streams <= MAX_STREAMS:
+        raise ValueError(f"streams: must be in [1, {MAX_STREAMS}], got {streams}")
+    memory = physical_memory()
+    if memory is not None and n * bytes_per_state > memory:
+        raise ValueError(f"{n} states need about {n * bytes_per_state / 2**30:.0f} GiB of memory, more than "
+                         f"the {memory / 2**30:.0f} GiB of this machine")
 
 
 def _split(n: int, parts: int) -> list[int]:
@@ -47,10 +76,7 @@ def generate(name: str, n: int, seed: int, streams: int = DEFAULT_STREAMS) -> St
     """`n` states of scenario `name` in `streams` streams (per part, for the curriculum)."""
     if name not in SCENARIOS:
         raise ValueError(f"scenario: unknown {name!r} (one of {', '.join(SCENARIOS)})")
-    if n < 1:
-        raise ValueError(f"n: must be >= 1, got {n}")
-    if streams < 1:
-        raise ValueError(f"streams: must be >= 1, got {streams}")
+    check_scenario_size(n, streams)
     rng = np.random.default_rng(seed)
     parts = list(zip(CURRICULUM, _split(n, 4))) if name == "curriculum" else [(name, n)]
     blocks, stream_names = [], []

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, parse_config, profile_text
 from .config.loader import _relative_to, is_profile_name
-from .io.files import atomic_output
-from .io.tomlfile import dumps_toml
+from .io.files import InputError, atomic_output, read_bytes
+from .io.tomlfile import dumps_toml, parse_toml
 
 if TYPE_CHECKING:
     from .io.stateset import StateSet
@@ -94,24 +93,25 @@ def write_suggestion(doc: Mapping[str, Any], out: str | Path, *, regression: str
 
 def _parse_toml(raw: bytes, where: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SuggestionError(f"{where}: not UTF-8 text (byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SuggestionError(f"{where}: not valid TOML: {exc}") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise SuggestionError(f"{where}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+    try:
+        return parse_toml(text, where)
+    except InputError as exc:
+        raise SuggestionError(str(exc)) from None
 
 
 def read_document(path: str | Path) -> tuple[bytes, dict[str, Any]]:
-    """The bytes of a suggestion file and its TOML table, from one read."""
+    """The bytes of a suggestion file (`.gz` decompressed) and its TOML table, from one read."""
     where = str(path)
     if where == "-":
         raise SuggestionError("-: a suggestion is read from a file (the files it names are relative to it)")
     try:
-        raw = Path(where).read_bytes()
-    except IsADirectoryError:
-        raise SuggestionError(f"{where}: is a folder, not a suggestion file") from None
-    except FileNotFoundError:
-        raise SuggestionError(f"{where}: no such file") from None
+        raw = read_bytes(where)
+    except InputError as exc:
+        raise SuggestionError(str(exc)) from None
     return raw, _parse_toml(raw, where)
 
 
@@ -283,13 +283,16 @@ class Suggestion:
                                   "rebuilt")
         data = self.data(override)
         assert data is not None
+        seed, fraction = split_meta.get("seed"), split_meta.get("train_fraction")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise SuggestionError(f"{self.name}: [meta.split] seed: expected an integer >= 0, got {seed!r}")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise SuggestionError(f"{self.name}: [meta.split] train_fraction: expected a number in (0, 1), "
+                                  f"got {fraction!r}")
         try:
-            seed, fraction = int(split_meta["seed"]), float(split_meta["train_fraction"])
-        except KeyError as exc:
-            raise SuggestionError(f"{self.name}: [meta.split]: missing key {exc}") from None
-        except (TypeError, ValueError) as exc:
+            split = split_states(data.states, seed, float(fraction))
+        except (ValueError, OverflowError) as exc:
             raise SuggestionError(f"{self.name}: [meta.split]: {exc}") from None
-        split = split_states(data.states, seed, fraction)
         recorded = split_meta.get("n_heldout")
         if recorded is not None and recorded != split.held_out.size:
             raise SuggestionError(f"{self.name}: [meta.split]: n_heldout is {recorded}, the rebuilt split holds out "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,6 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..io.files import read_text
+from ..io.tomlfile import parse_toml
 from .params import KERNEL_FLOATS, LEARNED_BOUNDS, PARAMS, ConfigError, coerce_value
 
 PROFILE_NAMES: tuple[str, ...] = ("base", "production_safe", "high_critical", "chaos_tuning")
@@ -150,10 +151,7 @@ def list_profiles() -> list[tuple[str, str, Path | None]]:
 
 
 def _read_toml(text: str, where: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    return parse_toml(text, where)
 
 
 def _profile_text(name: str) -> str:
@@ -176,7 +174,10 @@ def parse_config(data: Mapping[str, Any], where: str, _seen: tuple[str, ...] = (
     else:
         if extends in _seen:
             raise ConfigError(f"{where}: extends: cycle through {extends!r}")
-        values = dict(load_config(_relative_to(extends, where), _seen=(*_seen, extends)).values)
+        try:
+            values = dict(load_config(_relative_to(extends, where), _seen=(*_seen, extends)).values)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: extends: {exc}") from None
     for key, raw in data.items():
         if key in _RESERVED:
             continue
@@ -208,16 +209,24 @@ def load_config(name_or_path: str | Path = "base", *, _seen: tuple[str, ...] = (
         if found is not None:
             return _load_applied_profile(found, _seen)
     path = Path(name)
-    if not path.is_file():
+    if not _is_file(path):
         known = ", ".join(PROFILE_NAMES)
         folders = ", ".join(str(folder) for folder, _ in profile_search_path())
         raise ConfigError(f"{name}: no such profile (built-in: {known}; searched {folders}) or config file")
-    return parse_config(_read_toml(path.read_text(), name), name, _seen)
+    return parse_config(_read_toml(read_text(path), name), name, _seen)
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` names a file; a name the system cannot even look up (too long) does not."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _load_applied_profile(path: Path, _seen: tuple[str, ...]) -> Config:
     where = str(path)
-    data = _read_toml(path.read_text(), where)
+    data = _read_toml(read_text(path), where)
     meta = data.get("meta")
     if not isinstance(meta, dict) or "config_id" not in meta:
         raise ConfigError(f"{where}: a profile on the search path is an applied profile and carries its "
@@ -234,4 +243,4 @@ def profile_text(name: str) -> str:
     found = find_profile(name) if is_profile_name(name) else None
     if found is None:
         raise ConfigError(f"{name}: no such profile ({', '.join(PROFILE_NAMES)}, or on the search path)")
-    return found.read_text()
+    return read_text(found)

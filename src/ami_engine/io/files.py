@@ -7,8 +7,10 @@ only when everything was written, so that a failed run leaves no partial file be
 
 from __future__ import annotations
 
+import errno
 import gc
 import gzip
+import hashlib
 import io
 import json
 import math
@@ -16,6 +18,7 @@ import os
 import re
 import secrets
 import sys
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,51 +106,206 @@ def show_value(value: Any) -> str:
     return text
 
 
-def display_name(path: str | os.PathLike[str]) -> str:
+def display_name(path: str | os.PathLike[str] | InMemoryFile) -> str:
     """How a path is named in messages: `<stdin>` for `-`."""
+    if isinstance(path, InMemoryFile):
+        return path.name
     return "<stdin>" if str(path) == STDIO else str(path)
 
 
-@contextmanager
-def open_binary(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """The decompressed bytes of `path` (`-` = stdin; gzip recognised by suffix or magic bytes)."""
+@dataclass(frozen=True)
+class InMemoryFile:
+    """The raw bytes of a file (or of stdin), read once, standing in for its path.
+
+    A reader given one reads these bytes instead of opening a path again, so that what is
+    hashed and what is parsed are the same bytes, and stdin can be read more than once.
+    """
+
+    name: str
+    raw: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
+
+
+def read_once(path: str | os.PathLike[str]) -> InMemoryFile:
+    """The raw (still compressed) bytes of `path` (`-` = stdin) in memory."""
+    source = display_name(path)
     if str(path) == STDIO:
-        stream: IO[bytes] = sys.stdin.buffer
+        return InMemoryFile(source, sys.stdin.buffer.read())
+    try:
+        with open(path, "rb") as raw:
+            return InMemoryFile(source, raw.read())
+    except OSError as exc:
+        raise os_input_error(exc, source) from None
+
+
+def os_input_error(exc: OSError, source: str | None = None) -> InputError:
+    """An operating-system error on a file as an InputError naming the file:
+    `FILE: no such file or directory`."""
+    name = source if source is not None else str(exc.filename) if exc.filename is not None else "<file>"
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENAMETOOLONG:
+        name = name[:_SHOWN_CHARS - 3] + "..." if len(name) > _SHOWN_CHARS else name
+    return InputError(name, None, None, _lower_first(reason))
+
+
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+@contextmanager
+def open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[bytes]]:
+    """The decompressed bytes of `path` (`-` = stdin; gzip recognised by suffix or magic bytes).
+
+    A file that cannot be opened, or gzip data that is corrupt or cut short, is an
+    InputError naming the file, whenever the reading finds it.
+    """
+    source = display_name(path)
+    try:
+        with _open_binary(path) as stream:
+            yield stream
+    except _GZIP_ERRORS as exc:
+        problem = "cut short" if isinstance(exc, EOFError) else str(exc).removeprefix("Error -3 while decompressing")
+        raise InputError(source, None, None, f"not valid gzip data ({problem.strip(' :')})") from None
+    except OSError as exc:
+        raise os_input_error(exc, source) from None
+
+
+@contextmanager
+def _open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[bytes]]:
+    if isinstance(path, InMemoryFile):
+        stream: IO[bytes] = io.BufferedReader(io.BytesIO(path.raw))  # type: ignore[arg-type]
+        gz = path.name.endswith(".gz") or path.raw[:2] == _GZIP_MAGIC
+    elif str(path) == STDIO:
+        stream = sys.stdin.buffer
         if not isinstance(stream, io.BufferedReader):
             stream = io.BufferedReader(stream)  # type: ignore[arg-type]
-        if stream.peek(2)[:2] == _GZIP_MAGIC:
+        gz = stream.peek(2)[:2] == _GZIP_MAGIC
+    else:
+        stream = open(path, "rb")  # noqa: SIM115 - closed below
+        gz = str(path).endswith(".gz") or stream.peek(2)[:2] == _GZIP_MAGIC  # type: ignore[attr-defined]
+    try:
+        if gz:
             with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
-                yield unzipped
+                yield unzipped  # type: ignore[misc]
         else:
             yield stream
-        return
-    with open(path, "rb") as raw:
-        if str(path).endswith(".gz") or raw.peek(2)[:2] == _GZIP_MAGIC:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
-                yield unzipped
-        else:
-            yield raw
+    finally:
+        if not isinstance(path, str | os.PathLike) or str(path) != STDIO:
+            stream.close()
 
 
-def is_plain_file(path: str | os.PathLike[str]) -> bool:
+def is_plain_file(path: str | os.PathLike[str] | InMemoryFile) -> bool:
     """True for a regular, uncompressed file: one that can be read from any offset."""
-    if str(path) == STDIO or str(path).endswith(".gz") or not os.path.isfile(path):
+    if isinstance(path, InMemoryFile) or str(path) == STDIO or str(path).endswith(".gz") or not os.path.isfile(path):
         return False
     with open(path, "rb") as raw:
         return raw.read(2) != _GZIP_MAGIC
 
 
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
+def read_bytes(path: str | os.PathLike[str] | InMemoryFile) -> bytes:
     """The whole (decompressed) content of `path`."""
     with open_binary(path) as stream:
         return stream.read()
 
 
-def open_text_lines(path: str | os.PathLike[str]) -> Iterator[str]:
+def read_text(path: str | os.PathLike[str] | InMemoryFile) -> str:
+    """The whole (decompressed) content of `path` as UTF-8 text; bad UTF-8 is an InputError
+    naming the line."""
+    data = read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(display_name(path), line, None, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+
+
+def open_text_lines(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[str]:
     """The lines of `path` as text, line ends included (`-` = stdin, `.gz` decompressed)."""
     with open_binary(path) as stream:
-        for raw in stream:
-            yield raw.decode("utf-8")
+        for number, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(display_name(path), number, None, "not UTF-8 text") from None
+            yield text
+
+
+# ------------------------------------------------------------------------------ outputs
+#
+# An output is written to a hidden temporary file beside it, `.NAME.ami-tmp-PID-RANDOM`,
+# and renamed over it when complete. A process killed while writing leaves its temporary
+# file behind; the next output written to the same folder removes those whose process is
+# gone.
+
+_TEMP_MARK = ".ami-tmp-"
+
+
+def _temp_for(target: Path) -> Path:
+    """A new temporary file name beside `target`, after clearing stale ones from its folder."""
+    remove_stale_temps(target.parent)
+    return target.with_name(f".{target.name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files in `folder` left by processes no longer running."""
+    removed = []
+    try:
+        entries = list(Path(folder).glob(f".*{_TEMP_MARK}*"))
+    except OSError:
+        return removed
+    for entry in entries:
+        pid_text = entry.name.rsplit(_TEMP_MARK, 1)[1].split("-", 1)[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        try:
+            if entry.is_file() and not entry.is_symlink():
+                entry.unlink()
+                removed.append(entry)
+        except OSError:
+            continue
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or a number this system cannot ask about: leave it
+    return True
+
+
+@contextmanager
+def _compressed_if_gz(raw: IO[bytes], name: str) -> Iterator[IO[bytes]]:
+    """`raw`, gzip-compressed when `name` ends in `.gz` (no file name, mtime 0: same content, same bytes)."""
+    if name.endswith(".gz"):
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as zipped:
+            yield zipped  # type: ignore[misc]
+    else:
+        yield raw
+
+
+def _open_temp(target: Path) -> tuple[Path, IO[bytes]]:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = _temp_for(target)
+        return temp, open(temp, "xb")  # noqa: SIM115 - closed by the caller
+    except OSError as exc:
+        raise os_input_error(exc, str(target)) from None
+
+
+def _replace(temp: Path, target: Path) -> None:
+    try:
+        os.replace(temp, target)
+    except OSError as exc:
+        raise os_input_error(exc, str(target)) from None
 
 
 @contextmanager
@@ -155,7 +313,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """A binary file that appears at `path` only if the `with` block completes.
 
     `-` writes to stdout. A path ending in `.gz` is gzip-compressed with no file name and
-    mtime 0 in the header, so the same content gives the same bytes.
+    mtime 0 in the header, so the same content gives the same bytes. A file that cannot
+    be written is an InputError naming it.
     """
     if str(path) == STDIO:
         out = sys.stdout.buffer
@@ -163,18 +322,49 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         out.flush()
         return
     target = Path(path)
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    temp, raw = _open_temp(target)
     try:
-        with open(temp, "xb") as raw:
-            if target.name.endswith(".gz"):
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as zipped:
-                    yield zipped
-            else:
-                yield raw
-        os.replace(temp, target)
+        with raw, _compressed_if_gz(raw, target.name) as stream:
+            yield stream
+        _replace(temp, target)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def write_outputs(outputs: dict[str, bytes | None]) -> None:
+    """Write several files as one set: all of them, or, on any failure, none.
+
+    Each file is written in full to its temporary file first; only then is each path
+    mapped to None removed (a file of an earlier run that this run does not produce) and
+    each temporary file renamed into place. `-` is written to stdout last.
+    """
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data in outputs.items():
+            if data is None or path == STDIO:
+                continue
+            target = Path(path)
+            temp, raw = _open_temp(target)
+            temps.append((temp, target))
+            with raw, _compressed_if_gz(raw, target.name) as stream:
+                stream.write(data)
+        for path, data in outputs.items():
+            if data is None and path != STDIO and os.path.isfile(path):
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    raise os_input_error(exc, path) from None
+        for temp, target in temps:
+            _replace(temp, target)
+    except BaseException:
+        for temp, _ in temps:
+            temp.unlink(missing_ok=True)
+        raise
+    for path, data in outputs.items():
+        if path == STDIO and data is not None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
 
 
 # ----------------------------------------------------------------------------------------
@@ -191,6 +381,8 @@ _AT_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL
 _PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _NAMED_FIELD = re.compile(r"^Object (?P<kind>missing required|contains unknown) field `(?P<name>[^`]*)`$")
 DEFAULT_BLOCK_BYTES = 8 << 20
+# msgspec refuses bad UTF-8 inside strings, and nesting deeper than the stack, with these.
+DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 _READ_AHEAD = 1 << 16
 
 
@@ -235,7 +427,7 @@ def _decode_clean_block(data: bytes | memoryview, decoder: msgspec.json.Decoder)
         return None
     try:
         records = decoder.decode_lines(data)
-    except msgspec.MsgspecError:
+    except DECODE_ERRORS:
         return None
     return records if len(records) == ends.size else None
 
@@ -249,21 +441,28 @@ def iter_decoded_lines(
             continue
         try:
             record = decoder.decode(line)
-        except msgspec.MsgspecError as exc:
+        except DECODE_ERRORS as exc:
             raise explain_line(line, exc, source, first_line + offset) from None
         yield first_line + offset, record
 
 
 def explain_line(line: bytes, exc: Exception, source: str, line_no: int | None) -> InputError:
     """What is wrong with one line that msgspec refused, as an InputError naming the field."""
+    if isinstance(exc, RecursionError):
+        return InputError(source, line_no, None, "invalid JSON: nested too deeply")
+    if isinstance(exc, UnicodeDecodeError):
+        return InputError(source, line_no, None, "not UTF-8 text inside a string")
     try:
         # The standard library also reads NaN and Infinity, so that they can be named.
         parsed = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return InputError(source, line_no, None, f"invalid JSON: {_lower_first(str(exc))}", line)
     if isinstance(exc, msgspec.ValidationError):
         return explain_validation(str(exc), parsed, source, line_no)
-    found = _first_non_finite(parsed, "")
+    try:
+        found = _first_non_finite(parsed, "")
+    except RecursionError:
+        found = None
     if found is not None:
         return InputError(source, line_no, found[0], "not a finite number", found[1])
     return InputError(source, line_no, None, f"invalid JSON: {_lower_first(str(exc))}", line)

@@ -1,11 +1,34 @@
-"""Writing TOML documents (suggestions, profiles): TOML has no null and knows no NumPy."""
+"""Reading and writing TOML documents (configs, suggestions, profiles).
+
+Reading: UTF-8 text, gzip-compressed or not (`.gz`), any problem an InputError naming the
+file. Writing: TOML has no null and knows no NumPy, so values are made plain first.
+"""
 
 from __future__ import annotations
 
+import os
+import tomllib
 from typing import Any
 
 import numpy as np
 import tomli_w
+
+from .files import InMemoryFile, InputError, display_name, read_text
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """The TOML document in `text`; `where` names it in errors."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(where, None, None, f"not valid TOML: {exc}") from None
+    except RecursionError:
+        raise InputError(where, None, None, "not valid TOML: arrays or tables nested too deeply") from None
+
+
+def read_toml(path: str | os.PathLike[str] | InMemoryFile) -> dict[str, Any]:
+    """The TOML document in the file `path` (`-` = stdin, `.gz` decompressed)."""
+    return parse_toml(read_text(path), display_name(path))
 
 
 def plain_data(obj: Any, *, keep_none: bool = True) -> Any:

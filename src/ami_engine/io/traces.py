@@ -22,6 +22,7 @@ import numpy as np
 from msgspec import UNSET, UnsetType
 
 from .files import (
+    DECODE_ERRORS,
     DEFAULT_BLOCK_BYTES,
     DecodedBlock,
     InputError,
@@ -30,6 +31,7 @@ from .files import (
     display_name,
     gc_paused,
     iter_blocks,
+    iter_decoded_lines,
     open_binary,
 )
 from .stateset import STATE_FIELDS, StateSet
@@ -496,8 +498,12 @@ def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None 
         for data in iter_blocks(stream):
             block = decode_block(data, checker, source, first_line)
             first_line += block.n_lines
-            # Every non-blank line has just passed as one record, so the block splits alike.
-            records = plain.decode_lines(data)
+            # Every non-blank line has just passed as one record, so the block splits alike;
+            # a field the check skips unread (an unknown one) may still not decode.
+            try:
+                records = plain.decode_lines(data)
+            except DECODE_ERRORS:
+                records = [r for _, r in iter_decoded_lines(bytes(data), plain, source, first_line - block.n_lines)]
             if wanted is not None:
                 records = [{k: r[k] for k in wanted if k in r} for r in records]
             out.extend(records)

@@ -29,6 +29,7 @@ from ..config import Config
 from ..engine import REASONS, ScoreTable, run
 from ..engine import kernel as K
 from ..gate.constraints import CriticalFloor, regression_failures
+from ..io.files import STDIO, read_once
 from ..io.stateset import STATE_FIELDS, StateSet
 from ..scenario import generate
 from ..suites import critical_set, profile_suite
@@ -69,14 +70,6 @@ class LearnData:
         return out
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_from_scenario(name: str, n: int, seed: int, streams: int = 8) -> LearnData:
     states = generate(name, n, seed, streams)
     digest = hashlib.sha256(np.ascontiguousarray(states.values).tobytes()).hexdigest()
@@ -85,16 +78,22 @@ def data_from_scenario(name: str, n: int, seed: int, streams: int = 8) -> LearnD
 
 
 def data_from_states_file(path: str) -> LearnData:
+    """The states of a states file (`-` = stdin); the file is read once, and its SHA-256 is
+    that of the bytes the states were read from."""
     from ..io.states import read_states
 
-    return LearnData(read_states(path), "states", f"states file {path}", _file_sha256(path), path=path)
+    loaded = read_once(path)
+    return LearnData(read_states(loaded), "states", f"states file {loaded.name}", loaded.sha256,
+                     path=_named_path(path))
 
 
 def data_from_traces_file(path: str) -> LearnData:
-    """Replay: the states carried by a traces file, stream by stream in file order."""
+    """Replay: the states carried by a traces file (`-` = stdin), stream by stream in file
+    order; read once, like a states file."""
     from ..io.traces import read_trace_states
 
-    found = read_trace_states(path)
+    loaded = read_once(path)
+    found = read_trace_states(loaded)
     if found.n_records == 0:
         raise LearnError(f"{path}: no traces in the file")
     if found.missing:
@@ -102,26 +101,53 @@ def data_from_traces_file(path: str) -> LearnData:
             f"{path}: {found.missing} of {found.n_records} records carry no `state` (first: line "
             f"{found.first_missing}); traces without states give metrics only: use `ami-engine metrics` on this "
             "file, or pass the states with --states")
-    return LearnData(found.states, "traces", f"traces file {path} (replayed)", _file_sha256(path), path=path)
+    return LearnData(found.states, "traces", f"traces file {loaded.name} (replayed)", loaded.sha256,
+                     path=_named_path(path))
+
+
+def _named_path(path: str) -> str | None:
+    """The path to record in a suggestion; None for stdin, which cannot be read again."""
+    return None if path == STDIO else path
 
 
 def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
     """Rebuild the data a suggestion names, refusing when a file changed since."""
     source = data_meta.get("source")
     if source == "scenario":
-        sc = data_meta["scenario"]
-        data = data_from_scenario(sc["name"], int(sc["n"]), int(sc["seed"]), int(sc["streams"]))
+        sc = _meta_field(data_meta, "scenario", dict, "data")
+        name = _meta_field(sc, "name", str, "data.scenario")
+        n, seed, streams = (_meta_field(sc, key, int, "data.scenario") for key in ("n", "seed", "streams"))
+        try:
+            data = data_from_scenario(name, n, seed, streams)
+        except ValueError as exc:
+            raise LearnError(f"meta.data.scenario: {exc}") from None
     elif source in ("states", "traces"):
         path = data_meta.get("path")
-        if not path or not Path(path).is_file():
+        if path is None:
+            raise LearnError(f"data: the suggestion's {source} were read from stdin; they cannot be read again")
+        if not isinstance(path, str) or not Path(path).is_file():
             raise LearnError(f"data: the suggestion's {source} file {path!r} is not readable here")
         data = data_from_states_file(path) if source == "states" else data_from_traces_file(path)
     else:
         raise LearnError(f"data: unknown source {source!r}")
     if data.sha256 != data_meta.get("sha256"):
+        if not isinstance(data_meta.get("sha256"), str):
+            raise LearnError(f"meta.data.sha256: expected a hex digest, got {data_meta.get('sha256')!r}")
         raise LearnError(f"data: {data.description} has SHA-256 {data.sha256}, the suggestion names "
                          f"{data_meta.get('sha256')}; it is not the data the suggestion was learned on")
     return data
+
+
+def _meta_field(table: Any, key: str, kind: type, where: str) -> Any:
+    """`table[key]` when it is of `kind` (an integer is not a bool), else a LearnError naming it."""
+    value = table.get(key) if isinstance(table, dict) else None
+    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+        shown = "missing" if value is None else f"got {value!r}"
+        raise LearnError(f"meta.{where}.{key}: expected {_KIND_NAMES[kind]}, {shown}")
+    return value
+
+
+_KIND_NAMES = {dict: "a table", str: "a text", int: "an integer >= 0"}
 
 
 # ----------------------------------------------------------------------------- split

@@ -1,0 +1,41 @@
+"""The optimisation history that `learn` writes (TRACE.md, "Optimisation history").
+
+One JSON object per line, one line per optimisation step; a reader needs at least `step`
+and `L` on each line and keeps every other field as written. A step where no candidate was
+feasible has an infinite L, which the history writes as JSON's `Infinity`: the reader
+takes it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .files import InputError, display_name, read_bytes
+
+_REQUIRED = ("step", "L")
+
+
+def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every line of a history file as a dict; a bad line is an InputError naming it."""
+    source = display_name(path)
+    rows = []
+    for number, line in enumerate(read_bytes(path).split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InputError(source, number, None, f"not UTF-8 text (byte {exc.start + 1})") from None
+        except json.JSONDecodeError as exc:
+            raise InputError(source, number, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        except RecursionError:
+            raise InputError(source, number, None, "invalid JSON: nested too deeply") from None
+        if not isinstance(row, dict):
+            raise InputError(source, number, None, "not a JSON object", row)
+        for key in _REQUIRED:
+            if key not in row:
+                raise InputError(source, number, key, "missing (a history line needs at least `step` and `L`)")
+        rows.append(row)
+    return rows

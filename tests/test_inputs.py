@@ -1,0 +1,323 @@
+"""No input or option crashes the tool, and nothing a user owns is destroyed or left half-made.
+
+Each bad input or option gives exit 2 and one line naming the file, line, field or option,
+before any work is done and before any output exists; user text is printed as written,
+never read as markup.
+"""
+
+import gzip
+import json
+import os
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from ami_engine.cli import app
+from ami_engine.io.files import InputError, atomic_output, read_once, remove_stale_temps, write_outputs
+from ami_engine.io.history import read_history
+from fuzz_inputs import SUGGESTION, trace_record
+
+runner = CliRunner()
+GOOD = {"physical": 0.5, "social": 0.4, "context": 0.6, "risk": 0.7, "compassion": 0.5, "justice": 0.5,
+        "harm_sens": 0.5, "responsibility": 0.5, "empathy": 0.5}
+
+
+def invoke(*args, stdin=None):
+    return runner.invoke(app, [str(a) for a in args], input=stdin)
+
+
+def refused(result, *names):
+    """Exit 2 with one line on stderr that names each of `names`."""
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for name in names:
+        assert str(name) in lines[0], (name, lines[0])
+    return lines[0]
+
+
+def states_file(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+# ------------------------------------------------------------------ malformed files
+
+
+def test_bad_utf8_inside_a_json_string_names_file_and_line(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + json.dumps({**GOOD, "stream": "X"}).encode()
+                     .replace(b'"X"', b'"\xff\xfe"') + b"\n")
+    out = tmp_path / "t.jsonl"
+    line = refused(invoke("run", "--states", path, "--out", out), f"{path}:2")
+    assert "UTF-8" in line and not out.exists()
+
+
+def test_bad_utf8_in_a_toml_config_names_file_and_line(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes(b'J_MIN = 0.8\n[meta]\nnote = "\xff"\n')
+    line = refused(invoke("run", "--config", path, "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl"),
+                   f"{path}:3")
+    assert "UTF-8" in line
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "not gzip"])
+def test_corrupt_or_truncated_gzip_is_refused_naming_the_file(tmp_path, damage):
+    data = gzip.compress(b"".join(json.dumps(GOOD).encode() + b"\n" for _ in range(200)), mtime=0)
+    data = {"corrupt": data[:20] + bytes(b ^ 0x5A for b in data[20:40]) + data[40:],
+            "truncated": data[: len(data) // 2], "not gzip": b"\x1f\x8b\x00\x00garbage"}[damage]
+    path = tmp_path / "s.jsonl.gz"
+    path.write_bytes(data)
+    assert "gzip" in refused(invoke("metrics", path), path)
+    assert "gzip" in refused(invoke("run", "--states", path, "--out", tmp_path / "t.jsonl"), path)
+    assert not (tmp_path / "t.jsonl").exists()
+
+
+def test_gzip_compressed_toml_config_is_read(tmp_path):
+    path = tmp_path / "c.toml.gz"
+    path.write_bytes(gzip.compress(b"J_MIN = 0.7\n"))
+    out = tmp_path / "t.jsonl"
+    assert invoke("run", "--config", path, "--scenario", "safe", "--n", 5, "--out", out).exit_code == 0
+    from ami_engine.config import load_config
+
+    assert load_config(str(path))["J_MIN"] == 0.7
+
+
+def test_symlink_loop_and_folder_are_refused_naming_the_path(tmp_path):
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop)
+    assert "symbolic links" in refused(invoke("metrics", loop), loop)
+    assert "directory" in refused(invoke("metrics", tmp_path), tmp_path)
+    assert "directory" in refused(invoke("run", "--states", tmp_path, "--out", tmp_path / "t.jsonl"), tmp_path)
+
+
+@pytest.mark.parametrize("deep", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000])
+def test_json_nested_100k_deep_is_refused(tmp_path, deep):
+    record = json.dumps(trace_record(0)).encode()
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(record + b"\n" + record[:-1] + b', "extra": ' + deep + b"}\n")  # an unknown field: skipped
+    assert "nested too deeply" in refused(invoke("metrics", path), f"{path}:2")
+    history = tmp_path / "h.jsonl"
+    history.write_bytes(b'{"step": 0, "L": 1, "extra": ' + deep + b"}\n")
+    with pytest.raises(InputError, match="h.jsonl:1: invalid JSON: nested too deeply"):
+        read_history(history)
+
+
+def test_toml_nested_deeply_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("a = " + "[" * 100_000)
+    refused(invoke("run", "--config", path, "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl"), path)
+
+
+# -------------------------------------------------------------------------- markup
+
+
+def test_markup_in_the_output_path_is_printed_as_written_after_the_output(tmp_path):
+    out = tmp_path / "a[/x].jsonl"  # the folder `a[` and the file `x].jsonl`
+    result = invoke("run", "--scenario", "safe", "--n", 5, "--out", out)
+    assert result.exit_code == 0, result.exception
+    assert f"-> {out}" in result.stderr and out.exists()
+
+
+def test_markup_in_names_and_messages_is_printed_as_written(tmp_path):
+    name = "[bold]x[/bold] [/y] [meta.data]"
+    line = refused(invoke("run", "--profile", name, "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl"))
+    assert name in line
+
+
+def test_messages_naming_meta_tables_keep_them(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_bytes(SUGGESTION.replace(b"[meta.split]", b"[meta.other]"))
+    assert "[meta.split]" in refused(invoke("gate", path), path)
+
+
+def test_newlines_in_a_path_keep_the_message_on_one_line(tmp_path):
+    path = tmp_path / "a\nb.jsonl"
+    refused(invoke("metrics", path), "a\\nb.jsonl")
+
+
+# ----------------------------------------------------------- sizes and metadata
+
+
+def test_scenario_larger_than_memory_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "t.jsonl"
+    assert "memory" in refused(invoke("run", "--scenario", "safe", "--n", 10**12, "--out", out), "--n")
+    refused(invoke("run", "--scenario", "safe", "--n", 2**63 - 1, "--out", out), "--n")
+    assert not out.exists()
+
+
+def test_integer_parameter_beyond_its_domain_is_named(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(f"CUS_MEAN_WINDOW = {2**63 - 1}\n")
+    refused(invoke("run", "--config", path, "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl"),
+            path, "CUS_MEAN_WINDOW", "10000")
+
+
+@pytest.mark.parametrize(("old", "new", "field"), [
+    (b"n = 40", b"n = 100000000000", "memory"),
+    (b"n = 40", b"n = 1e11", "meta.data.scenario.n"),
+    (b"n = 40", b"n = true", "meta.data.scenario.n"),
+    (b"seed = 3\nstreams", b'seed = "x"\nstreams', "meta.data.scenario.seed"),
+    (b'name = "balanced"', b"name = 5", "meta.data.scenario.name"),
+    (b'[meta.data.scenario]\nname = "balanced"\nn = 40\nseed = 3\nstreams = 8\n', b"", "meta.data.scenario"),
+    (b"[meta.data.scenario]", b"[meta.data.elsewhere]", "meta.data.scenario"),
+])
+def test_tampered_suggestion_metadata_is_refused_naming_the_field(tmp_path, old, new, field):
+    path = tmp_path / "s.toml"
+    assert old in SUGGESTION
+    path.write_bytes(SUGGESTION.replace(old, new, 1))
+    refused(invoke("gate", path), path, field)
+
+
+def test_suggestion_split_seed_that_is_infinite_is_refused(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_bytes(SUGGESTION.replace(b"train_fraction = 0.8\nseed = 3", b"train_fraction = 0.8\nseed = inf"))
+    refused(invoke("gate", path), path, "[meta.split]")
+
+
+def test_config_extending_a_name_too_long_to_look_up_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(f'extends = "{"x" * 300}"\n')
+    refused(invoke("run", "--config", path, "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl"),
+            path, "extends", "no such profile")
+
+
+def test_suggestion_scenario_that_is_not_a_table_is_named(tmp_path):
+    path = tmp_path / "s.toml"
+    text = SUGGESTION.replace(b'source = "scenario"', b'source = "scenario"\nscenario = 5')
+    path.write_bytes(text.replace(b"[meta.data.scenario]", b"[meta.data.elsewhere]"))
+    refused(invoke("gate", path), path, "meta.data.scenario", "a table")
+
+
+def test_suggestion_data_that_is_not_a_table_is_refused(tmp_path):
+    path = tmp_path / "s.toml"
+    text = SUGGESTION.split(b"[meta.data]")[0].replace(b"[meta]\n", b"[meta]\ndata = 5\n")
+    path.write_bytes(text + b"[meta.split]\ntrain_fraction = 0.8\nseed = 3\n")
+    refused(invoke("gate", path), path, "[meta.data]")
+
+
+# -------------------------------------------------------------------------- options
+
+OPTION_CASES = [
+    ("--seed", ["run", "--scenario", "safe", "--n", 5, "--seed", -1]),
+    ("--streams", ["run", "--scenario", "safe", "--n", 5, "--streams", 0]),
+    ("--n", ["run", "--scenario", "safe", "--n", 0]),
+    ("--scenario", ["run", "--scenario", "[/x]", "--n", 5]),
+    ("--points-per-axis", ["learn", "--scenario", "safe", "--n", 50, "--strategy", "grid", "--points-per-axis", 0]),
+    ("--step-scale", ["learn", "--scenario", "safe", "--n", 50, "--strategy", "random", "--perturb",
+                      "--step-scale", 5]),
+    ("--study", ["learn", "--scenario", "safe", "--n", 50, "--study", "foo://x"]),
+    ("--critical-factor", ["learn", "--scenario", "safe", "--n", 50, "--critical-factor", -1]),
+    ("--critical-factor", ["gate", "x.toml", "--critical-factor", "inf"]),
+    ("--critical-margin", ["learn", "--scenario", "safe", "--n", 50, "--critical-margin", "nan"]),
+    ("--train-fraction", ["learn", "--scenario", "safe", "--n", 50, "--train-fraction", 1]),
+    ("--budget", ["learn", "--scenario", "safe", "--n", 50, "--budget", 0]),
+    ("--budget", ["learn", "--scenario", "safe", "--n", 50, "--budget", -5]),
+    ("--batch-size", ["learn", "--scenario", "safe", "--n", 50, "--batch-size", 0]),
+    ("--strategy", ["learn", "--scenario", "safe", "--n", 50, "--strategy", "magic"]),
+    ("--top", ["explain", "--state", json.dumps(GOOD), "--top", -1]),
+    ("--line", ["explain", "--states", "s.jsonl", "--line", 0]),
+    ("--state", ["explain", "--state", "[" * 100_000]),
+    ("--n", ["run", "--scenario", "safe", "--n", "1e12"]),  # not an integer: refused by the parser
+    ("--seed", ["run", "--scenario", "safe", "--n", 5, "--seed", "[/x]"]),
+]
+
+
+@pytest.mark.parametrize(("option", "args"), OPTION_CASES, ids=[f"{o} {str(a[-1])[:8]}" for o, a in OPTION_CASES])
+def test_bad_option_value_is_refused_by_name_before_any_work(tmp_path, option, args):
+    out = tmp_path / "deep" / "out.toml"
+    if args[0] in ("run", "learn"):
+        args = [*args, "--out", out]
+    refused(invoke(*args), option)
+    assert not (tmp_path / "deep").exists()
+
+
+def test_missing_option_and_unknown_command_are_one_line(tmp_path):
+    refused(invoke("run", "--scenario", "safe", "--n", 5), "--out")
+    refused(invoke("runn"), "runn")
+
+
+def test_output_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    blocker = states_file(tmp_path / "file", [GOOD])
+    refused(invoke("run", "--scenario", "safe", "--n", 5, "--out", tmp_path), "--out", "folder")
+    refused(invoke("run", "--scenario", "safe", "--n", 5, "--out", blocker / "t.jsonl"), "--out", "not a folder")
+    refused(invoke("run", "--scenario", "safe", "--n", 5, "--out", tmp_path / ("a" * 300)), "--out", "255")
+
+
+# ------------------------------------------------------------------------- stdin
+
+
+def test_explain_reads_states_from_stdin(tmp_path):
+    text = "".join(json.dumps({**GOOD, "risk": r}) + "\n" for r in (0.1, 0.9))
+    result = invoke("explain", "--states", "-", "--line", 2, "--json", stdin=text)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["state"]["risk"] == 0.9
+
+
+def test_read_once_hashes_and_parses_the_same_bytes_of_stdin(monkeypatch):
+    import hashlib
+    import io
+
+    from ami_engine.io.states import read_states
+
+    raw = gzip.compress(json.dumps(GOOD).encode() + b"\n", mtime=0)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    loaded = read_once("-")
+    assert loaded.sha256 == hashlib.sha256(raw).hexdigest() and loaded.name == "<stdin>"
+    assert len(read_states(loaded)) == 1 and len(read_states(loaded)) == 1
+
+
+def test_only_one_input_may_be_stdin(tmp_path):
+    refused(invoke("learn", "--states", "-", "--regression", "-", "--out", tmp_path / "s.toml"),
+            "--states", "--regression")
+
+
+def test_learn_reads_stdin_and_a_reject_leaves_no_earlier_suggestion(tmp_path):
+    """One run for both: states from stdin, a regression suite no candidate can pass."""
+    out, history = tmp_path / "s.toml", tmp_path / "h.jsonl"
+    out.write_text("# the suggestion of an earlier run\n")
+    history.write_text('{"step": 0, "L": 9}\n')
+    regression = states_file(tmp_path / "r.jsonl", [{**GOOD, "risk": 0.1, "harm_sens": 0.1, "expect_level_min": 2}])
+    text = "".join(json.dumps({**GOOD, "risk": 0.05 * (i % 19), "stream": f"s{i % 6}"}) + "\n" for i in range(60))
+    result = invoke("learn", "--states", "-", "--regression", regression, "--strategy", "random", "--budget", 2,
+                    "--batch-size", 2, "--out", out, "--history", history, stdin=text)
+    assert result.exit_code == 1, result.output
+    assert not out.exists() and "removed" in result.stderr
+    assert json.loads(history.read_text().splitlines()[0])["L"] != 9  # this run's history
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def test_output_temporary_files_are_named_for_their_process(tmp_path):
+    target = tmp_path / "t.jsonl"
+    with atomic_output(target) as fh:
+        fh.write(b"x")
+        [temp] = [p.name for p in tmp_path.iterdir()]
+    assert temp.startswith(f".t.jsonl.ami-tmp-{os.getpid()}-")
+    assert [p.name for p in tmp_path.iterdir()] == ["t.jsonl"]
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed_on_the_next_output(tmp_path):
+    stale = tmp_path / ".t.jsonl.ami-tmp-999999999-0a1b2c3d"  # above any process id Linux hands out
+    live = tmp_path / f".u.jsonl.ami-tmp-{os.getppid()}-0a1b2c3d"
+    other = tmp_path / ".keep.tmp"
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    assert invoke("run", "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl").exit_code == 0
+    assert not stale.exists() and live.exists() and other.exists()
+    assert remove_stale_temps(tmp_path) == []
+
+
+def test_outputs_written_as_a_set_appear_all_or_none(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "sub" / "b.jsonl.gz"
+    write_outputs({str(a): b"one\n", str(b): b"two\n"})
+    assert a.read_bytes() == b"one\n" and gzip.decompress(b.read_bytes()) == b"two\n"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="blocker"):
+        write_outputs({str(a): b"new\n", str(blocker / "c.jsonl"): b"three\n"})
+    assert a.read_bytes() == b"one\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "blocker", "sub"]
+    write_outputs({str(a): None, str(b): b"again\n"})
+    assert not a.exists() and gzip.decompress(b.read_bytes()) == b"again\n"
