@@ -11,7 +11,7 @@ property of two runs, not of one record: the gate checks it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -20,6 +20,8 @@ import numpy as np
 
 from .config import Config
 from .io.files import InputError, display_name, gc_paused
+from .io import parquet
+from .io.parquet import is_parquet
 from .io.traces import TraceChunk, TraceRecord, iter_trace_blocks
 
 TOLERANCE = 1e-9
@@ -150,16 +152,22 @@ def check_trace_file(path: str | os.PathLike[str], config: Config) -> list[Viola
     without records is bad input, as for every reader of traces."""
     out: list[Violation] = []
     n_records = 0
-    for block in iter_trace_blocks(path, _CheckedRecord):
-        if not block.records:
-            continue
-        n_records += len(block.records)
-        with gc_paused():
-            chunk = TraceChunk.from_records(block.records, np.asarray(block.lines))
+    # For Parquet, `line` is each record's row in the whole data set.
+    chunks = parquet.trace_chunks(path, any_level=True) if is_parquet(path) else _jsonl_chunks(path)
+    for chunk in chunks:
+        n_records += len(chunk)
         out.extend(check_columns(chunk, config, lines=chunk.line))
     if not n_records:
         raise InputError(display_name(path), None, None, "no traces in the file")
     return out
+
+
+def _jsonl_chunks(path: str | os.PathLike[str]) -> Iterator[TraceChunk]:
+    for block in iter_trace_blocks(path, _CheckedRecord):
+        if block.records:
+            with gc_paused():
+                chunk = TraceChunk.from_records(block.records, np.asarray(block.lines))
+            yield chunk
 
 
 def check_records(records: Iterable[Mapping[str, Any]], config: Config) -> list[Violation]:

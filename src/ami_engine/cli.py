@@ -133,8 +133,10 @@ def _write_bytes(path: str, chunks) -> None:
 @app.command()
 @_command
 def run(
-    out: Annotated[str, typer.Option("--out", help="Traces JSONL to write (`-` = stdout, .gz compressed).")],
-    states: Annotated[Path | None, typer.Option(help="States JSONL (`-` = stdin, .gz).")] = None,
+    out: Annotated[str, typer.Option("--out", help="Traces to write: JSONL (`-` = stdout, .gz compressed) "
+                                                   "or Parquet (.parquet).")],
+    states: Annotated[Path | None, typer.Option(help="States JSONL (`-` = stdin, .gz) or Parquet (file or "
+                                                     "folder).")] = None,
     scenario: Annotated[str | None, typer.Option(help="safe, balanced, critical, chaos or curriculum.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Number of scenario states.")] = None,
     seed: Annotated[int, typer.Option(help="Scenario seed.")] = 0,
@@ -147,12 +149,16 @@ def run(
 ) -> None:
     """Decide states under one config and write one DecisionTrace per decision."""
     from .engine import run as engine_run
-    from .io.traces import encode_traces
+    from .io.parquet import PARQUET_SUFFIX
+    from .io.traces import encode_traces, write_traces
 
     cfg = _config(profile, config)
     stateset = _states(states, scenario, n, seed, streams, fill_missing, clip)
     cols = engine_run(stateset, cfg)
-    _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos))
+    if out.lower().endswith(PARQUET_SUFFIX):
+        write_traces(out, cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos)
+    else:
+        _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos))
     if out != "-":
         counts = np.bincount(cols.level, minlength=3)
         err_console.print(f"{len(stateset)} decisions -> {out}  (L0 {counts[0]}, L1 {counts[1]}, L2 {counts[2]})",
@@ -165,7 +171,7 @@ def run(
 @app.command()
 @_command
 def metrics(
-    traces: Annotated[str, typer.Argument(help="Traces JSONL (`-` = stdin, .gz).")],
+    traces: Annotated[str, typer.Argument(help="Traces JSONL (`-` = stdin, .gz) or Parquet (file or folder).")],
     weights: Annotated[str, typer.Option(help="Loss weights w1,w2,w3.")] = "1.5,1.0,0.5",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -201,6 +207,25 @@ def metrics(
     table.add_row("levels L0 / L1 / L2", " / ".join(str(c) for c in result["level_counts"]))
     table.add_row(f"L (weights {weights})", f"{result['L']:.6f}")
     out_console.print(table)
+
+
+# ------------------------------------------------------------------------- convert
+
+
+@app.command()
+@_command
+def convert(
+    source: Annotated[str, typer.Argument(help="States or traces to read: JSONL (`-` = stdin, .gz) or Parquet "
+                                               "(a .parquet file or a folder of them).")],
+    target: Annotated[str, typer.Argument(help="File to write: Parquet when it ends in .parquet, else JSONL "
+                                               "(`-` = stdout, .gz compressed).")],
+) -> None:
+    """Convert states or traces between JSONL and Parquet, checked as strictly as any reader."""
+    from .io.convert import convert as convert_file
+
+    done = convert_file(source, target)
+    if target != "-":
+        err_console.print(f"{done.records} {done.kind} records -> {target}", highlight=False)
 
 
 # --------------------------------------------------------------------------- check

@@ -32,6 +32,7 @@ from .files import (
     iter_blocks,
     open_binary,
 )
+from .parquet import is_parquet
 from .stateset import STATE_FIELDS, StateSet
 
 # Rules that set a decision's level (ENGINE.md sections 8-10), in the order of their codes.
@@ -205,7 +206,13 @@ def write_traces(
     model: str,
     chaos: bool,
 ) -> None:
-    """Write a traces file atomically (`-` = stdout, `.gz` compressed)."""
+    """Write a traces file atomically (`-` = stdout, `.gz` compressed; Parquet for a path
+    ending in `.parquet`)."""
+    if str(path).lower().endswith(".parquet"):
+        from . import parquet
+
+        parquet.write_traces(path, cols, states, config_id=config_id, model=model, chaos=chaos)
+        return
     with atomic_output(path) as out:
         for chunk in encode_traces(cols, states, config_id=config_id, model=model, chaos=chaos):
             out.write(chunk)
@@ -422,7 +429,14 @@ def iter_trace_chunks(
     """The records of a traces file as column chunks of at most `chunk_lines` records.
 
     Memory stays bounded by one block of the file and its chunks, however long the file.
+    Parquet (a `.parquet` file or a folder) gives chunks of one record batch each, `line`
+    then being each record's 1-based row in the whole data set.
     """
+    if is_parquet(path):
+        from . import parquet
+
+        yield from parquet.trace_chunks(path)
+        return
     for block in iter_trace_blocks(path, TraceRecord, block_bytes=block_bytes):
         for start in range(0, len(block.records), chunk_lines):
             stop = start + chunk_lines
@@ -456,6 +470,10 @@ class TraceStates:
 def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> TraceStates:
     """The states of a traces file, every record checked like read_traces; streamed, so
     memory holds the states (nine numbers, stream, id and t each), never the records."""
+    if is_parquet(path):
+        from . import parquet
+
+        return parquet.read_trace_states(path)
     values: list[np.ndarray] = []
     streams: list[Any] = []
     ids: list[Any] = []
@@ -486,6 +504,10 @@ def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None 
 
     With `keys`, each dict holds only those of its fields (a long file then costs memory
     for what is used, not for every field of every record)."""
+    if is_parquet(path):
+        from . import parquet
+
+        return parquet.read_trace_records(path, keys)
     source = display_name(path)
     checker = msgspec.json.Decoder(TraceRecord)
     plain = msgspec.json.Decoder()

@@ -70,7 +70,16 @@ class LearnData:
 
 
 def _file_sha256(path: str) -> str:
+    """SHA-256 of a file's bytes; of a folder of Parquet files, of each file's relative
+    path and bytes in reading order."""
     digest = hashlib.sha256()
+    if Path(path).is_dir():
+        from ..io.parquet import parquet_files
+
+        for file in parquet_files(path):
+            digest.update(Path(file).relative_to(path).as_posix().encode() + b"\0")
+            digest.update(bytes.fromhex(_file_sha256(file)))
+        return digest.hexdigest()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
@@ -113,7 +122,7 @@ def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
         data = data_from_scenario(sc["name"], int(sc["n"]), int(sc["seed"]), int(sc["streams"]))
     elif source in ("states", "traces"):
         path = data_meta.get("path")
-        if not path or not Path(path).is_file():
+        if not path or not Path(path).exists():
             raise LearnError(f"data: the suggestion's {source} file {path!r} is not readable here")
         data = data_from_states_file(path) if source == "states" else data_from_traces_file(path)
     else:
