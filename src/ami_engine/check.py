@@ -19,8 +19,8 @@ import msgspec
 import numpy as np
 
 from .config import Config
-from .io.files import InputError, display_name, gc_paused
 from .io import parquet
+from .io.files import InputError, display_name, gc_paused
 from .io.parquet import is_parquet
 from .io.traces import TraceChunk, TraceRecord, iter_trace_blocks
 

@@ -255,7 +255,6 @@ def _texts(b: _Batch, arr: Any, name: str) -> list[str | None]:
 
 
 def _t(b: _Batch, arr: Any, *, nullable: bool = False) -> tuple[np.ndarray, list[Any]]:
-    pa = _pa()
     values = _floats(b, arr, "t", nullable=nullable, unit=False)
     if not _is_number_type(arr.type):
         return values, [None] * len(arr)

@@ -29,6 +29,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from ..io import parquet
 from ..io.files import (
     DEFAULT_BLOCK_BYTES,
     InputError,
@@ -39,7 +40,6 @@ from ..io.files import (
     is_plain_file,
     iter_blocks,
 )
-from ..io import parquet
 from ..io.parquet import is_parquet
 from ..io.traces import RequiredTraceRecord, action_matrix, iter_trace_blocks
 
