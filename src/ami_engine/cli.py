@@ -386,9 +386,11 @@ def learn(
     points_per_axis: Annotated[int | None, typer.Option(help="grid: points per parameter axis.")] = None,
     history: Annotated[str | None, typer.Option(help="History JSONL to write (one line per step).")] = None,
     report: Annotated[str | None, typer.Option(help="HTML report to write.")] = None,
-    study: Annotated[str | None, typer.Option(help="Study database (path = SQLite, or a storage URL); "
-                                                   "default OUT.study.sqlite3.")] = None,
+    study: Annotated[str | None, typer.Option(help="Where finished evaluations are kept: a journal file, or a "
+                                                   "postgresql:// URL to share one study among hosts; default "
+                                                   "OUT.study.journal.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the study's finished evaluations.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the existing study and start over.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Learn a suggested config from states, a scenario or replayable traces. Nothing is applied."""
@@ -397,11 +399,13 @@ def learn(
     from .learning.loss import LossWeights
     from .learning.offline_loop import LearnSettings, data_from_scenario, data_from_states_file, data_from_traces_file
     from .learning.offline_loop import learn as run_learn
+    from .learning.study import StudyError
 
     given = [x is not None for x in (states, traces, scenario)]
     if sum(given) != 1:
         raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
     _refuse_profile_path(out)
+    study_path, existing_study, finished = _study_plan(study, out, resume, fresh)
     baseline = _config(profile, config)
     try:
         w = LossWeights.parse(weights)
@@ -431,14 +435,24 @@ def learn(
         regression_states = read_states(str(regression), allow_expect_level=True)
     settings = LearnSettings(strategy=strategy, budget=budget, seed=seed, batch_size=batch_size, weights=w,
                              train_fraction=train_fraction, critical=crit, strategy_options=options)
-    study_path = study or (str(Path(out).with_suffix("")) + ".study.sqlite3")
     if "://" not in study_path:
         Path(study_path).parent.mkdir(parents=True, exist_ok=True)
-    if not resume and "://" not in study_path and Path(study_path).exists():
-        Path(study_path).unlink()
-    with _progress("learning", budget) as progress:
-        result = run_learn(data, baseline, settings, regression=regression_states, study=study_path,
-                           gate_fn=run_gate, progress=progress)
+    evaluated = [finished if existing_study == "resume" else 0]
+    try:
+        with _progress("learning", budget) as progress:
+
+            def counted(done: int, total: int) -> None:
+                evaluated[0] = done
+                progress(done, total)
+
+            result = run_learn(data, baseline, settings, regression=regression_states, study=study_path,
+                               gate_fn=run_gate, progress=counted, existing_study=existing_study)
+    except StudyError as exc:  # the study was taken, or changed, since the checks above
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted after {evaluated[0]} of {budget} evaluations; continue with: "
+                          f"{_resume_command()}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     if history is not None:
         lines = (json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n" for h in result.history)
         _write_bytes(history, lines)
@@ -461,6 +475,43 @@ def learn(
         _print_learn_summary(result, out)
     if not result.accepted:
         raise typer.Exit(1)
+
+
+def _study_plan(study: str | None, out: str, resume: bool, fresh: bool) -> tuple[str, str, int]:
+    """The study location, what to do with an existing study there, and how many
+    evaluations it has finished: checked before any work, so that a run refused here
+    changes no file."""
+    from .learning.study import (
+        FRESH,
+        REFUSE,
+        RESUME,
+        StudyError,
+        StudyExistsError,
+        finished_evaluations,
+        study_location,
+    )
+
+    if resume and fresh:
+        raise UsageError("--resume and --fresh are mutually exclusive")
+    path = study or (str(Path(out).with_suffix("")) + ".study.journal")
+    try:
+        location = study_location(path)
+        finished = finished_evaluations(location)
+    except StudyError as exc:
+        raise UsageError(f"--study: {exc}") from None
+    if finished is not None and not (resume or fresh):
+        raise UsageError(str(StudyExistsError(location, finished)))
+    return path, RESUME if resume else FRESH if fresh else REFUSE, finished or 0
+
+
+def _resume_command() -> str:
+    """The command line of this run, asking to resume it."""
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a != "--fresh"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["ami-engine", *args])
 
 
 def _refuse_profile_path(out: str) -> None:

@@ -254,8 +254,12 @@ def learn(
     study: str | None = None,
     gate_fn: Callable[..., Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    existing_study: str = "resume",
 ) -> LearnResult:
-    """Search the seven learned parameters; return the best candidate the gate accepts."""
+    """Search the seven learned parameters; return the best candidate the gate accepts.
+
+    `study` keeps the finished batches (see StudyStore.open); `existing_study` says what
+    to do with a study already there: "resume" it, start it over ("fresh") or "refuse"."""
     if settings.budget < 1:
         raise LearnError(f"budget: must be >= 1, got {settings.budget}")
     if settings.batch_size < 1:
@@ -272,7 +276,8 @@ def learn(
     crit_base = crit_table.evaluate([baseline])[0]
 
     current = space.clamp(space.from_dict(baseline.learned()))
-    store = StudyStore.open(study, _fingerprint(data, baseline, settings, regression), space=space)
+    store = StudyStore.open(study, _fingerprint(data, baseline, settings, regression), space=space,
+                            existing=existing_study)
     try:
         done = store.completed_batches()
         X_hist = [b.X for b in done]
