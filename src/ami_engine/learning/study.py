@@ -4,9 +4,10 @@ The store is an optuna study: a journal file (optuna's journal storage) for a pa
 PostgreSQL database for a `postgresql://` URL, so that a run stopped on one host resumes
 on another, and in memory when no location is given (`sqlite:///` URLs are read too).
 Each evaluated candidate is one trial (its learned parameters, its loss, +inf when
-infeasible, and its extra metrics as the user attribute "extras"). A batch counts as recorded only once its commit marker, the list of
-its trial numbers, is written after all of its trials: a run stopped mid-batch leaves
-trials that no marker names, and they are ignored.
+infeasible, and its extra metrics as the user attribute "extras"). A batch counts as
+recorded only once its commit marker, the list of its trial numbers, is written after all
+of its trials: a run stopped mid-batch leaves trials that no marker names, and they are
+ignored.
 
 A run holds a lock on its study while it works on it (an exclusive `flock` on the study
 file, a session-level advisory lock in PostgreSQL), so two runs never write one study.
