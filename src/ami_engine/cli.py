@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a check or the gate failed, 2 bad input or usage.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -399,7 +400,7 @@ def learn(
     from .learning.loss import LossWeights
     from .learning.offline_loop import LearnSettings, data_from_scenario, data_from_states_file, data_from_traces_file
     from .learning.offline_loop import learn as run_learn
-    from .learning.study import StudyError
+    from .learning.study import StudyError, finished_evaluations
 
     given = [x is not None for x in (states, traces, scenario)]
     if sum(given) != 1:
@@ -450,6 +451,8 @@ def learn(
     except StudyError as exc:  # the study was taken, or changed, since the checks above
         raise UsageError(str(exc)) from None
     except KeyboardInterrupt:
+        with contextlib.suppress(Exception):  # the study knows best what was finished; else the last count
+            evaluated[0] = finished_evaluations(study_path) or 0
         err_console.print(f"interrupted after {evaluated[0]} of {budget} evaluations; continue with: "
                           f"{_resume_command()}", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(130) from None
