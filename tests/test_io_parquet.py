@@ -253,3 +253,13 @@ def test_mixed_stream_types_cannot_go_into_one_parquet_column(tmp_path):
     result = invoke("convert", source, tmp_path / "t.parquet")
     assert result.exit_code == 2 and "stream: mixes strings and integers" in result.output
     assert not (tmp_path / "t.parquet").exists()
+
+
+def test_explain_picks_a_parquet_row_as_it_picks_a_jsonl_line(tmp_path):
+    states = generate("balanced", 30, 1, streams=2)
+    write_states(tmp_path / "s.jsonl", states)
+    write_states(tmp_path / "s.parquet", states)
+    a = invoke("explain", "--states", tmp_path / "s.jsonl", "--line", 17, "--json")
+    b = invoke("explain", "--states", tmp_path / "s.parquet", "--line", 17, "--json")
+    assert a.exit_code == 0 and a.output == b.output
+    assert invoke("explain", "--states", tmp_path / "s.parquet", "--line", 31).exit_code == 2

@@ -93,6 +93,16 @@ def test_an_unknown_storage_scheme_is_refused():
         StudyStore.open("foo://x", FINGERPRINT)
 
 
+def test_a_sqlite_url_is_read_and_a_file_behind_it_that_is_no_study_refused(tmp_path):
+    with StudyStore.open(f"sqlite:///{tmp_path / 's.db'}", FINGERPRINT) as store:
+        store.record_batch(0, middle()[None, :], [1.0])
+    assert finished_evaluations(f"sqlite:///{tmp_path / 's.db'}") == 1
+    (tmp_path / "notes.db").write_text("mine")
+    with pytest.raises(StudyError, match="is not an optuna SQLite study"):
+        StudyStore.open(f"sqlite:///{tmp_path / 'notes.db'}", FINGERPRINT)
+    assert (tmp_path / "notes.db").read_text() == "mine"
+
+
 @pytest.mark.postgres
 def test_a_postgres_study_resumes_refuses_and_locks_like_a_file(postgres_url):
     with StudyStore.open(postgres_url, FINGERPRINT) as store:
@@ -112,8 +122,8 @@ def test_a_postgres_study_resumes_refuses_and_locks_like_a_file(postgres_url):
 
 
 def _learn(study, progress=None, existing="resume"):
-    data = data_from_scenario("chaos", 1200, 3)
-    settings = LearnSettings(strategy="tpe", budget=24, seed=2, batch_size=8)
+    data = data_from_scenario("chaos", 800, 3)
+    settings = LearnSettings(strategy="tpe", budget=16, seed=2, batch_size=8)
     return learn(data, BASE, settings, study=study, progress=progress, existing_study=existing)
 
 

@@ -307,8 +307,15 @@ def explain(
 
 
 def _record_index(path: Path, line: int) -> int:
-    """Position among the non-blank lines of the record on 1-based `line`."""
+    """Position among the non-blank lines of the record on 1-based `line` (for Parquet,
+    the 1-based row of the whole data set)."""
     from .io.files import open_text_lines
+    from .io.parquet import count_rows, is_parquet
+
+    if is_parquet(path):
+        if not 1 <= line <= count_rows(path):
+            raise UsageError(f"{path}: --line {line} is not a row of the data set")
+        return line - 1
 
     index = -1
     for number, text in enumerate(open_text_lines(str(path)), start=1):
