@@ -22,8 +22,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_metrics import write_synthetic_traces  # noqa: E402
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 _MEASURE = r"""
 import json, resource, sys, time
@@ -61,7 +60,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         jsonl, table = os.path.join(tmp, "traces.jsonl"), os.path.join(tmp, "traces.parquet")
         start = time.perf_counter()
-        write_synthetic_traces(jsonl, args.n)
+        # In a process of its own, so that the measured processes' peak memory is their own
+        # (ru_maxrss survives exec).
+        subprocess.run([sys.executable, os.path.join(_HERE, "bench_metrics.py"), "--generate", jsonl, "--n",
+                        str(args.n)], check=True)
         print(f"generated {args.n:,} records in {time.perf_counter() - start:.1f} s")
         start = time.perf_counter()
         subprocess.run([exe, "convert", jsonl, table], check=True, stderr=subprocess.DEVNULL)

@@ -128,6 +128,29 @@ def _write_bytes(path: str, chunks) -> None:
             fh.write(chunk)
 
 
+def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Ctrl-C during `learn`: say how far the study got and the command that goes on, exit 130.
+
+    Outputs are written atomically, so an interrupted run leaves none half-made; the
+    study keeps every finished batch."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            from .learning.study import finished_evaluations
+
+            finished = 0
+            with contextlib.suppress(Exception):  # no study yet, or none readable: nothing finished
+                finished = finished_evaluations(_study_path(kwargs.get("study"), kwargs["out"])) or 0
+            err_console.print(f"interrupted after {finished} of {kwargs.get('budget')} evaluations; continue with: "
+                              f"{_resume_command()}", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
 # ---------------------------------------------------------------------------- run
 
 
@@ -368,6 +391,7 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
 
 @app.command()
 @_command
+@_interruptible
 def learn(
     out: Annotated[str, typer.Option("--out", help="Suggestion TOML to write (never a profile).")],
     states: Annotated[Path | None, typer.Option(help="States JSONL to learn from.")] = None,
@@ -407,13 +431,13 @@ def learn(
     from .learning.loss import LossWeights
     from .learning.offline_loop import LearnSettings, data_from_scenario, data_from_states_file, data_from_traces_file
     from .learning.offline_loop import learn as run_learn
-    from .learning.study import StudyError, finished_evaluations
+    from .learning.study import StudyError
 
     given = [x is not None for x in (states, traces, scenario)]
     if sum(given) != 1:
         raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
     _refuse_profile_path(out)
-    study_path, existing_study, finished = _study_plan(study, out, resume, fresh)
+    study_path, existing_study = _study_plan(study, out, resume, fresh)
     baseline = _config(profile, config)
     try:
         w = LossWeights.parse(weights)
@@ -445,24 +469,12 @@ def learn(
                              train_fraction=train_fraction, critical=crit, strategy_options=options)
     if "://" not in study_path:
         Path(study_path).parent.mkdir(parents=True, exist_ok=True)
-    evaluated = [finished if existing_study == "resume" else 0]
     try:
         with _progress("learning", budget) as progress:
-
-            def counted(done: int, total: int) -> None:
-                evaluated[0] = done
-                progress(done, total)
-
             result = run_learn(data, baseline, settings, regression=regression_states, study=study_path,
-                               gate_fn=run_gate, progress=counted, existing_study=existing_study)
+                               gate_fn=run_gate, progress=progress, existing_study=existing_study)
     except StudyError as exc:  # the study was taken, or changed, since the checks above
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:
-        with contextlib.suppress(Exception):  # the study knows best what was finished; else the last count
-            evaluated[0] = finished_evaluations(study_path) or 0
-        err_console.print(f"interrupted after {evaluated[0]} of {budget} evaluations; continue with: "
-                          f"{_resume_command()}", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(130) from None
     if history is not None:
         lines = (json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n" for h in result.history)
         _write_bytes(history, lines)
@@ -487,10 +499,13 @@ def learn(
         raise typer.Exit(1)
 
 
-def _study_plan(study: str | None, out: str, resume: bool, fresh: bool) -> tuple[str, str, int]:
-    """The study location, what to do with an existing study there, and how many
-    evaluations it has finished: checked before any work, so that a run refused here
-    changes no file."""
+def _study_path(study: str | None, out: str) -> str:
+    return study or (str(Path(out).with_suffix("")) + ".study.journal")
+
+
+def _study_plan(study: str | None, out: str, resume: bool, fresh: bool) -> tuple[str, str]:
+    """The study location and what to do with an existing study there: checked before
+    any work, so that a run refused here changes no file."""
     from .learning.study import (
         FRESH,
         REFUSE,
@@ -503,7 +518,7 @@ def _study_plan(study: str | None, out: str, resume: bool, fresh: bool) -> tuple
 
     if resume and fresh:
         raise UsageError("--resume and --fresh are mutually exclusive")
-    path = study or (str(Path(out).with_suffix("")) + ".study.journal")
+    path = _study_path(study, out)
     try:
         location = study_location(path)
         finished = finished_evaluations(location)
@@ -511,7 +526,7 @@ def _study_plan(study: str | None, out: str, resume: bool, fresh: bool) -> tuple
         raise UsageError(f"--study: {exc}") from None
     if finished is not None and not (resume or fresh):
         raise UsageError(str(StudyExistsError(location, finished)))
-    return path, RESUME if resume else FRESH if fresh else REFUSE, finished or 0
+    return path, RESUME if resume else FRESH if fresh else REFUSE
 
 
 def _resume_command() -> str:

@@ -26,7 +26,7 @@ from .stateset import STATE_FIELDS, StateSet
 PARQUET_SUFFIX = ".parquet"
 BATCH_ROWS = 65536
 ROW_GROUP_ROWS = 65536
-_COMPRESSION = "zstd"
+_COMPRESSION = "snappy"  # decodes faster than zstd, for 10% more bytes
 ACTION_SIZE = 4
 
 # Trace columns in the key order of the JSONL writer; `required` as TRACE.md has them.
@@ -175,13 +175,19 @@ def _floats(b: _Batch, arr: Any, name: str, *, nullable: bool, unit: bool) -> np
     null = _nulls(arr)
     if null.any() and not nullable:
         b.note(null, name, "missing (null)")
-    values = np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if arr.type != pa.float64():
+        arr = arr.cast(pa.float64())
+    values = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
     if null.any():
         values = values.copy()
         values[null] = np.nan
-    present = ~null
-    if not b.note(present & ~np.isfinite(values), name, "not a finite number", values) and unit:
-        b.note(present & ((values < 0.0) | (values > 1.0)), name, "outside [0, 1]", values)
+    # The common case, every value present and fine, costs two passes over the column.
+    finite = np.isfinite(values)
+    if null.any() or not finite.all():
+        if b.note(~null & ~finite, name, "not a finite number", values):
+            return values
+    if unit and (values.min(initial=0.0, where=finite) < 0.0 or values.max(initial=1.0, where=finite) > 1.0):
+        b.note(finite & ((values < 0.0) | (values > 1.0)), name, "outside [0, 1]", values)
     return values
 
 
@@ -219,20 +225,23 @@ def _action(b: _Batch, arr: Any, name: str) -> np.ndarray:
         return out
     null = _nulls(arr)
     b.note(null, name, "missing (null)")
-    import pyarrow.compute as pc
+    if not (pa.types.is_fixed_size_list(arr.type) and arr.type.list_size == ACTION_SIZE):
+        import pyarrow.compute as pc
 
-    lengths = np.asarray(pc.list_value_length(arr).fill_null(ACTION_SIZE).to_numpy(zero_copy_only=False))
-    if b.note(lengths != ACTION_SIZE, name, f"expected {ACTION_SIZE} numbers", arr):
-        return out
+        lengths = np.asarray(pc.list_value_length(arr).fill_null(ACTION_SIZE).to_numpy(zero_copy_only=False))
+        if b.note(lengths != ACTION_SIZE, name, f"expected {ACTION_SIZE} numbers", arr):
+            return out
     if null.any():
         arr = arr.fill_null(pa.scalar([0.0] * ACTION_SIZE, type=arr.type))
     flat = arr.flatten()
-    values = np.asarray(flat.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-    values = values.reshape(n, ACTION_SIZE)
-    bad_element = ~np.isfinite(values)
-    if flat.null_count:
-        bad_element |= _nulls(flat).reshape(n, ACTION_SIZE)
-    b.note(bad_element.any(axis=1), name, "not a finite number", arr)
+    if flat.type != pa.float64():
+        flat = flat.cast(pa.float64())
+    values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float64).reshape(n, ACTION_SIZE)
+    if flat.null_count or not np.isfinite(values).all():
+        bad_element = ~np.isfinite(values)
+        if flat.null_count:
+            bad_element |= _nulls(flat).reshape(n, ACTION_SIZE)
+        b.note(bad_element.any(axis=1), name, "not a finite number", arr)
     return values
 
 
