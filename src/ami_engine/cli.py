@@ -394,8 +394,9 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
 @_interruptible
 def learn(
     out: Annotated[str, typer.Option("--out", help="Suggestion TOML to write (never a profile).")],
-    states: Annotated[Path | None, typer.Option(help="States JSONL to learn from.")] = None,
-    traces: Annotated[Path | None, typer.Option(help="Traces JSONL whose records carry `state` (replayed).")] = None,
+    states: Annotated[Path | None, typer.Option(help="States to learn from (JSONL or Parquet).")] = None,
+    traces: Annotated[Path | None, typer.Option(help="Traces whose records carry `state` (replayed; JSONL or "
+                                                     "Parquet).")] = None,
     scenario: Annotated[str | None, typer.Option(help="Scenario to generate: safe, balanced, critical, chaos, "
                                                       "curriculum.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Number of scenario states.")] = None,

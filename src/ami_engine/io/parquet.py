@@ -196,8 +196,10 @@ def _bools(b: _Batch, arr: Any, name: str) -> np.ndarray:
     if not pa.types.is_boolean(arr.type):
         b.type_problem(arr, name, "true or false")
         return np.zeros(len(arr), dtype=bool)
-    b.note(_nulls(arr), name, "missing (null)")
-    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+    if arr.null_count:
+        b.note(_nulls(arr), name, "missing (null)")
+        arr = arr.fill_null(False)
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _level(b: _Batch, arr: Any, *, any_level: bool) -> np.ndarray:
@@ -205,8 +207,13 @@ def _level(b: _Batch, arr: Any, *, any_level: bool) -> np.ndarray:
     if not pa.types.is_integer(arr.type):
         b.type_problem(arr, "level", "integers")
         return np.zeros(len(arr), dtype=np.int8)
-    b.note(_nulls(arr), "level", "missing (null)")
-    values = np.asarray(arr.fill_null(0).to_numpy(zero_copy_only=False)).astype(np.int64)
+    if arr.null_count:
+        b.note(_nulls(arr), "level", "missing (null)")
+        arr = arr.fill_null(0)
+    values = np.asarray(arr.to_numpy(zero_copy_only=False))
+    if values.dtype == np.int8 and (any_level or (values.size == 0 or (values.min() >= 0 and values.max() <= 2))):
+        return values
+    values = values.astype(np.int64)
     if any_level:
         b.note((values < -128) | (values > 127), "level", "not a small integer", values)
     else:
@@ -344,7 +351,10 @@ def _iter_batches(path: str | os.PathLike[str], wanted: Callable[[Any], list[str
         fragment = next(iter(ds.dataset(file, format="parquet").get_fragments()))
         row = 0
         try:
-            batches = fragment.to_batches(columns=columns, batch_size=batch_rows, use_threads=True)
+            # A little read-ahead keeps the reading busy while a batch is checked, and memory
+            # bounded by a few batches.
+            batches = fragment.to_batches(columns=columns, batch_size=batch_rows, use_threads=True,
+                                          batch_readahead=2, fragment_readahead=1)
             for batch in batches:
                 yield file, row, at, batch
                 row += batch.num_rows
