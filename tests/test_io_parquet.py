@@ -251,7 +251,7 @@ def test_mixed_stream_types_cannot_go_into_one_parquet_column(tmp_path):
     records[0]["stream"], records[1]["stream"] = "a", 7
     source.write_text("".join(json.dumps(r) + "\n" for r in records))
     result = invoke("convert", source, tmp_path / "t.parquet")
-    assert result.exit_code == 2 and "stream: mixes strings and integers" in result.output
+    assert result.exit_code == 2 and "t.jsonl:2: stream: mixes strings and integers" in result.output
     assert not (tmp_path / "t.parquet").exists()
 
 

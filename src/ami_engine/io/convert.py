@@ -99,7 +99,7 @@ def _convert_traces(source: str, target: str) -> int:
             yield chunk
 
     if _writes_parquet(target):
-        parquet.write_trace_chunks(target, chunks)
+        parquet.write_trace_chunks(target, chunks, source=display_name(source))
     else:
         encoder = msgspec.json.Encoder()
         with atomic_output(target) as out:

@@ -556,7 +556,7 @@ def write_traces(path: str | os.PathLike[str], cols: Any, states: StateSet, *, c
                 input_repairs=None if states.repairs is None else [r or None for r in states.repairs[part]],
             )
 
-    write_trace_chunks(path, chunks)
+    write_trace_chunks(path, chunks, source=os.fspath(path))
 
 
 def count_rows(path: str | os.PathLike[str]) -> int:
@@ -649,6 +649,29 @@ def read_states(
 # ---------------------------------------------------------------------------- writing
 
 
+_MIXED = "mixes strings and integers; a Parquet column holds one type (make them all strings or all integers)"
+
+
+class _KeyConflict(Exception):
+    """A `stream` or `id` column would need both strings and integers."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _first_of_other_type(values: Sequence[Any], kind: type | None) -> int:
+    """The position of the first value whose type differs from `kind` (or from the first)."""
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if kind is None:
+            kind = type(v)
+        elif type(v) is not kind:
+            return i
+    return 0
+
+
 def _key_type(values: Iterable[Any], name: str) -> Any:
     """The Arrow type of a `stream` or `id` column: integers, strings, or nothing at all."""
     pa = _pa()
@@ -659,8 +682,7 @@ def _key_type(values: Iterable[Any], name: str) -> Any:
         return pa.int64()
     if kinds == {str}:
         return pa.string()
-    raise InputError(name, None, None, "mixes strings and integers; a Parquet column holds one type "
-                     "(write them all as strings, or all as integers)")
+    raise _KeyConflict(name)
 
 
 def _t_type(values: Iterable[Any]) -> Any:
@@ -711,7 +733,7 @@ class TraceLayout:
             elif pa.types.is_null(b):
                 keys.append(a)
             else:
-                raise InputError(name, None, None, "mixes strings and integers; a Parquet column holds one type")
+                raise _KeyConflict(name)
         return TraceLayout(columns, t, keys[0], keys[1])
 
 
@@ -821,13 +843,15 @@ def write_batches(path: str | os.PathLike[str], schema: Any, batches: Iterable[A
         raise
 
 
-def write_trace_chunks(path: str | os.PathLike[str], chunks: Callable[[], Iterable[Any]]) -> None:
+def write_trace_chunks(path: str | os.PathLike[str], chunks: Callable[[], Iterable[Any]],
+                       source: str = "traces") -> None:
     """Write TraceChunks as a traces Parquet file. `chunks` is called again when a later
-    chunk needs a wider layout than the first (another optional column, float times)."""
+    chunk needs a wider layout than the first (another optional column, float times).
+    `source` names the input in messages (a `stream` or `id` of two types)."""
     layout: TraceLayout | None = None
     while True:
         try:
-            _write_with_layout(path, chunks, layout)
+            _write_with_layout(path, chunks, layout, source)
             return
         except _WiderLayout as wider:
             layout = wider.layout
@@ -839,21 +863,34 @@ class _WiderLayout(Exception):
 
 
 def _write_with_layout(path: str | os.PathLike[str], chunks: Callable[[], Iterable[Any]],
-                       layout: TraceLayout | None) -> None:
-    source = iter(chunks())
-    first = next(source, None)
+                       layout: TraceLayout | None, source: str) -> None:
+    given = iter(chunks())
+    first = next(given, None)
     if first is None:
-        raise InputError("traces", None, None, "no records to write")
-    layout = trace_layout(first) if layout is None else layout.widen(trace_layout(first))
+        raise InputError(source, None, None, "no records to write")
+    layout = _layout_of(first, layout, source)
 
     def batches() -> Iterator[Any]:
-        for chunk in _chain_first(first, source):
-            needed = layout.widen(trace_layout(chunk))
+        for chunk in _chain_first(first, given):
+            needed = _layout_of(chunk, layout, source)
             if needed != layout:
                 raise _WiderLayout(needed)
             yield trace_batch(chunk, layout)
 
     write_batches(path, layout.schema(), batches())
+
+
+def _layout_of(chunk: Any, before: TraceLayout | None, source: str) -> TraceLayout:
+    """The layout that holds `before` and `chunk`; a key of two types names its first record."""
+    pa = _pa()
+    try:
+        own = trace_layout(chunk)
+        return own if before is None else before.widen(own)
+    except _KeyConflict as conflict:
+        values = getattr(chunk, conflict.name) or []
+        kind = None if before is None else {pa.int64(): int, pa.string(): str}.get(getattr(before, conflict.name))
+        line = int(chunk.line[_first_of_other_type(values, kind)])
+        raise InputError(source, line, conflict.name, _MIXED, values[_first_of_other_type(values, kind)]) from None
 
 
 def _chain_first(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
@@ -867,9 +904,15 @@ def write_states(path: str | os.PathLike[str], states: StateSet, *, with_expect_
     pa = _pa()
     arrays = [pa.array(states.values[:, j]) for j in range(len(STATE_FIELDS))]
     fields = [pa.field(f, pa.float64(), nullable=False) for f in STATE_FIELDS]
-    for name, values, kind in (("stream", states.streams, _key_type(states.streams, "stream")),
+    try:
+        key_types = _key_type(states.streams, "stream"), _key_type(states.ids, "id")
+    except _KeyConflict as conflict:
+        values = states.streams if conflict.name == "stream" else states.ids
+        i = _first_of_other_type(values, None)
+        raise InputError(f"state {i}", None, conflict.name, _MIXED, values[i]) from None
+    for name, values, kind in (("stream", states.streams, key_types[0]),
                                ("t", states.t, _t_type(states.t)),
-                               ("id", states.ids, _key_type(states.ids, "id"))):
+                               ("id", states.ids, key_types[1])):
         if any(v is not None for v in values):
             arrays.append(pa.array(values, type=kind))
             fields.append(pa.field(name, kind))
