@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, UnsetType
 
+from . import parquet
 from .files import (
     InputError,
     atomic_output,
@@ -31,7 +32,6 @@ from .files import (
     iter_decoded_lines,
     read_bytes,
 )
-from .parquet import is_parquet
 from .stateset import STATE_FIELDS, StateSet
 
 FILL_VALUE = 0.5
@@ -156,9 +156,7 @@ def read_states(
     """All states of a states JSONL file (`-` = stdin, `.gz` decompressed) or of Parquet
     (a `.parquet` file or a folder of them), strictly checked."""
     reader = _Reader(fill_missing, clip, allow_expect_level)
-    if is_parquet(path):
-        from . import parquet
-
+    if parquet.is_parquet(path):
         return parquet.read_states(path, fill_missing=fill_missing, clip=clip,
                                    allow_expect_level=allow_expect_level, check_values=reader.check_values)
     with reader.regression_hint():
@@ -255,9 +253,7 @@ def encode_states(states: StateSet, *, chunk_records: int = 8192) -> Iterator[by
 def write_states(path: str | os.PathLike[str], states: StateSet) -> None:
     """Write a states JSONL file atomically (`-` = stdout, `.gz` compressed), or Parquet
     for a path ending in `.parquet`."""
-    if str(path).lower().endswith(".parquet"):
-        from . import parquet
-
+    if str(path).lower().endswith(parquet.PARQUET_SUFFIX):
         parquet.write_states(path, states)
         return
     with atomic_output(path) as out:

@@ -21,6 +21,7 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, UnsetType
 
+from . import parquet
 from .files import (
     DEFAULT_BLOCK_BYTES,
     DecodedBlock,
@@ -32,7 +33,6 @@ from .files import (
     iter_blocks,
     open_binary,
 )
-from .parquet import is_parquet
 from .stateset import STATE_FIELDS, StateSet
 
 # Rules that set a decision's level (ENGINE.md sections 8-10), in the order of their codes.
@@ -208,9 +208,7 @@ def write_traces(
 ) -> None:
     """Write a traces file atomically (`-` = stdout, `.gz` compressed; Parquet for a path
     ending in `.parquet`)."""
-    if str(path).lower().endswith(".parquet"):
-        from . import parquet
-
+    if str(path).lower().endswith(parquet.PARQUET_SUFFIX):
         parquet.write_traces(path, cols, states, config_id=config_id, model=model, chaos=chaos)
         return
     with atomic_output(path) as out:
@@ -432,9 +430,7 @@ def iter_trace_chunks(
     Parquet (a `.parquet` file or a folder) gives chunks of one record batch each, `line`
     then being each record's 1-based row in the whole data set.
     """
-    if is_parquet(path):
-        from . import parquet
-
+    if parquet.is_parquet(path):
         yield from parquet.trace_chunks(path)
         return
     for block in iter_trace_blocks(path, TraceRecord, block_bytes=block_bytes):
@@ -470,9 +466,7 @@ class TraceStates:
 def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> TraceStates:
     """The states of a traces file, every record checked like read_traces; streamed, so
     memory holds the states (nine numbers, stream, id and t each), never the records."""
-    if is_parquet(path):
-        from . import parquet
-
+    if parquet.is_parquet(path):
         return parquet.read_trace_states(path)
     values: list[np.ndarray] = []
     streams: list[Any] = []
@@ -504,9 +498,7 @@ def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None 
 
     With `keys`, each dict holds only those of its fields (a long file then costs memory
     for what is used, not for every field of every record)."""
-    if is_parquet(path):
-        from . import parquet
-
+    if parquet.is_parquet(path):
         return parquet.read_trace_records(path, keys)
     source = display_name(path)
     checker = msgspec.json.Decoder(TraceRecord)

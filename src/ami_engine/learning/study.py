@@ -93,7 +93,7 @@ def _hide_password(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # an unparsable URL is reported as it was given  # noqa: BLE001
+    except Exception:  # an unparsable URL is reported as it was given
         return url
 
 
@@ -169,7 +169,7 @@ def _storage_of(location: StudyLocation) -> Any:
     except ImportError as exc:
         raise StudyError(f"study {location}: {exc}; install the cluster extra: pip install "
                          "'ami-engine[cluster]'") from None
-    except Exception as exc:  # connection and driver errors of the database  # noqa: BLE001
+    except Exception as exc:  # connection and driver errors of the database
         raise StudyError(f"study {location}: cannot open the database: {_first_line(exc)}") from None
 
 
@@ -240,7 +240,7 @@ class _StudyLock:
                 got = self._connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"),
                                                {"key": key}).scalar()
                 self._connection.commit()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.release()
                 raise StudyError(f"study {location}: cannot open the database: {_first_line(exc)}") from None
             if not got:
