@@ -101,6 +101,8 @@ def test_a_sqlite_url_is_read_and_a_file_behind_it_that_is_no_study_refused(tmp_
     with pytest.raises(StudyError, match="is not an optuna SQLite study"):
         StudyStore.open(f"sqlite:///{tmp_path / 'notes.db'}", FINGERPRINT)
     assert (tmp_path / "notes.db").read_text() == "mine"
+    with pytest.raises(StudyError, match="is an SQLite study .*; give it as sqlite:///"):
+        StudyStore.open(tmp_path / "s.db", FINGERPRINT)
 
 
 @pytest.mark.postgres
@@ -133,9 +135,14 @@ def _suggestion_bytes(result):
     return dumps_toml(doc).encode()
 
 
+@pytest.fixture(scope="module")
+def uninterrupted():
+    return _learn(None)
+
+
 @pytest.mark.parametrize("store", ["journal", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_a_run_stopped_on_one_host_resumes_on_another_to_the_same_bytes(store, tmp_path, request):
-    whole = _learn(None)
+def test_a_run_stopped_on_one_host_resumes_on_another_to_the_same_bytes(store, tmp_path, request, uninterrupted):
+    whole = uninterrupted
 
     def stop_after_one_step(done, total):
         if done >= 8:

@@ -138,6 +138,8 @@ def _check_study_file(location: StudyLocation) -> bool:
     else:
         ours = head.startswith(_SQLITE_MAGIC) and _sqlite_has_studies(path)
         what = "an optuna SQLite study"
+    if not ours and location.kind == "journal" and head.startswith(_SQLITE_MAGIC) and _sqlite_has_studies(path):
+        raise StudyError(f"study {location}: is an SQLite study (the former default); give it as sqlite:///{path}")
     if not ours:
         raise StudyError(f"study {location}: the file exists and is not {what}; refusing to use or replace it "
                          "(give another --study path)")
