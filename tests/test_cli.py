@@ -176,7 +176,7 @@ def test_learn_end_to_end_writes_suggestion_history_and_report(tmp_path):
     assert rep.read_text().startswith("<!DOCTYPE html>")
     again = invoke("learn", "--scenario", "chaos", "--n", 1200, "--seed", 3, "--strategy", "sobol", "--budget", 16,
                    "--batch-size", 8, "--out", tmp_path / "s2.toml", "--resume", "--study",
-                   tmp_path / "s.study.sqlite3")
+                   tmp_path / "s.study.journal")
     assert again.exit_code == 0, again.output
     strip = lambda text: [line for line in text.splitlines() if not line.startswith("created")]  # noqa: E731
     assert strip((tmp_path / "s2.toml").read_text()) == strip(out.read_text())

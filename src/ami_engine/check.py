@@ -11,7 +11,7 @@ property of two runs, not of one record: the gate checks it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -19,7 +19,9 @@ import msgspec
 import numpy as np
 
 from .config import Config
+from .io import parquet
 from .io.files import InputError, display_name, gc_paused
+from .io.parquet import is_parquet
 from .io.traces import TraceChunk, TraceRecord, iter_trace_blocks
 
 TOLERANCE = 1e-9
@@ -150,16 +152,26 @@ def check_trace_file(path: str | os.PathLike[str], config: Config) -> list[Viola
     without records is bad input, as for every reader of traces."""
     out: list[Violation] = []
     n_records = 0
-    for block in iter_trace_blocks(path, _CheckedRecord):
-        if not block.records:
-            continue
-        n_records += len(block.records)
-        with gc_paused():
-            chunk = TraceChunk.from_records(block.records, np.asarray(block.lines))
+    # For Parquet, `line` is each record's row in the whole data set.
+    for chunk in _trace_chunks(path):
+        n_records += len(chunk)
         out.extend(check_columns(chunk, config, lines=chunk.line))
     if not n_records:
         raise InputError(display_name(path), None, None, "no traces in the file")
     return out
+
+
+def _trace_chunks(path: str | os.PathLike[str]) -> Iterator[TraceChunk]:
+    """The records of a traces file as chunks; for Parquet, `line` is each record's row in
+    the whole data set."""
+    if is_parquet(path):
+        yield from parquet.trace_chunks(path, any_level=True)
+        return
+    for block in iter_trace_blocks(path, _CheckedRecord):
+        if block.records:
+            with gc_paused():
+                chunk = TraceChunk.from_records(block.records, np.asarray(block.lines))
+            yield chunk
 
 
 def check_trace_file_by_config(path: str | os.PathLike[str], resolve: Callable[[str | None, int], Config]
@@ -171,22 +183,17 @@ def check_trace_file_by_config(path: str | os.PathLike[str], resolve: Callable[[
     out: list[Violation] = []
     used: dict[str | None, Config] = {}
     n_records = 0
-    for block in iter_trace_blocks(path, _CheckedRecord):
-        if not block.records:
-            continue
-        n_records += len(block.records)
+    for chunk in _trace_chunks(path):
+        n_records += len(chunk)
+        ids = chunk.config_id or [None] * len(chunk)
         groups: dict[str | None, list[int]] = {}
-        for i, record in enumerate(block.records):
-            key = record.config_id if isinstance(record.config_id, str) else None
-            groups.setdefault(key, []).append(i)
+        for i, key in enumerate(ids):
+            groups.setdefault(key if isinstance(key, str) else None, []).append(i)
         for key, rows in groups.items():
             if key not in used:
-                used[key] = resolve(key, int(block.lines[rows[0]]))
-            records = block.records if len(groups) == 1 else [block.records[i] for i in rows]
-            lines = np.asarray(block.lines) if len(groups) == 1 else np.asarray(block.lines)[rows]
-            with gc_paused():
-                chunk = TraceChunk.from_records(records, lines)
-            out.extend(check_columns(chunk, used[key], lines=chunk.line))
+                used[key] = resolve(key, int(chunk.line[rows[0]]))
+            part = chunk if len(groups) == 1 else chunk.take(np.asarray(rows))
+            out.extend(check_columns(part, used[key], lines=part.line))
     if not n_records:
         raise InputError(display_name(path), None, None, "no traces in the file")
     out.sort(key=lambda v: (v.line, v.invariant))

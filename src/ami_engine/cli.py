@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a check or the gate failed, 2 bad input or usage.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -171,14 +172,39 @@ def _write_bytes(path: str, chunks) -> None:
             fh.write(chunk)
 
 
+def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Ctrl-C during `learn`: say how far the study got and the command that goes on, exit 130.
+
+    Outputs are written atomically, so an interrupted run leaves none half-made; the
+    study keeps every finished batch."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            from .learning.study import finished_evaluations
+
+            finished = 0
+            with contextlib.suppress(Exception):  # no study yet, or none readable: nothing finished
+                finished = finished_evaluations(_study_path(kwargs.get("study"), kwargs["out"])) or 0
+            err_console.print(f"interrupted after {finished} of {kwargs.get('budget')} evaluations; continue with: "
+                              f"{_resume_command()}", highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
 # ---------------------------------------------------------------------------- run
 
 
 @app.command()
 @_command
 def run(
-    out: Annotated[str, typer.Option("--out", help="Traces JSONL to write (`-` = stdout, .gz compressed).")],
-    states: Annotated[Path | None, typer.Option(help="States JSONL (`-` = stdin, .gz).")] = None,
+    out: Annotated[str, typer.Option("--out", help="Traces to write: JSONL (`-` = stdout, .gz compressed) "
+                                                   "or Parquet (.parquet).")],
+    states: Annotated[Path | None, typer.Option(help="States JSONL (`-` = stdin, .gz) or Parquet (file or "
+                                                     "folder).")] = None,
     scenario: Annotated[str | None, typer.Option(help="safe, balanced, critical, chaos or curriculum.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Number of scenario states.")] = None,
     seed: Annotated[int, typer.Option(help="Scenario seed.")] = 0,
@@ -192,12 +218,16 @@ def run(
 ) -> None:
     """Decide states under one config and write one DecisionTrace per decision."""
     from .engine import run as engine_run
-    from .io.traces import encode_traces
+    from .io.parquet import PARQUET_SUFFIX
+    from .io.traces import encode_traces, write_traces
 
     cfg = _config(profile, config)
     stateset = _states(states, scenario, n, seed, streams, fill_missing, clip)
     cols = engine_run(stateset, cfg)
-    _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos))
+    if out.lower().endswith(PARQUET_SUFFIX):
+        write_traces(out, cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos)
+    else:
+        _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos))
     if out != "-":
         counts = np.bincount(cols.level, minlength=3)
         err_console.print(f"{len(stateset)} decisions -> {escape(out)}  "
@@ -210,7 +240,7 @@ def run(
 @app.command()
 @_command
 def metrics(
-    traces: Annotated[str, typer.Argument(help="Traces JSONL (`-` = stdin, .gz).")],
+    traces: Annotated[str, typer.Argument(help="Traces JSONL (`-` = stdin, .gz) or Parquet (file or folder).")],
     weights: Annotated[str, typer.Option(help="Loss weights w1,w2,w3.")] = "1.5,1.0,0.5",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -246,6 +276,25 @@ def metrics(
     table.add_row("levels L0 / L1 / L2", " / ".join(str(c) for c in result["level_counts"]))
     table.add_row(f"L (weights {escape(weights)})", f"{result['L']:.6f}")
     out_console.print(table)
+
+
+# ------------------------------------------------------------------------- convert
+
+
+@app.command()
+@_command
+def convert(
+    source: Annotated[str, typer.Argument(help="States or traces to read: JSONL (`-` = stdin, .gz) or Parquet "
+                                               "(a .parquet file or a folder of them).")],
+    target: Annotated[str, typer.Argument(help="File to write: Parquet when it ends in .parquet, else JSONL "
+                                               "(`-` = stdout, .gz compressed).")],
+) -> None:
+    """Convert states or traces between JSONL and Parquet, checked as strictly as any reader."""
+    from .io.convert import convert as convert_file
+
+    done = convert_file(source, target)
+    if target != "-":
+        err_console.print(f"{done.records} {done.kind} records -> {target}", highlight=False)
 
 
 # --------------------------------------------------------------------------- check
@@ -369,8 +418,15 @@ def explain(
 
 
 def _record_index(path: Any, line: int) -> int:
-    """Position among the non-blank lines of the record on 1-based `line`."""
+    """Position among the non-blank lines of the record on 1-based `line` (for Parquet,
+    the 1-based row of the whole data set)."""
     from .io.files import display_name, open_text_lines
+    from .io.parquet import count_rows, is_parquet
+
+    if isinstance(path, (str, Path)) and is_parquet(path):
+        if not 1 <= line <= count_rows(path):
+            raise UsageError(f"{path}: --line {line} is not a row of the data set")
+        return line - 1
 
     index = -1
     for number, text in enumerate(open_text_lines(path), start=1):
@@ -423,12 +479,14 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
 
 @app.command()
 @_command(n=learn_scenario_size)
+@_interruptible
 def learn(
     out: Annotated[str, typer.Option("--out", help="Suggestion TOML to write (never a profile); on REJECT a "
                                                    "suggestion an earlier run left there is removed.")],
-    states: Annotated[Path | None, typer.Option(help="States JSONL to learn from (`-` = stdin, .gz).")] = None,
-    traces: Annotated[Path | None, typer.Option(help="Traces JSONL whose records carry `state` (replayed; `-` = "
-                                                     "stdin, .gz).")] = None,
+    states: Annotated[Path | None, typer.Option(help="States to learn from (JSONL or Parquet; `-` = stdin, "
+                                                     ".gz).")] = None,
+    traces: Annotated[Path | None, typer.Option(help="Traces whose records carry `state` (replayed; JSONL or "
+                                                     "Parquet; `-` = stdin, .gz).")] = None,
     scenario: Annotated[str | None, typer.Option(help="Scenario to generate: safe, balanced, critical, chaos, "
                                                       "curriculum.")] = None,
     n: Annotated[int | None, typer.Option("--n", help="Number of scenario states.")] = None,
@@ -451,9 +509,11 @@ def learn(
     points_per_axis: Annotated[int | None, typer.Option(help="grid: points per parameter axis.")] = None,
     history: Annotated[str | None, typer.Option(help="History JSONL to write (one line per step).")] = None,
     report: Annotated[str | None, typer.Option(help="HTML report to write.")] = None,
-    study: Annotated[str | None, typer.Option(help="Study database (path = SQLite, or a storage URL); "
-                                                   "default OUT.study.sqlite3.")] = None,
+    study: Annotated[str | None, typer.Option(help="Where finished evaluations are kept: a journal file, or a "
+                                                   "postgresql:// URL to share one study among hosts; default "
+                                                   "OUT.study.journal.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the study's finished evaluations.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete the existing study and start over.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Learn a suggested config from states, a scenario or replayable traces. Nothing is applied."""
@@ -463,6 +523,7 @@ def learn(
     from .learning.loss import LossWeights
     from .learning.offline_loop import LearnSettings, data_from_scenario, data_from_states_file, data_from_traces_file
     from .learning.offline_loop import learn as run_learn
+    from .learning.study import StudyError
 
     given = [x is not None for x in (states, traces, scenario)]
     if sum(given) != 1:
@@ -470,6 +531,7 @@ def learn(
     _one_dash("input can be read from stdin", states=states, traces=traces, regression=regression)
     _one_dash("output can be written to stdout", out=out, history=history, report=report)
     _refuse_profile_path(out)
+    study_path, existing_study = _study_plan(study, out, resume, fresh)
     baseline = _config(profile, config)
     from .gate.yardstick import check_baseline
 
@@ -502,14 +564,14 @@ def learn(
         regression_states = read_states(str(regression), allow_expect_level=True)
     settings = LearnSettings(strategy=strategy, budget=budget, seed=seed, batch_size=batch_size, weights=w,
                              train_fraction=train_fraction, critical=crit, strategy_options=options)
-    study_path = study or (str(Path(out).with_suffix("")) + ".study.sqlite3")
     if "://" not in study_path:
         Path(study_path).parent.mkdir(parents=True, exist_ok=True)
-    if not resume and "://" not in study_path and Path(study_path).exists():
-        Path(study_path).unlink()
-    with _progress("learning", budget) as progress:
-        result = run_learn(data, baseline, settings, regression=regression_states, study=study_path,
-                           gate_fn=run_gate, progress=progress)
+    try:
+        with _progress("learning", budget) as progress:
+            result = run_learn(data, baseline, settings, regression=regression_states, study=study_path,
+                               gate_fn=run_gate, progress=progress, existing_study=existing_study)
+    except StudyError as exc:  # the study was taken, or changed, since the checks above
+        raise UsageError(str(exc)) from None
     # The outputs of a run are one set, written together: the history, the report and the
     # suggestion when the gate ACCEPTed one. On REJECT there is no suggestion, and a
     # suggestion at --out from an earlier run is removed rather than left beside this
@@ -552,6 +614,46 @@ def _one_dash(what: str, **paths: Any) -> None:
     named = [option_name(k) for k, v in paths.items() if v is not None and str(v) == "-"]
     if len(named) > 1:
         raise UsageError(f"{' and '.join(named)}: only one {what} (-)")
+
+
+def _study_path(study: str | None, out: str) -> str:
+    return study or (str(Path(out).with_suffix("")) + ".study.journal")
+
+
+def _study_plan(study: str | None, out: str, resume: bool, fresh: bool) -> tuple[str, str]:
+    """The study location and what to do with an existing study there: checked before
+    any work, so that a run refused here changes no file."""
+    from .learning.study import (
+        FRESH,
+        REFUSE,
+        RESUME,
+        StudyError,
+        StudyExistsError,
+        finished_evaluations,
+        study_location,
+    )
+
+    if resume and fresh:
+        raise UsageError("--resume and --fresh are mutually exclusive")
+    path = _study_path(study, out)
+    try:
+        location = study_location(path)
+        finished = finished_evaluations(location)
+    except StudyError as exc:
+        raise UsageError(f"--study: {exc}") from None
+    if finished is not None and not (resume or fresh):
+        raise UsageError(str(StudyExistsError(location, finished)))
+    return path, RESUME if resume else FRESH if fresh else REFUSE
+
+
+def _resume_command() -> str:
+    """The command line of this run, asking to resume it."""
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a != "--fresh"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["ami-engine", *args])
 
 
 def _refuse_profile_path(out: str) -> None:

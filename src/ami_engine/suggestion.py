@@ -44,11 +44,10 @@ class SuggestionError(ConfigError):
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a file, or of a folder of Parquet files (see io.parquet.dataset_sha256)."""
+    from .io.parquet import dataset_sha256
+
+    return dataset_sha256(path)
 
 
 # ---------------------------------------------------------------------------- writing

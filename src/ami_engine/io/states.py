@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, UnsetType
 
+from . import parquet
 from .files import (
     InputError,
     atomic_output,
@@ -88,17 +89,28 @@ class _Reader:
     def _values(self, records: list[Any], where: _Where) -> tuple[np.ndarray, list[dict[str, str] | None] | None]:
         n, width = len(records), len(STATE_FIELDS)
         rows = map(attrgetter(*STATE_FIELDS), records)
-        repairs: list[dict[str, str] | None] = [None] * n
+        filled = None
         try:
             values = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=n * width).reshape(n, width)
         except (TypeError, ValueError):  # UNSET among the values: fields to fill
             values = np.empty((n, width), dtype=np.float64)
+            filled = np.zeros((n, width), dtype=bool)
             for i, row in enumerate(map(attrgetter(*STATE_FIELDS), records)):
-                missing = [j for j, v in enumerate(row) if v is UNSET]
-                if missing:
-                    row = [FILL_VALUE if v is UNSET else v for v in row]
-                    repairs[i] = {STATE_FIELDS[j]: FILLED for j in missing}
-                values[i] = row
+                filled[i] = [v is UNSET for v in row]
+                values[i] = [FILL_VALUE if v is UNSET else v for v in row]
+        return self.check_values(values, filled, where)
+
+    def check_values(
+        self, values: np.ndarray, filled: np.ndarray | None, where: _Where
+    ) -> tuple[np.ndarray, list[dict[str, str] | None] | None]:
+        """Check the (n, 9) state values, fill the cells `filled` marks (when the reader
+        fills) and clip (when it clips); the values and each state's repairs, or None."""
+        n = values.shape[0]
+        repairs: list[dict[str, str] | None] = [None] * n
+        if filled is not None and filled.any():
+            values = np.where(filled, FILL_VALUE, values)
+            for i in np.flatnonzero(filled.any(axis=1)).tolist():
+                repairs[i] = {STATE_FIELDS[j]: FILLED for j in np.flatnonzero(filled[i]).tolist()}
         bad = ~np.isfinite(values)
         if not self.clip:
             bad |= (values < 0.0) | (values > 1.0)
@@ -141,8 +153,12 @@ def read_states(
     clip: bool = False,
     allow_expect_level: bool = False,
 ) -> StateSet:
-    """All states of a states JSONL file (`-` = stdin, `.gz` decompressed), strictly checked."""
+    """All states of a states JSONL file (`-` = stdin, `.gz` decompressed) or of Parquet
+    (a `.parquet` file or a folder of them), strictly checked."""
     reader = _Reader(fill_missing, clip, allow_expect_level)
+    if parquet.is_parquet(path):
+        return parquet.read_states(path, fill_missing=fill_missing, clip=clip,
+                                   allow_expect_level=allow_expect_level, check_values=reader.check_values)
     with reader.regression_hint():
         return _read_states(path, reader)
 
@@ -235,7 +251,11 @@ def encode_states(states: StateSet, *, chunk_records: int = 8192) -> Iterator[by
 
 
 def write_states(path: str | os.PathLike[str], states: StateSet) -> None:
-    """Write a states JSONL file atomically (`-` = stdout, `.gz` compressed)."""
+    """Write a states JSONL file atomically (`-` = stdout, `.gz` compressed), or Parquet
+    for a path ending in `.parquet`."""
+    if str(path).lower().endswith(parquet.PARQUET_SUFFIX):
+        parquet.write_states(path, states)
+        return
     with atomic_output(path) as out:
         for chunk in encode_states(states):
             out.write(chunk)

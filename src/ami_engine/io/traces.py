@@ -10,6 +10,7 @@ are there, ignores unknown fields, and stops at the first bad record with
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -21,6 +22,7 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, UnsetType
 
+from . import parquet
 from .files import (
     DECODE_ERRORS,
     DEFAULT_BLOCK_BYTES,
@@ -207,7 +209,11 @@ def write_traces(
     model: str,
     chaos: bool,
 ) -> None:
-    """Write a traces file atomically (`-` = stdout, `.gz` compressed)."""
+    """Write a traces file atomically (`-` = stdout, `.gz` compressed; Parquet for a path
+    ending in `.parquet`)."""
+    if str(path).lower().endswith(parquet.PARQUET_SUFFIX):
+        parquet.write_traces(path, cols, states, config_id=config_id, model=model, chaos=chaos)
+        return
     with atomic_output(path) as out:
         for chunk in encode_traces(cols, states, config_id=config_id, model=model, chaos=chaos):
             out.write(chunk)
@@ -295,6 +301,19 @@ class TraceChunk:
 
     def __len__(self) -> int:
         return int(self.line.shape[0])
+
+    def take(self, rows: np.ndarray) -> TraceChunk:
+        """The records at positions `rows`, as a chunk of their own."""
+        picked: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                picked[f.name] = value[rows]
+            elif isinstance(value, list):
+                picked[f.name] = [value[i] for i in rows]
+            else:
+                picked[f.name] = value
+        return TraceChunk(**picked)
 
     @classmethod
     def from_records(cls, records: list[TraceRecord], line: np.ndarray) -> TraceChunk:
@@ -424,7 +443,12 @@ def iter_trace_chunks(
     """The records of a traces file as column chunks of at most `chunk_lines` records.
 
     Memory stays bounded by one block of the file and its chunks, however long the file.
+    Parquet (a `.parquet` file or a folder) gives chunks of one record batch each, `line`
+    then being each record's 1-based row in the whole data set.
     """
+    if parquet.is_parquet(path):
+        yield from parquet.trace_chunks(path)
+        return
     for block in iter_trace_blocks(path, TraceRecord, block_bytes=block_bytes):
         for start in range(0, len(block.records), chunk_lines):
             stop = start + chunk_lines
@@ -458,6 +482,8 @@ class TraceStates:
 def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> TraceStates:
     """The states of a traces file, every record checked like read_traces; streamed, so
     memory holds the states (nine numbers, stream, id and t each), never the records."""
+    if parquet.is_parquet(path):
+        return parquet.read_trace_states(path)
     values: list[np.ndarray] = []
     streams: list[Any] = []
     ids: list[Any] = []
@@ -488,6 +514,8 @@ def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None 
 
     With `keys`, each dict holds only those of its fields (a long file then costs memory
     for what is used, not for every field of every record)."""
+    if parquet.is_parquet(path):
+        return parquet.read_trace_records(path, keys)
     source = display_name(path)
     checker = msgspec.json.Decoder(TraceRecord)
     plain = msgspec.json.Decoder()

@@ -8,6 +8,9 @@
 
 Every metric is a sum over records divided by the number of records, so MetricSums keeps
 the sums: sums of shards add up to the sums of the whole (LEARNING.md, "Metrics and loss").
+The sums of floats are kept exactly (as fractions) and rounded once, when a rate is asked
+for, so the figures do not depend on how the records were cut into blocks: a traces file
+gives the same bits as JSONL or as Parquet, in one process or shared among workers.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from fractions import Fraction
 from itertools import compress
 from operator import attrgetter
 from typing import Any
@@ -25,6 +29,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from ..io import parquet
 from ..io.files import (
     DEFAULT_BLOCK_BYTES,
     InputError,
@@ -35,6 +40,7 @@ from ..io.files import (
     is_plain_file,
     iter_blocks,
 )
+from ..io.parquet import is_parquet
 from ..io.traces import RequiredTraceRecord, action_matrix, iter_trace_blocks
 
 FAIL_SAFE_LEVEL = 2
@@ -53,8 +59,8 @@ class MetricSums:
 
     n: int = 0
     n_level: tuple[int, int, int] = (0, 0, 0)
-    sum_cus: float = 0.0
-    sum_distortion: float = 0.0
+    exact_cus: Fraction = Fraction(0)
+    exact_distortion: Fraction = Fraction(0)
     n_clamped: int = 0
     n_human: int = 0
 
@@ -62,19 +68,28 @@ class MetricSums:
         return MetricSums(
             n=self.n + other.n,
             n_level=tuple(a + b for a, b in zip(self.n_level, other.n_level, strict=True)),  # type: ignore[arg-type]
-            sum_cus=self.sum_cus + other.sum_cus,
-            sum_distortion=self.sum_distortion + other.sum_distortion,
+            exact_cus=self.exact_cus + other.exact_cus,
+            exact_distortion=self.exact_distortion + other.exact_distortion,
             n_clamped=self.n_clamped + other.n_clamped,
             n_human=self.n_human + other.n_human,
         )
+
+    @property
+    def sum_cus(self) -> float:
+        return float(self.exact_cus)
+
+    @property
+    def sum_distortion(self) -> float:
+        return float(self.exact_distortion)
 
     def __add__(self, other: MetricSums) -> MetricSums:
         if not isinstance(other, MetricSums):
             return NotImplemented
         return self.merge(other)
 
-    def _per_record(self, total: float) -> float:
-        return total / self.n if self.n else math.nan
+    def _per_record(self, total: int | Fraction) -> float:
+        # A fraction divided by an integer and rounded once: the correctly rounded rate.
+        return float(Fraction(total) / self.n) if self.n else math.nan
 
     @property
     def fail_safe_rate(self) -> float:
@@ -82,11 +97,11 @@ class MetricSums:
 
     @property
     def mean_cus(self) -> float:
-        return self._per_record(self.sum_cus)
+        return self._per_record(self.exact_cus)
 
     @property
     def clamp_distortion(self) -> float:
-        return self._per_record(self.sum_distortion)
+        return self._per_record(self.exact_distortion)
 
     @property
     def level_rates(self) -> tuple[float, float, float]:
@@ -142,14 +157,48 @@ def _sums(
     if counts.size > N_LEVELS:
         raise ValueError(f"level must be 0, 1 or 2, got {int(level.max())}")
     distortion = np.abs(np.asarray(final_clamped, dtype=np.float64) - np.asarray(raw_clamped, dtype=np.float64))
+    # The mean of the four components, added in one fixed order for every record.
+    per_record = (((distortion[:, 0] + distortion[:, 1]) + distortion[:, 2]) + distortion[:, 3]) / 4.0
     return MetricSums(
         n=int(level.shape[0]),
         n_level=(int(counts[0]), int(counts[1]), int(counts[2])),
-        sum_cus=float(np.sum(cus, dtype=np.float64)),
-        sum_distortion=float(distortion.mean(axis=1).sum()) if distortion.size else 0.0,
+        exact_cus=exact_sum(cus),
+        exact_distortion=exact_sum(per_record),
         n_clamped=int(np.count_nonzero(soft_clamp)),
         n_human=n_human,
     )
+
+
+_HALF_BITS = 26
+# Each half of a 53-bit mantissa is below 2**27, so a float64 sum of up to 2**26 of them is exact.
+_EXACT_CHUNK = 1 << _HALF_BITS
+
+
+def exact_sum(values: np.ndarray) -> Fraction:
+    """The exact sum of finite float64 values, as a fraction (no rounding at all).
+
+    Every float is m * 2**(e - 53) with an integer mantissa m; the mantissas are split in
+    two halves and added per exponent, exactly, then the few per-exponent totals are
+    joined with Python integers. Exact sums add up in any order to the same value.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size > _EXACT_CHUNK:
+        return sum((exact_sum(x[i : i + _EXACT_CHUNK]) for i in range(0, x.size, _EXACT_CHUNK)), Fraction(0))
+    if x.size == 0:
+        return Fraction(0)
+    if not np.isfinite(x).all():
+        raise ValueError("exact_sum: the values must be finite")
+    fraction, exponent = np.frexp(x)
+    mantissa = (fraction * float(1 << 53)).astype(np.int64)
+    low_exponent = int(exponent.min())
+    slot = (exponent - low_exponent).astype(np.intp)
+    high = np.bincount(slot, weights=mantissa >> _HALF_BITS)
+    low = np.bincount(slot, weights=mantissa & ((1 << _HALF_BITS) - 1))
+    total = 0
+    for k in np.flatnonzero((high != 0) | (low != 0)).tolist():
+        total += ((int(high[k]) << _HALF_BITS) + int(low[k])) << k
+    scale = low_exponent - 53
+    return Fraction(total << scale) if scale >= 0 else Fraction(total, 1 << -scale)
 
 
 def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
@@ -177,6 +226,8 @@ def metrics_from_traces(
     The result does not depend on the number of workers: each block's sums are taken
     alone and added in file order.
     """
+    if is_parquet(path):
+        return _metrics_from_parquet(path)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     n_blocks = 0
@@ -197,6 +248,24 @@ def metrics_from_traces(
     total = MetricSums()
     for part in parts:
         total = total + part
+    if total.n == 0:
+        raise InputError(display_name(path), None, None, "no traces in the file")
+    return total
+
+
+METRIC_COLUMNS = ("level", "cus", "soft_clamp", "raw_action", "final_action", "human_escalation")
+
+
+def _metrics_from_parquet(path: str | os.PathLike[str]) -> MetricSums:
+    """MetricSums of a traces Parquet file or folder: the six columns the metrics need,
+    read a record batch at a time and checked value by value (the other required columns
+    must be there, and are not read)."""
+    total = MetricSums()
+    for block in parquet.iter_trace_blocks(path, METRIC_COLUMNS):
+        c = block.columns
+        clamped = c["soft_clamp"]
+        total = total + _sums(c["level"], c["cus"], clamped, c["raw_action"][clamped], c["final_action"][clamped],
+                              int(np.count_nonzero(c["human_escalation"])))
     if total.n == 0:
         raise InputError(display_name(path), None, None, "no traces in the file")
     return total
@@ -250,4 +319,4 @@ def _sums_of_range(path: str, first_block: int, stop_block: int, block_bytes: in
     return result
 
 
-__all__ = ["MetricSums", "metrics_from_traces", "sums_from_columns"]
+__all__ = ["MetricSums", "exact_sum", "metrics_from_traces", "sums_from_columns"]

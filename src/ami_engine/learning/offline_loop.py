@@ -80,8 +80,11 @@ def data_from_scenario(name: str, n: int, seed: int, streams: int = 8) -> LearnD
 def data_from_states_file(path: str) -> LearnData:
     """The states of a states file (`-` = stdin); the file is read once, and its SHA-256 is
     that of the bytes the states were read from."""
+    from ..io.parquet import dataset_sha256, is_parquet
     from ..io.states import read_states
 
+    if is_parquet(path):
+        return LearnData(read_states(path), "states", f"states {path}", dataset_sha256(path), path=path)
     loaded = read_once(path)
     return LearnData(read_states(loaded), "states", f"states file {loaded.name}", loaded.sha256,
                      path=_named_path(path))
@@ -90,10 +93,14 @@ def data_from_states_file(path: str) -> LearnData:
 def data_from_traces_file(path: str) -> LearnData:
     """Replay: the states carried by a traces file (`-` = stdin), stream by stream in file
     order; read once, like a states file."""
+    from ..io.parquet import dataset_sha256, is_parquet
     from ..io.traces import read_trace_states
 
-    loaded = read_once(path)
-    found = read_trace_states(loaded)
+    if is_parquet(path):
+        found, name, digest = read_trace_states(path), str(path), dataset_sha256(path)
+    else:
+        loaded = read_once(path)
+        found, name, digest = read_trace_states(loaded), loaded.name, loaded.sha256
     if found.n_records == 0:
         raise LearnError(f"{path}: no traces in the file")
     if found.missing:
@@ -101,7 +108,7 @@ def data_from_traces_file(path: str) -> LearnData:
             f"{path}: {found.missing} of {found.n_records} records carry no `state` (first: line "
             f"{found.first_missing}); traces without states give metrics only: use `ami-engine metrics` on this "
             "file, or pass the states with --states")
-    return LearnData(found.states, "traces", f"traces file {loaded.name} (replayed)", loaded.sha256,
+    return LearnData(found.states, "traces", f"traces file {name} (replayed)", digest,
                      path=_named_path(path))
 
 
@@ -125,7 +132,7 @@ def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
         path = data_meta.get("path")
         if path is None:
             raise LearnError(f"data: the suggestion's {source} were read from stdin; they cannot be read again")
-        if not isinstance(path, str) or not Path(path).is_file():
+        if not isinstance(path, str) or not Path(path).exists():
             raise LearnError(f"data: the suggestion's {source} file {path!r} is not readable here")
         data = data_from_states_file(path) if source == "states" else data_from_traces_file(path)
     else:
@@ -271,8 +278,12 @@ def learn(
     study: str | None = None,
     gate_fn: Callable[..., Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    existing_study: str = "resume",
 ) -> LearnResult:
-    """Search the seven learned parameters; return the best candidate the gate accepts."""
+    """Search the seven learned parameters; return the best candidate the gate accepts.
+
+    `study` keeps the finished batches (see StudyStore.open); `existing_study` says what
+    to do with a study already there: "resume" it, start it over ("fresh") or "refuse"."""
     if settings.budget < 1:
         raise LearnError(f"budget: must be >= 1, got {settings.budget}")
     if settings.batch_size < 1:
@@ -289,7 +300,8 @@ def learn(
     crit_base = crit_table.evaluate([baseline])[0]
 
     current = space.clamp(space.from_dict(baseline.learned()))
-    store = StudyStore.open(study, _fingerprint(data, baseline, settings, regression), space=space)
+    store = StudyStore.open(study, _fingerprint(data, baseline, settings, regression), space=space,
+                            existing=existing_study)
     try:
         done = store.completed_batches()
         X_hist = [b.X for b in done]

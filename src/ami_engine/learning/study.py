@@ -1,11 +1,18 @@
 """Where a learning run keeps its finished batches, so that it can stop and resume.
 
-The store is an optuna study: a SQLite file by default, any optuna RDB storage URL when
-work is shared, in memory when no path is given. Each evaluated candidate is one trial
-(its learned parameters, its loss, +inf when infeasible, and its extra metrics as the user
-attribute "extras"). A batch counts as recorded only once its commit marker, the list of
-its trial numbers, is written after all of its trials: a run stopped mid-batch leaves
-trials that no marker names, and they are ignored.
+The store is an optuna study: a journal file (optuna's journal storage) for a path, a
+PostgreSQL database for a `postgresql://` URL, so that a run stopped on one host resumes
+on another, and in memory when no location is given (`sqlite:///` URLs are read too).
+Each evaluated candidate is one trial (its learned parameters, its loss, +inf when
+infeasible, and its extra metrics as the user attribute "extras"). A batch counts as
+recorded only once its commit marker, the list of its trial numbers, is written after all
+of its trials: a run stopped mid-batch leaves trials that no marker names, and they are
+ignored.
+
+A run holds a lock on its study while it works on it (an exclusive `flock` on the study
+file, a session-level advisory lock in PostgreSQL), so two runs never write one study.
+Only a study this tool created is ever reopened, started over or deleted: a file that
+holds anything else is refused, never touched.
 
 The study also carries the run's fingerprint (data digest, seed, strategy, options,
 weights, baseline) and the parameter bounds; reopening it with either different refuses
@@ -14,8 +21,12 @@ to resume rather than mixing two runs' histories.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +42,228 @@ _FINGERPRINT = "fingerprint"
 _BOUNDS = "bounds"
 
 
-class StudyMismatchError(ValueError):
+_JOURNAL_OP = b'"op_code"'
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
+REFUSE, RESUME, FRESH = "refuse", "resume", "fresh"
+
+
+class StudyError(ValueError):
+    """The study location cannot be used as asked (bad input or usage: exit code 2)."""
+
+
+class StudyMismatchError(StudyError):
     """The stored study belongs to a different run setup than the one resuming it."""
+
+
+class StudyExistsError(StudyError):
+    """A study already exists where a new run would start one."""
+
+    def __init__(self, location: StudyLocation, finished: int) -> None:
+        self.finished = finished
+        super().__init__(f"{finished} finished evaluations in {location}; --resume to continue, "
+                         "--fresh to start over")
+
+
+class StudyBusyError(StudyError):
+    """Another run holds the study's lock."""
+
+
+@dataclass(frozen=True)
+class StudyLocation:
+    """Where a study is kept: `kind` is "journal", "postgresql", "sqlite" or "memory"."""
+
+    text: str
+    kind: str
+    path: Path | None = None
+    url: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "postgresql" and self.url is not None:
+            return _hide_password(self.text)
+        return self.text
+
+    @property
+    def is_file(self) -> bool:
+        return self.path is not None
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is reported as it was given
+        return url
+
+
+def study_location(url_or_path: str | os.PathLike[str] | None) -> StudyLocation:
+    """Parse a study location: None (memory), a file path (journal), a `postgresql://`
+    URL or a `sqlite:///` URL. Any other scheme is a StudyError."""
+    if url_or_path is None:
+        return StudyLocation("memory", "memory")
+    text = os.fspath(url_or_path)
+    if "://" not in text:
+        return StudyLocation(text, "journal", path=Path(text).resolve())
+    scheme = text.split("://", 1)[0].lower()
+    if scheme in _POSTGRES_SCHEMES:
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; this package uses psycopg 3.
+        return StudyLocation(text, "postgresql", url="postgresql+psycopg://" + text.split("://", 1)[1])
+    if scheme == "sqlite":
+        rest = text.split("://", 1)[1]
+        if not rest.startswith("/") or rest == "/":
+            raise StudyError(f"study {text!r}: a sqlite URL names a file, as sqlite:///PATH")
+        return StudyLocation(text, "sqlite", path=Path(rest[1:]).resolve(), url=text)
+    raise StudyError(f"study {text!r}: unknown storage scheme {scheme!r}; give a file path (a journal file) "
+                     "or a postgresql:// URL")
+
+
+def _check_study_file(location: StudyLocation) -> bool:
+    """True when the location's file holds a study store, False when there is none (no file,
+    or an empty one); a StudyError when it holds anything else."""
+    path = location.path
+    assert path is not None
+    if not path.exists():
+        return False
+    if not path.is_file():
+        raise StudyError(f"study {location}: is not a file; give the path of a study file")
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        return False
+    if location.kind == "journal":
+        first = head.split(b"\n", 1)[0]
+        ours = first.startswith(b"{") and _JOURNAL_OP in first
+        what = "an optuna journal"
+    else:
+        ours = head.startswith(_SQLITE_MAGIC) and _sqlite_has_studies(path)
+        what = "an optuna SQLite study"
+    if not ours and location.kind == "journal" and head.startswith(_SQLITE_MAGIC) and _sqlite_has_studies(path):
+        raise StudyError(f"study {location}: is an SQLite study (the former default); give it as sqlite:///{path}")
+    if not ours:
+        raise StudyError(f"study {location}: the file exists and is not {what}; refusing to use or replace it "
+                         "(give another --study path)")
+    return True
+
+
+def _sqlite_has_studies(path: Path) -> bool:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return False
+    return {"studies", "trials"} <= names
+
+
+def _storage_of(location: StudyLocation) -> Any:
+    import optuna
+
+    if location.kind == "memory":
+        return optuna.storages.InMemoryStorage()
+    if location.path is not None and not location.path.parent.is_dir():
+        raise StudyError(f"study {location}: folder {str(location.path.parent)!r} does not exist")
+    if location.kind == "journal":
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(location.path)))
+    try:
+        return optuna.storages.RDBStorage(location.url)
+    except ImportError as exc:
+        raise StudyError(f"study {location}: {exc}; install the cluster extra: pip install "
+                         "'ami-engine[cluster]'") from None
+    except Exception as exc:  # connection and driver errors of the database
+        raise StudyError(f"study {location}: cannot open the database: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _finished(storage: Any, study_id: int) -> int:
+    attrs = storage.get_study_system_attrs(study_id)
+    return sum(len(v) for k, v in attrs.items() if k.startswith(_BATCH_MARKER))
+
+
+def finished_evaluations(
+    url_or_path: str | os.PathLike[str] | StudyLocation | None, study_name: str = DEFAULT_STUDY_NAME
+) -> int | None:
+    """The finished evaluations of the study at a location, or None when there is none.
+
+    A file that is not a study store is a StudyError: nothing is opened or written then."""
+    location = url_or_path if isinstance(url_or_path, StudyLocation) else study_location(url_or_path)
+    if location.kind == "memory":
+        return None
+    if location.is_file and not _check_study_file(location):
+        return None
+    with quiet_optuna():
+        storage = _storage_of(location)
+        try:
+            try:
+                study_id = storage.get_study_id_from_name(study_name)
+            except KeyError:
+                return None
+            return _finished(storage, study_id)
+        finally:
+            _release(storage)
+
+
+def _release(storage: Any) -> None:
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        storage.remove_session()
+        engine.dispose()
+
+
+class _StudyLock:
+    """An exclusive lock on one study, held until released; refused, not waited for."""
+
+    def __init__(self, location: StudyLocation, study_name: str) -> None:
+        self._fd: int | None = None
+        self._connection: Any = None
+        self._engine: Any = None
+        if location.is_file:
+            assert location.path is not None
+            fd = os.open(location.path, os.O_RDONLY | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise _busy(location) from None
+            self._fd = fd
+        elif location.kind == "postgresql":
+            import sqlalchemy
+
+            key = int.from_bytes(hashlib.sha256(f"ami-engine study {study_name}".encode()).digest()[:8], "big",
+                                 signed=True)
+            self._engine = sqlalchemy.create_engine(location.url, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                self._connection = self._engine.connect()
+                got = self._connection.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:key)"),
+                                               {"key": key}).scalar()
+                self._connection.commit()
+            except Exception as exc:
+                self.release()
+                raise StudyError(f"study {location}: cannot open the database: {_first_line(exc)}") from None
+            if not got:
+                self.release()
+                raise _busy(location)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+        if self._connection is not None:
+            self._connection.close()  # a session-level advisory lock ends with its session
+            self._connection = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def _busy(location: StudyLocation) -> StudyBusyError:
+    return StudyBusyError(f"study {location}: another learning run is using it (its lock is held); wait for that "
+                          "run to end, or give another --study")
 
 
 @dataclass(frozen=True)
@@ -61,59 +292,75 @@ def _fingerprint_difference(stored: str, given: str) -> str:
     return f"stored {stored!r}, now {given!r}"
 
 
-def _open_storage(url_or_path: str | os.PathLike[str] | None) -> Any:
-    import optuna
-
-    if url_or_path is None:
-        return optuna.storages.InMemoryStorage()
-    text = os.fspath(url_or_path)
-    if "://" not in text:
-        path = Path(text).resolve()
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"study: folder {str(path.parent)!r} does not exist")
-        text = f"sqlite:///{path}"
-    return optuna.storages.RDBStorage(text)
-
-
 class StudyStore:
     """The finished batches of one run; open it with `StudyStore.open`."""
 
-    def __init__(self, storage: Any, study_id: int, space: SearchSpace, fingerprint: str) -> None:
+    def __init__(self, storage: Any, study_id: int, space: SearchSpace, fingerprint: str,
+                 lock: _StudyLock | None = None) -> None:
         self._storage = storage
         self._study_id = study_id
         self.space = space
         self.fingerprint = fingerprint
+        self._lock = lock
 
     @classmethod
     def open(
         cls,
-        url_or_path: str | os.PathLike[str] | None,
+        url_or_path: str | os.PathLike[str] | StudyLocation | None,
         fingerprint: str,
         *,
         space: SearchSpace | None = None,
         study_name: str = DEFAULT_STUDY_NAME,
+        existing: str = RESUME,
     ) -> StudyStore:
-        """Open (or create) the study; raise StudyMismatchError when it was made for another run.
+        """Open (or create) the study and hold its lock until `close`.
 
-        `url_or_path` is a file path (SQLite), an optuna storage URL, or None for memory.
+        `url_or_path` is a file path (journal), a `postgresql://` or `sqlite:///` URL, or
+        None for memory. When the study exists, `existing` says what to do: "resume" it
+        (StudyMismatchError when it was made for another run), "fresh" (delete it and
+        start over) or "refuse" (StudyExistsError). A file that is not a study store is a
+        StudyError whatever `existing` says, and is left as it is.
         """
         if not isinstance(fingerprint, str) or not fingerprint:
             raise ValueError(f"fingerprint: expected a non-empty string, got {fingerprint!r}")
+        if existing not in (RESUME, FRESH, REFUSE):
+            raise ValueError(f"existing: expected one of resume, fresh, refuse, got {existing!r}")
+        location = url_or_path if isinstance(url_or_path, StudyLocation) else study_location(url_or_path)
         space = SearchSpace() if space is None else space
         bounds = {k: list(v) for k, v in space.bounds.items()}
-        with quiet_optuna() as optuna:
-            storage = _open_storage(url_or_path)
-            try:
-                study_id = storage.get_study_id_from_name(study_name)
-            except KeyError:
-                study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], study_name)
-                storage.set_study_user_attr(study_id, _BOUNDS, bounds)
-                storage.set_study_user_attr(study_id, _FINGERPRINT, fingerprint)
-                return cls(storage, study_id, space, fingerprint)
+        if location.is_file:
+            _check_study_file(location)  # before the lock creates the file: refuse what is not ours
+            if not location.path.parent.is_dir():
+                raise StudyError(f"study {location}: folder {str(location.path.parent)!r} does not exist")
+        lock = _StudyLock(location, study_name)
+        try:
+            if location.is_file:
+                _check_study_file(location)  # again, now that no other run can write it
+            with quiet_optuna() as optuna:
+                storage = _storage_of(location)
+                try:
+                    study_id = storage.get_study_id_from_name(study_name)
+                except KeyError:
+                    study_id = None
+                if study_id is not None and existing == REFUSE:
+                    finished = _finished(storage, study_id)
+                    _release(storage)
+                    raise StudyExistsError(location, finished)
+                if study_id is not None and existing == FRESH:
+                    storage.delete_study(study_id)
+                    study_id = None
+                if study_id is None:
+                    study_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], study_name)
+                    storage.set_study_user_attr(study_id, _BOUNDS, bounds)
+                    storage.set_study_user_attr(study_id, _FINGERPRINT, fingerprint)
+                    return cls(storage, study_id, space, fingerprint, lock)
+        except BaseException:
+            lock.release()
+            raise
 
-        store = cls(storage, study_id, space, fingerprint)
+        store = cls(storage, study_id, space, fingerprint, lock)
         attrs = storage.get_study_user_attrs(study_id)
-        where = f"study {study_name!r} in {url_or_path!s}"
+        where = f"study {study_name!r} in {location}"
         problem = None
         if _FINGERPRINT not in attrs:
             problem = f"{where} was not written by a learning run (it has no fingerprint)"
@@ -129,6 +376,11 @@ class StudyStore:
             store.close()
             raise StudyMismatchError(problem)
         return store
+
+    @property
+    def finished(self) -> int:
+        """The number of evaluations in fully recorded batches."""
+        return _finished(self._storage, self._study_id)
 
     def _markers(self) -> dict[int, list[int]]:
         attrs = self._storage.get_study_system_attrs(self._study_id)
@@ -214,11 +466,11 @@ class StudyStore:
         self._storage.set_study_system_attr(self._study_id, f"{_BATCH_MARKER}{step:09d}", numbers)
 
     def close(self) -> None:
-        """Release the database connection (a no-op in memory)."""
-        engine = getattr(self._storage, "engine", None)
-        if engine is not None:
-            self._storage.remove_session()
-            engine.dispose()
+        """Release the database connection and the study's lock."""
+        _release(self._storage)
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> StudyStore:
         return self

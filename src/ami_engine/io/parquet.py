@@ -1,0 +1,969 @@
+"""States and DecisionTraces as Parquet (TRACE.md, "Parquet"): one file, or a folder of them.
+
+A folder is read as one data set: its `.parquet` files in sorted path order (hive-style
+partition folders such as `day=2026-11-29/` sort by their value), hidden files skipped.
+The columns are those of the JSONL forms: `state` a struct of the nine fields, actions
+fixed-size lists of four float64, the nullable fields nullable. Reading is as strict as
+for JSONL: a bad value stops the reading with `FILE row N: column: what is wrong`, where
+N counts the rows of that file from 1. Only the columns a caller asks for are read, a
+record batch at a time, so memory is bounded by a batch whatever the size of the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .files import InputError, os_input_error
+from .stateset import STATE_FIELDS, StateSet
+
+PARQUET_SUFFIX = ".parquet"
+BATCH_ROWS = 65536
+ROW_GROUP_ROWS = 65536
+_COMPRESSION = "snappy"  # decodes faster than zstd, for 10% more bytes
+ACTION_SIZE = 4
+
+# Trace columns in the key order of the JSONL writer; `required` as TRACE.md has them.
+TRACE_COLUMNS: tuple[str, ...] = (
+    "t", "cus", "cus_raw", "delta_cus", "cus_mean", "raw_action", "final_action", "soft_clamp", "level",
+    "confidence", "delta_confidence", "human_escalation", "chaos", "model", "reason", "W", "J", "H", "C",
+    "stream", "id", "state", "config_id", "input_repairs",
+)
+# Required columns; `chaos` may be absent (read as false) and `confidence` null, so that
+# traces of engines that leave them out stay readable.
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "t", "cus", "delta_cus", "cus_mean", "raw_action", "final_action", "soft_clamp", "level",
+    "confidence", "delta_confidence", "human_escalation",
+)
+_NULLABLE_REQUIRED = frozenset({"delta_cus", "delta_confidence", "confidence"})
+_UNIT_COLUMNS = frozenset({"cus", "cus_mean", "confidence", "cus_raw"})
+_FLOAT_COLUMNS = frozenset({"cus", "cus_raw", "delta_cus", "cus_mean", "confidence", "delta_confidence",
+                            "W", "J", "H", "C"})
+_BOOL_COLUMNS = frozenset({"soft_clamp", "human_escalation", "chaos"})
+_TEXT_COLUMNS = frozenset({"model", "reason", "config_id"})
+_KEY_COLUMNS = frozenset({"stream", "id"})
+_REPAIRS = frozenset({"filled", "clipped"})
+STATE_EXTRA_COLUMNS: tuple[str, ...] = ("stream", "t", "id", "expect_level_min")
+
+
+def _pa() -> Any:
+    import pyarrow
+
+    return pyarrow
+
+
+def is_parquet(path: str | os.PathLike[str]) -> bool:
+    """True for a `.parquet` file or a folder (a folder of Parquet files is one data set)."""
+    text = os.fspath(path)
+    return text.lower().endswith(PARQUET_SUFFIX) or (text != "-" and os.path.isdir(text))
+
+
+def parquet_files(path: str | os.PathLike[str]) -> list[str]:
+    """The Parquet files of `path`: itself, or those under the folder in sorted path order."""
+    text = os.fspath(path)
+    if not os.path.isdir(text):
+        if not os.path.exists(text):
+            raise InputError(text, None, None, "no such file")
+        return [text]
+    found = []
+    for root, dirs, files in os.walk(text):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        found.extend(os.path.join(root, f) for f in files
+                     if f.lower().endswith(PARQUET_SUFFIX) and not f.startswith((".", "_")))
+    if not found:
+        raise InputError(text, None, None, "no .parquet files in the folder")
+    return sorted(found, key=lambda f: Path(os.path.relpath(f, text)).parts)
+
+
+def dataset_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes; of a folder of Parquet files, of each file's relative path
+    and digest in reading order (so a renamed, added or changed part changes it)."""
+    digest = hashlib.sha256()
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        for file in parquet_files(text):
+            digest.update(Path(os.path.relpath(file, text)).as_posix().encode() + b"\0")
+            digest.update(bytes.fromhex(dataset_sha256(file)))
+        return digest.hexdigest()
+    try:
+        with open(text, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise os_input_error(exc, text) from None
+    return digest.hexdigest()
+
+
+def _open(file: str) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(file)
+    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+        raise InputError(file, None, None, f"not a readable Parquet file: {exc}") from None
+
+
+def file_schema(path: str | os.PathLike[str]) -> Any:
+    """The Arrow schema of the first file of `path`."""
+    return _open(parquet_files(path)[0]).schema_arrow
+
+
+# ---------------------------------------------------------------------------- checking
+
+
+@dataclass(frozen=True)
+class _Problem:
+    row: int  # 0-based within the batch
+    column: str
+    problem: str
+    value: Any = None
+
+
+class _Batch:
+    """One record batch of one file being checked: its columns turned into NumPy arrays,
+    with the first problem of each column remembered, so that the earliest row is reported."""
+
+    def __init__(self, batch: Any, file: str, first_row: int) -> None:
+        self.batch = batch
+        self.file = file
+        self.first_row = first_row
+        self.n = batch.num_rows
+        self.problems: list[_Problem] = []
+
+    def column(self, name: str) -> Any | None:
+        index = self.batch.schema.get_field_index(name)
+        return None if index < 0 else self.batch.column(index)
+
+    def note(self, mask: np.ndarray, column: str, problem: str, values: Any = None) -> bool:
+        """Remember the first row of `mask` as a problem of `column`; True when there was one."""
+        bad = np.flatnonzero(mask)
+        if bad.size == 0:
+            return False
+        i = int(bad[0])
+        value = None
+        if values is not None:
+            value = values[i].as_py() if hasattr(values, "type") else values[i]
+            if isinstance(value, np.generic):
+                value = value.item()
+        self.problems.append(_Problem(i, column, problem, value))
+        return True
+
+    def type_problem(self, arr: Any, column: str, expected: str) -> None:
+        valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        row = int(np.argmax(valid)) if valid.any() else 0
+        value = arr[row].as_py() if valid.any() else None
+        self.problems.append(_Problem(row, column, f"expected {expected}, found a column of {arr.type}", value))
+
+    def raise_first(self) -> None:
+        if not self.problems:
+            return
+        first = min(self.problems, key=lambda p: p.row)
+        source = f"{self.file} row {self.first_row + first.row + 1}"
+        if first.value is None:
+            raise InputError(source, None, first.column, first.problem)
+        raise InputError(source, None, first.column, first.problem, first.value)
+
+
+def _nulls(arr: Any) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.zeros(len(arr), dtype=bool)
+    return np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _is_number_type(t: Any) -> bool:
+    pa = _pa()
+    return pa.types.is_floating(t) or pa.types.is_integer(t)
+
+
+def _floats(b: _Batch, arr: Any, name: str, *, nullable: bool, unit: bool) -> np.ndarray:
+    """A number column as float64, NaN where null (allowed only when `nullable`)."""
+    pa = _pa()
+    if pa.types.is_null(arr.type):
+        if not nullable:
+            b.note(np.ones(len(arr), dtype=bool), name, "missing (null)")
+        return np.full(len(arr), np.nan)
+    if not _is_number_type(arr.type):
+        b.type_problem(arr, name, "numbers")
+        return np.full(len(arr), np.nan)
+    null = _nulls(arr)
+    if null.any() and not nullable:
+        b.note(null, name, "missing (null)")
+    if arr.type != pa.float64():
+        arr = arr.cast(pa.float64())
+    values = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+    if null.any():
+        values = values.copy()
+        values[null] = np.nan
+    # The common case, every value present and fine, costs two passes over the column.
+    finite = np.isfinite(values)
+    if null.any() or not finite.all():
+        if b.note(~null & ~finite, name, "not a finite number", values):
+            return values
+    if unit and (values.min(initial=0.0, where=finite) < 0.0 or values.max(initial=1.0, where=finite) > 1.0):
+        b.note(finite & ((values < 0.0) | (values > 1.0)), name, "outside [0, 1]", values)
+    return values
+
+
+def _bools(b: _Batch, arr: Any, name: str) -> np.ndarray:
+    pa = _pa()
+    if not pa.types.is_boolean(arr.type):
+        b.type_problem(arr, name, "true or false")
+        return np.zeros(len(arr), dtype=bool)
+    if arr.null_count:
+        b.note(_nulls(arr), name, "missing (null)")
+        arr = arr.fill_null(False)
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _level(b: _Batch, arr: Any, *, any_level: bool) -> np.ndarray:
+    pa = _pa()
+    if not pa.types.is_integer(arr.type):
+        b.type_problem(arr, "level", "integers")
+        return np.zeros(len(arr), dtype=np.int8)
+    if arr.null_count:
+        b.note(_nulls(arr), "level", "missing (null)")
+        arr = arr.fill_null(0)
+    values = np.asarray(arr.to_numpy(zero_copy_only=False))
+    if values.dtype == np.int8 and (any_level or (values.size == 0 or (values.min() >= 0 and values.max() <= 2))):
+        return values
+    values = values.astype(np.int64)
+    if any_level:
+        b.note((values < -128) | (values > 127), "level", "not a small integer", values)
+    else:
+        b.note(~np.isin(values, (0, 1, 2)), "level", "not one of the allowed values (0, 1, 2)", values)
+    return np.clip(values, -128, 127).astype(np.int8)
+
+
+def _action(b: _Batch, arr: Any, name: str) -> np.ndarray:
+    """An action column as an (n, 4) float64 array."""
+    pa = _pa()
+    n = len(arr)
+    out = np.full((n, ACTION_SIZE), np.nan)
+    if not (pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type)
+            or pa.types.is_large_list(arr.type)) or not _is_number_type(arr.type.value_type):
+        b.type_problem(arr, name, f"lists of {ACTION_SIZE} numbers")
+        return out
+    null = _nulls(arr)
+    b.note(null, name, "missing (null)")
+    if not (pa.types.is_fixed_size_list(arr.type) and arr.type.list_size == ACTION_SIZE):
+        import pyarrow.compute as pc
+
+        lengths = np.asarray(pc.list_value_length(arr).fill_null(ACTION_SIZE).to_numpy(zero_copy_only=False))
+        if b.note(lengths != ACTION_SIZE, name, f"expected {ACTION_SIZE} numbers", arr):
+            return out
+    if null.any():
+        arr = arr.fill_null(pa.scalar([0.0] * ACTION_SIZE, type=arr.type))
+    flat = arr.flatten()
+    if flat.type != pa.float64():
+        flat = flat.cast(pa.float64())
+    values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float64).reshape(n, ACTION_SIZE)
+    if flat.null_count or not np.isfinite(values).all():
+        bad_element = ~np.isfinite(values)
+        if flat.null_count:
+            bad_element |= _nulls(flat).reshape(n, ACTION_SIZE)
+        b.note(bad_element.any(axis=1), name, "not a finite number", arr)
+    return values
+
+
+def _keys(b: _Batch, arr: Any, name: str) -> list[Any]:
+    """A `stream` or `id` column: strings or integers, None where null."""
+    pa = _pa()
+    t = arr.type
+    if not (pa.types.is_null(t) or pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
+        b.type_problem(arr, name, "strings or integers")
+        return [None] * len(arr)
+    return arr.to_pylist()
+
+
+def _texts(b: _Batch, arr: Any, name: str) -> list[str | None]:
+    pa = _pa()
+    if not (pa.types.is_null(arr.type) or pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        b.type_problem(arr, name, "strings")
+        return [None] * len(arr)
+    return arr.to_pylist()
+
+
+def _t(b: _Batch, arr: Any, *, nullable: bool = False) -> tuple[np.ndarray, list[Any]]:
+    values = _floats(b, arr, "t", nullable=nullable, unit=False)
+    if not _is_number_type(arr.type):
+        return values, [None] * len(arr)
+    return values, arr.to_pylist()
+
+
+def _state(b: _Batch, arr: Any, name: str = "state") -> tuple[np.ndarray, np.ndarray]:
+    """A struct column of the nine state fields: (n, 9) values and which rows have a state."""
+    pa = _pa()
+    n = len(arr)
+    values = np.full((n, len(STATE_FIELDS)), np.nan)
+    if pa.types.is_null(arr.type):
+        return values, np.zeros(n, dtype=bool)
+    if not pa.types.is_struct(arr.type):
+        b.type_problem(arr, name, "a struct of the nine state fields")
+        return values, np.zeros(n, dtype=bool)
+    has = ~_nulls(arr)
+    names = [arr.type.field(i).name for i in range(arr.type.num_fields)]
+    parts = dict(zip(names, arr.flatten(), strict=True))
+    for j, field in enumerate(STATE_FIELDS):
+        if field not in parts:
+            b.note(has, f"{name}.{field}", "missing")
+            continue
+        column = _floats(b, parts[field], f"{name}.{field}", nullable=True, unit=True)
+        b.note(has & np.isnan(column) & _nulls(parts[field]), f"{name}.{field}", "missing (null)")
+        values[:, j] = column
+    return values, has
+
+
+def _repairs(b: _Batch, arr: Any) -> list[dict[str, str] | None]:
+    pa = _pa()
+    if pa.types.is_null(arr.type):
+        return [None] * len(arr)
+    if not pa.types.is_map(arr.type):
+        b.type_problem(arr, "input_repairs", "a map of field names to \"filled\" or \"clipped\"")
+        return [None] * len(arr)
+    out: list[dict[str, str] | None] = []
+    for i, row in enumerate(arr.to_pylist()):
+        if row is None:
+            out.append(None)
+            continue
+        entry = dict(row)
+        if any(v not in _REPAIRS for v in entry.values()):
+            mask = np.zeros(len(arr), dtype=bool)
+            mask[i] = True
+            b.note(mask, "input_repairs", "not one of the allowed values (filled, clipped)", [row] * len(arr))
+        out.append(entry)
+    return out
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Block:
+    """Checked columns of consecutive rows of one file: `rows` are their 1-based rows in
+    that file, `index` their 0-based positions in the whole data set."""
+
+    file: str
+    rows: np.ndarray
+    index: np.ndarray
+    columns: dict[str, Any]
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def _iter_batches(path: str | os.PathLike[str], wanted: Callable[[Any], list[str]],
+                  batch_rows: int) -> Iterator[tuple[str, int, int, Any]]:
+    """(file, first row in file, first index in data set, batch) of the columns `wanted`
+    chooses from each file's schema, in order."""
+    import pyarrow.dataset as ds
+
+    at = 0
+    for file in parquet_files(path):
+        schema = _open(file).schema_arrow
+        columns = wanted(schema, file)
+        fragment = next(iter(ds.dataset(file, format="parquet").get_fragments()))
+        row = 0
+        try:
+            # A little read-ahead keeps the reading busy while a batch is checked, and memory
+            # bounded by a few batches.
+            batches = fragment.to_batches(columns=columns, batch_size=batch_rows, use_threads=True,
+                                          batch_readahead=2, fragment_readahead=1)
+            for batch in batches:
+                yield file, row, at, batch
+                row += batch.num_rows
+                at += batch.num_rows
+        except (OSError, ValueError) as exc:
+            raise InputError(file, None, None, f"not a readable Parquet file: {exc}") from None
+
+
+def _required_present(schema: Any, file: str, required: Iterable[str]) -> None:
+    for name in required:
+        if schema.get_field_index(name) < 0:
+            raise InputError(file, None, name, "missing column")
+
+
+def iter_trace_blocks(
+    path: str | os.PathLike[str],
+    columns: Sequence[str] | None = None,
+    *,
+    any_level: bool = False,
+    batch_rows: int = BATCH_ROWS,
+) -> Iterator[Block]:
+    """Checked trace columns, a batch at a time. `columns` chooses which to read (default
+    all the DecisionTrace columns there are); the required ones must be present in every
+    file whether read or not, and those read are checked value by value."""
+    want = tuple(TRACE_COLUMNS if columns is None else columns)
+    unknown = [c for c in want if c not in TRACE_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown trace columns {unknown}")
+
+    def choose(schema: Any, file: str) -> list[str]:
+        _required_present(schema, file, REQUIRED_COLUMNS)
+        return [c for c in want if schema.get_field_index(c) >= 0]
+
+    for file, first_row, first_index, batch in _iter_batches(path, choose, batch_rows):
+        b = _Batch(batch, file, first_row)
+        cols: dict[str, Any] = {}
+        for name in batch.schema.names:
+            cols[name] = _trace_column(b, name, batch.column(batch.schema.get_field_index(name)), any_level)
+        b.raise_first()
+        if "chaos" in want and "chaos" not in cols:
+            cols["chaos"] = np.zeros(b.n, dtype=bool)
+        if "t" in cols:
+            cols["t_values"] = cols["t"][1]
+            cols["t"] = cols["t"][0]
+        if "state" in cols:
+            cols["state"], cols["has_state"] = cols["state"]
+        rows = np.arange(first_row + 1, first_row + 1 + b.n, dtype=np.int64)
+        yield Block(file, rows, np.arange(first_index, first_index + b.n, dtype=np.int64), cols)
+
+
+def _trace_column(b: _Batch, name: str, arr: Any, any_level: bool) -> Any:
+    if name == "t":
+        return _t(b, arr)
+    if name in _FLOAT_COLUMNS:
+        return _floats(b, arr, name, nullable=name in _NULLABLE_REQUIRED or name not in REQUIRED_COLUMNS,
+                       unit=name in _UNIT_COLUMNS)
+    if name in _BOOL_COLUMNS:
+        return _bools(b, arr, name)
+    if name == "level":
+        return _level(b, arr, any_level=any_level)
+    if name in ("raw_action", "final_action"):
+        return _action(b, arr, name)
+    if name in _KEY_COLUMNS:
+        return _keys(b, arr, name)
+    if name in _TEXT_COLUMNS:
+        return _texts(b, arr, name)
+    if name == "state":
+        return _state(b, arr)
+    if name == "input_repairs":
+        return _repairs(b, arr)
+    raise AssertionError(name)
+
+
+def trace_chunks(path: str | os.PathLike[str], *, any_level: bool = False,
+                 batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
+    """The records of a traces Parquet file or folder as TraceChunks; `line` holds each
+    record's 1-based position in the whole data set."""
+    from .traces import TraceChunk
+
+    for block in iter_trace_blocks(path, any_level=any_level, batch_rows=batch_rows):
+        c = block.columns
+        yield TraceChunk(
+            line=block.index + 1, t=c["t"], t_values=c["t_values"], cus=c["cus"], delta_cus=c["delta_cus"],
+            cus_mean=c["cus_mean"], raw_action=c["raw_action"], final_action=c["final_action"],
+            soft_clamp=c["soft_clamp"], level=c["level"], confidence=c["confidence"],
+            delta_confidence=c["delta_confidence"], human_escalation=c["human_escalation"], chaos=c["chaos"],
+            reason=c.get("reason"), cus_raw=c.get("cus_raw"), W=c.get("W"), J=c.get("J"), H=c.get("H"),
+            C=c.get("C"), stream=c.get("stream"), id=c.get("id"), state=c.get("state"),
+            has_state=c.get("has_state"), config_id=c.get("config_id"), model=c.get("model"),
+            input_repairs=c.get("input_repairs"),
+        )
+
+
+def chunk_records(chunk: Any, columns: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The records of a TraceChunk as dicts in the JSONL writer's key order: a null delta
+    or confidence is written as null, `stream` and `id` are kept where the column is, and
+    every other optional field only where the record has it."""
+    wanted = trace_layout(chunk).columns if columns is None else tuple(columns)
+    n = len(chunk)
+    lists: dict[str, list[Any]] = {}
+    for name in wanted:
+        value = chunk.t_values if name == "t" else getattr(chunk, name, None)
+        if value is None:
+            continue
+        if name == "state":
+            rows = np.asarray(chunk.state).tolist()
+            lists[name] = [dict(zip(STATE_FIELDS, r, strict=True)) if h else None
+                           for r, h in zip(rows, chunk.has_state.tolist(), strict=True)]
+        elif isinstance(value, np.ndarray):
+            plain = value.tolist()
+            if value.dtype.kind == "f":
+                plain = _nan_as_none(plain, value)
+            lists[name] = plain
+        else:
+            lists[name] = list(value)
+    keep_null = {"delta_cus", "delta_confidence", "confidence", "stream", "id"}
+    names = list(lists)
+    records = []
+    for i in range(n):
+        record = {}
+        for name in names:
+            v = lists[name][i]
+            if v is not None or name in keep_null:
+                record[name] = v
+        records.append(record)
+    return records
+
+
+def _nan_as_none(plain: list[Any], values: np.ndarray) -> list[Any]:
+    null = np.isnan(values)
+    if values.ndim != 1 or not null.any():
+        return plain
+    return [None if m else v for v, m in zip(plain, null.tolist(), strict=True)]
+
+
+def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Every record of a traces Parquet file or folder as a dict, checked (only `keys`)."""
+    wanted = None if keys is None else tuple(keys)
+    out: list[dict[str, Any]] = []
+    for chunk in trace_chunks(path):
+        records = chunk_records(chunk)
+        if wanted is not None:
+            records = [{k: r[k] for k in wanted if k in r} for r in records]
+        out.extend(records)
+    return out
+
+
+def read_trace_states(path: str | os.PathLike[str]) -> Any:
+    """The states a traces Parquet file or folder carries (see traces.read_trace_states)."""
+    from .traces import TraceStates
+
+    values, streams, ids, times = [], [], [], []
+    n_records = missing = 0
+    first_missing = None
+    wanted = ("t", "stream", "id", "state")
+    for block in iter_trace_blocks(path, wanted):
+        c = block.columns
+        n = len(block)
+        has = c["has_state"] if "state" in c else np.zeros(n, dtype=bool)
+        if not has.all():
+            missing += int(np.count_nonzero(~has))
+            if first_missing is None:
+                first_missing = int(block.index[np.argmin(has)]) + 1
+        values.append(c["state"][has] if "state" in c else np.empty((0, len(STATE_FIELDS))))
+        keep = np.flatnonzero(has).tolist()
+        for name, into in (("stream", streams), ("id", ids)):
+            column = c.get(name)
+            into.extend(None if column is None else column[i] for i in keep)
+        times.extend(c["t_values"][i] for i in keep)
+        n_records += n
+    matrix = np.concatenate(values) if values else np.empty((0, len(STATE_FIELDS)))
+    return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing)
+
+
+def write_traces(path: str | os.PathLike[str], cols: Any, states: StateSet, *, config_id: str, model: str,
+                 chaos: bool) -> None:
+    """The engine's decisions (TraceColumns on `states`) as a traces Parquet file."""
+    from .traces import REASONS, TraceChunk
+
+    n = len(cols)
+    if len(states) != n:
+        raise ValueError(f"{n} decisions but {len(states)} states")
+    reasons = np.asarray(REASONS, dtype=object)
+
+    def chunks() -> Iterator[Any]:
+        for start in range(0, max(n, 1), ROW_GROUP_ROWS):
+            part = slice(start, min(start + ROW_GROUP_ROWS, n))
+            k = part.stop - part.start
+            yield TraceChunk(
+                line=np.arange(part.start, part.stop) + 1, t=np.zeros(k), t_values=cols.t[part],
+                cus=cols.cus[part], delta_cus=cols.delta_cus[part], cus_mean=cols.cus_mean[part],
+                raw_action=cols.raw_action[part], final_action=cols.final_action[part],
+                soft_clamp=cols.soft_clamp[part], level=cols.level[part], confidence=cols.confidence[part],
+                delta_confidence=cols.delta_confidence[part], human_escalation=cols.human_escalation[part],
+                chaos=np.full(k, bool(chaos)), reason=reasons[cols.reason[part]].tolist(), cus_raw=cols.cus_raw[part],
+                W=cols.W[part], J=cols.J[part], H=cols.H[part], C=cols.C[part], stream=states.streams[part],
+                id=states.ids[part], state=states.values[part], has_state=np.ones(k, dtype=bool),
+                config_id=[config_id] * k, model=[model] * k,
+                input_repairs=None if states.repairs is None else [r or None for r in states.repairs[part]],
+            )
+
+    write_trace_chunks(path, chunks, source=os.fspath(path))
+
+
+def count_rows(path: str | os.PathLike[str]) -> int:
+    return sum(_open(f).metadata.num_rows for f in parquet_files(path))
+
+
+def read_states(
+    path: str | os.PathLike[str],
+    *,
+    fill_missing: bool = False,
+    clip: bool = False,
+    allow_expect_level: bool = False,
+    check_values: Callable[..., tuple[np.ndarray, list[dict[str, str] | None] | None]],
+) -> StateSet:
+    """All states of a Parquet states file or folder, checked like a states JSONL file.
+
+    `check_values(values, filled, where)` is the states reader's own check of the nine
+    fields (ranges, fill and clip), so that both forms follow one rule."""
+    known = set(STATE_FIELDS) | set(STATE_EXTRA_COLUMNS)
+
+    def choose(schema: Any, file: str) -> list[str]:
+        for name in schema.names:
+            if name not in known:
+                raise InputError(file, None, name, "unknown field")
+            if name == "expect_level_min" and not allow_expect_level:
+                raise InputError(file, None, name, "allowed only in regression files")
+        if not fill_missing:
+            _required_present(schema, file, STATE_FIELDS)
+        return list(schema.names)
+
+    values_parts, streams, times, ids, expect, repairs_parts = [], [], [], [], [], []
+    any_repair = False
+    for file, first_row, _first_index, batch in _iter_batches(path, choose, BATCH_ROWS):
+        b = _Batch(batch, file, first_row)
+        values = np.full((b.n, len(STATE_FIELDS)), np.nan)
+        filled = np.zeros((b.n, len(STATE_FIELDS)), dtype=bool)
+        for j, name in enumerate(STATE_FIELDS):
+            arr = b.column(name)
+            if arr is None:
+                filled[:, j] = True
+                continue
+            values[:, j] = _floats(b, arr, name, nullable=fill_missing, unit=False)
+            filled[:, j] = _nulls(arr) if fill_missing else False
+        arr = b.column("t")
+        if arr is not None:
+            t_values = _t(b, arr, nullable=True)[1]
+        else:
+            t_values = [None] * b.n
+        stream = b.column("stream")
+        sid = b.column("id")
+        level = b.column("expect_level_min")
+        b.raise_first()
+        stream_values = [None] * b.n if stream is None else _keys(b, stream, "stream")
+        id_values = [None] * b.n if sid is None else _keys(b, sid, "id")
+        if level is not None:
+            level_values = _level(b, level, any_level=False) if _pa().types.is_integer(level.type) else None
+            if level_values is None:
+                b.type_problem(level, "expect_level_min", "integers")
+        else:
+            level_values = np.zeros(b.n, dtype=np.int8)
+        b.raise_first()
+        first = first_row
+
+        def where(i: int, file: str = file, first: int = first) -> tuple[str, int | None]:
+            return f"{file} row {first + i + 1}", None
+
+        checked, repairs = check_values(values, filled, where)
+        values_parts.append(checked)
+        repairs_parts.append(repairs if repairs is not None else [None] * b.n)
+        any_repair |= repairs is not None
+        streams.extend(stream_values)
+        ids.extend(id_values)
+        times.extend(t_values)
+        expect.append(level_values)
+    n = sum(len(v) for v in values_parts)
+    if n == 0:
+        raise InputError(os.fspath(path), None, None, "no states in the file")
+    if all(t is None for t in times):
+        times = [None] * n
+    return StateSet(
+        values=np.concatenate(values_parts),
+        streams=streams,
+        t=times,
+        ids=ids,
+        repairs=[r for part in repairs_parts for r in part] if any_repair else None,
+        expect_level_min=np.concatenate(expect) if allow_expect_level else None,
+    )
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+_MIXED = "mixes strings and integers; a Parquet column holds one type (make them all strings or all integers)"
+
+
+class _KeyConflict(Exception):
+    """A `stream` or `id` column would need both strings and integers."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _first_of_other_type(values: Sequence[Any], kind: type | None) -> int:
+    """The position of the first value whose type differs from `kind` (or from the first)."""
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if kind is None:
+            kind = type(v)
+        elif type(v) is not kind:
+            return i
+    return 0
+
+
+def _key_type(values: Iterable[Any], name: str) -> Any:
+    """The Arrow type of a `stream` or `id` column: integers, strings, or nothing at all."""
+    pa = _pa()
+    kinds = {type(v) for v in values if v is not None}
+    if not kinds:
+        return pa.null()
+    if kinds == {int}:
+        return pa.int64()
+    if kinds == {str}:
+        return pa.string()
+    raise _KeyConflict(name)
+
+
+def _t_type(values: Iterable[Any]) -> Any:
+    pa = _pa()
+    kinds = {type(v) for v in values if v is not None}
+    return pa.int64() if kinds <= {int} else pa.float64()
+
+
+@dataclass(frozen=True)
+class TraceLayout:
+    """Which optional columns a traces Parquet file has, and the types of those that vary."""
+
+    columns: tuple[str, ...]
+    t: Any
+    stream: Any
+    id: Any
+
+    def schema(self) -> Any:
+        pa = _pa()
+        action = pa.list_(pa.float64(), ACTION_SIZE)
+        state = pa.struct([pa.field(f, pa.float64(), nullable=False) for f in STATE_FIELDS])
+        types = {
+            "t": self.t, "raw_action": action, "final_action": action, "level": pa.int8(),
+            "model": pa.string(), "reason": pa.string(), "config_id": pa.string(),
+            "stream": self.stream, "id": self.id, "state": state, "input_repairs": pa.map_(pa.string(), pa.string()),
+        }
+        fields = []
+        for name in self.columns:
+            if name in _BOOL_COLUMNS:
+                kind = pa.bool_()
+            elif name in _FLOAT_COLUMNS:
+                kind = pa.float64()
+            else:
+                kind = types[name]
+            required = name in REQUIRED_COLUMNS + ("chaos",) and name not in _NULLABLE_REQUIRED
+            fields.append(pa.field(name, kind, nullable=not required))
+        return pa.schema(fields)
+
+    def widen(self, other: TraceLayout) -> TraceLayout:
+        """The layout that holds both, or an InputError for a column whose types conflict."""
+        pa = _pa()
+        columns = tuple(c for c in TRACE_COLUMNS if c in self.columns or c in other.columns)
+        t = pa.float64() if pa.float64() in (self.t, other.t) else pa.int64()
+        keys = []
+        for name, a, b in (("stream", self.stream, other.stream), ("id", self.id, other.id)):
+            if pa.types.is_null(a) or a == b:
+                keys.append(b)
+            elif pa.types.is_null(b):
+                keys.append(a)
+            else:
+                raise _KeyConflict(name)
+        return TraceLayout(columns, t, keys[0], keys[1])
+
+
+def trace_layout(chunk: Any) -> TraceLayout:
+    """The layout of a TraceChunk (the optional columns it has values for)."""
+    present = []
+    for name in TRACE_COLUMNS:
+        value = getattr(chunk, name, None)
+        if name in REQUIRED_COLUMNS or name == "chaos":
+            present.append(name)
+        elif value is not None and (not isinstance(value, list) or name in _KEY_COLUMNS
+                                    or any(v is not None for v in value)):
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and np.isnan(value).all():
+                continue
+            present.append(name)
+    return TraceLayout(tuple(present), _t_type(chunk.t_values),
+                       _key_type(chunk.stream or (), "stream"), _key_type(chunk.id or (), "id"))
+
+
+def _float_array(values: np.ndarray) -> Any:
+    pa = _pa()
+    values = np.asarray(values, dtype=np.float64)
+    null = np.isnan(values)
+    return pa.array(values, type=pa.float64(), mask=null if null.any() else None)
+
+
+def trace_batch(chunk: Any, layout: TraceLayout) -> Any:
+    """A TraceChunk as an Arrow record batch of `layout` (NaN written as null)."""
+    pa = _pa()
+    schema = layout.schema()
+    n = len(chunk)
+    arrays = []
+    for field in schema:
+        name = field.name
+        value = getattr(chunk, name, None)
+        if name == "t":
+            arr = pa.array(chunk.t_values, type=layout.t)
+        elif name in _FLOAT_COLUMNS:
+            arr = _float_array(value) if value is not None else pa.nulls(n, pa.float64())
+        elif name in _BOOL_COLUMNS:
+            arr = pa.array(np.asarray(value, dtype=bool))
+        elif name == "level":
+            arr = pa.array(np.asarray(value, dtype=np.int8))
+        elif name in ("raw_action", "final_action"):
+            flat = pa.array(np.ascontiguousarray(value, dtype=np.float64).ravel())
+            arr = pa.FixedSizeListArray.from_arrays(flat, ACTION_SIZE)
+        elif name == "state":
+            has = chunk.has_state if chunk.has_state is not None else np.zeros(n, dtype=bool)
+            values = np.nan_to_num(chunk.state) if chunk.state is not None else np.zeros((n, len(STATE_FIELDS)))
+            children = [pa.array(values[:, j]) for j in range(len(STATE_FIELDS))]
+            arr = pa.StructArray.from_arrays(children, fields=list(field.type),
+                                             mask=pa.array(~has) if not has.all() else None)
+        elif name == "input_repairs":
+            rows = value if value is not None else [None] * n
+            arr = pa.array([None if r is None else list(r.items()) for r in rows], type=field.type)
+        else:  # stream, id, model, reason, config_id
+            arr = pa.array(value if value is not None else [None] * n, type=field.type)
+        arrays.append(arr)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+@dataclass
+class _Rows:
+    """Record batches cut into row groups of exactly ROW_GROUP_ROWS rows (the last shorter),
+    so that the same rows give the same file however they arrived."""
+
+    pending: list[Any]
+    size: int = 0
+
+    def add(self, batch: Any) -> Iterator[Any]:
+        pa = _pa()
+        self.pending.append(batch)
+        self.size += batch.num_rows
+        while self.size >= ROW_GROUP_ROWS:
+            table = pa.Table.from_batches(self.pending).combine_chunks()
+            yield table.slice(0, ROW_GROUP_ROWS)
+            rest = table.slice(ROW_GROUP_ROWS)
+            self.pending = rest.to_batches() if rest.num_rows else []
+            self.size = rest.num_rows
+
+    def finish(self) -> Iterator[Any]:
+        if self.size:
+            yield _pa().Table.from_batches(self.pending).combine_chunks()
+
+
+def write_batches(path: str | os.PathLike[str], schema: Any, batches: Iterable[Any]) -> None:
+    """Write record batches to a Parquet file atomically: a temporary file beside it,
+    renamed into place only when everything was written."""
+    import pyarrow.parquet as pq
+
+    target = Path(path)
+    if target.is_dir():
+        raise InputError(str(path), None, None, "is a folder; give a .parquet file to write")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        with pq.ParquetWriter(temp, schema, compression=_COMPRESSION, write_statistics=True) as writer:
+            rows = _Rows([])
+            for batch in batches:
+                for table in rows.add(batch):
+                    writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            for table in rows.finish():
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_trace_chunks(path: str | os.PathLike[str], chunks: Callable[[], Iterable[Any]],
+                       source: str = "traces") -> None:
+    """Write TraceChunks as a traces Parquet file. `chunks` is called again when a later
+    chunk needs a wider layout than the first (another optional column, float times).
+    `source` names the input in messages (a `stream` or `id` of two types)."""
+    layout: TraceLayout | None = None
+    while True:
+        try:
+            _write_with_layout(path, chunks, layout, source)
+            return
+        except _WiderLayout as wider:
+            layout = wider.layout
+
+
+class _WiderLayout(Exception):
+    def __init__(self, layout: TraceLayout) -> None:
+        self.layout = layout
+
+
+def _write_with_layout(path: str | os.PathLike[str], chunks: Callable[[], Iterable[Any]],
+                       layout: TraceLayout | None, source: str) -> None:
+    given = iter(chunks())
+    first = next(given, None)
+    if first is None:
+        raise InputError(source, None, None, "no records to write")
+    layout = _layout_of(first, layout, source)
+
+    def batches() -> Iterator[Any]:
+        for chunk in _chain_first(first, given):
+            needed = _layout_of(chunk, layout, source)
+            if needed != layout:
+                raise _WiderLayout(needed)
+            yield trace_batch(chunk, layout)
+
+    write_batches(path, layout.schema(), batches())
+
+
+def _layout_of(chunk: Any, before: TraceLayout | None, source: str) -> TraceLayout:
+    """The layout that holds `before` and `chunk`; a key of two types names its first record."""
+    pa = _pa()
+    try:
+        own = trace_layout(chunk)
+        return own if before is None else before.widen(own)
+    except _KeyConflict as conflict:
+        values = getattr(chunk, conflict.name) or []
+        kind = None if before is None else {pa.int64(): int, pa.string(): str}.get(getattr(before, conflict.name))
+        line = int(chunk.line[_first_of_other_type(values, kind)])
+        raise InputError(source, line, conflict.name, _MIXED, values[_first_of_other_type(values, kind)]) from None
+
+
+def _chain_first(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def write_states(path: str | os.PathLike[str], states: StateSet, *, with_expect_level: bool = False) -> None:
+    """A StateSet as a states Parquet file: the nine fields, then stream, t, id where any
+    state has them (and expect_level_min for a regression suite)."""
+    pa = _pa()
+    arrays = [pa.array(states.values[:, j]) for j in range(len(STATE_FIELDS))]
+    fields = [pa.field(f, pa.float64(), nullable=False) for f in STATE_FIELDS]
+    try:
+        key_types = _key_type(states.streams, "stream"), _key_type(states.ids, "id")
+    except _KeyConflict as conflict:
+        values = states.streams if conflict.name == "stream" else states.ids
+        i = _first_of_other_type(values, None)
+        raise InputError(f"state {i}", None, conflict.name, _MIXED, values[i]) from None
+    for name, values, kind in (("stream", states.streams, key_types[0]),
+                               ("t", states.t, _t_type(states.t)),
+                               ("id", states.ids, key_types[1])):
+        if any(v is not None for v in values):
+            arrays.append(pa.array(values, type=kind))
+            fields.append(pa.field(name, kind))
+    if with_expect_level and states.expect_level_min is not None:
+        arrays.append(pa.array(np.asarray(states.expect_level_min, dtype=np.int8)))
+        fields.append(pa.field("expect_level_min", pa.int8(), nullable=False))
+    schema = pa.schema(fields)
+    batch = pa.RecordBatch.from_arrays(arrays, schema=schema)
+    write_batches(path, schema, [batch])
+
+
+__all__ = [
+    "Block",
+    "PARQUET_SUFFIX",
+    "REQUIRED_COLUMNS",
+    "TRACE_COLUMNS",
+    "TraceLayout",
+    "count_rows",
+    "file_schema",
+    "is_parquet",
+    "iter_trace_blocks",
+    "parquet_files",
+    "chunk_records",
+    "read_states",
+    "read_trace_records",
+    "read_trace_states",
+    "trace_batch",
+    "trace_chunks",
+    "trace_layout",
+    "write_batches",
+    "write_states",
+    "write_trace_chunks",
+    "write_traces",
+]

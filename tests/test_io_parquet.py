@@ -1,0 +1,265 @@
+"""States and DecisionTraces as Parquet (TRACE.md, "Parquet"): the same records, the same
+checks and the same metrics as JSONL, and `convert` between the two."""
+
+import gzip
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from ami_engine import ENGINE_MODEL
+from ami_engine.cli import app
+from ami_engine.config import load_config
+from ami_engine.engine import run
+from ami_engine.io import parquet
+from ami_engine.io.files import InputError
+from ami_engine.io.states import read_states, write_states
+from ami_engine.io.stateset import STATE_FIELDS
+from ami_engine.io.traces import iter_trace_chunks, read_trace_records, read_trace_states, write_traces
+from ami_engine.learning.feedback_metrics import METRIC_COLUMNS, metrics_from_traces
+from ami_engine.scenario import generate
+
+BASE = load_config("base")
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory):
+    """The same chaos decisions as JSONL and as Parquet, written by `run`."""
+    folder = tmp_path_factory.mktemp("traces")
+    states = generate("chaos", 3000, 5, streams=6)
+    cols = run(states, BASE)
+    paths = {}
+    for name in ("t.jsonl", "t.parquet"):
+        paths[name] = folder / name
+        write_traces(paths[name], cols, states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=True)
+    return paths
+
+
+def test_run_writes_parquet_with_the_decision_trace_columns(tmp_path):
+    out = tmp_path / "t.parquet"
+    assert invoke("run", "--scenario", "balanced", "--n", 50, "--out", out).exit_code == 0
+    schema = pq.read_schema(out)
+    assert schema.names == list(parquet.TRACE_COLUMNS[:-1])  # no input repairs asked for
+    assert schema.field("state").type == pa.struct([pa.field(f, pa.float64(), nullable=False)
+                                                    for f in STATE_FIELDS])
+    assert schema.field("raw_action").type == pa.list_(pa.float64(), 4)
+    assert schema.field("final_action").type == pa.list_(pa.float64(), 4)
+    assert not schema.field("cus").nullable and not schema.field("level").nullable
+    assert schema.field("delta_cus").nullable and schema.field("delta_confidence").nullable
+    records = read_trace_records(out)
+    assert len(records) == 50 and set(records[0]["state"]) == set(STATE_FIELDS)
+
+
+def test_jsonl_and_parquet_convert_both_ways_to_the_same_bytes(traces, tmp_path):
+    back, gz, converted = tmp_path / "back.jsonl", tmp_path / "back.jsonl.gz", tmp_path / "c.parquet"
+    assert invoke("convert", traces["t.jsonl"], converted).exit_code == 0
+    assert converted.read_bytes() == traces["t.parquet"].read_bytes()  # as `run --out X.parquet` writes it
+    assert invoke("convert", traces["t.parquet"], back).exit_code == 0
+    assert back.read_bytes() == traces["t.jsonl"].read_bytes()
+    assert invoke("convert", traces["t.parquet"], gz).exit_code == 0
+    assert gzip.decompress(gz.read_bytes()) == traces["t.jsonl"].read_bytes()
+    again = tmp_path / "again.parquet"
+    assert invoke("convert", gz, again).exit_code == 0
+    assert again.read_bytes() == traces["t.parquet"].read_bytes()
+
+
+def test_metrics_on_parquet_equal_metrics_on_jsonl_to_the_bit(traces, tmp_path):
+    jsonl = invoke("metrics", traces["t.jsonl"], "--json")
+    table = invoke("metrics", traces["t.parquet"], "--json")
+    assert jsonl.exit_code == 0 and table.exit_code == 0
+    assert table.output == jsonl.output
+    # whatever the blocks of the JSONL file and the batches of the Parquet file
+    split_up = metrics_from_traces(traces["t.jsonl"], workers=2, block_bytes=8192)
+    assert split_up == metrics_from_traces(traces["t.parquet"])
+    small = list(parquet.iter_trace_blocks(traces["t.parquet"], METRIC_COLUMNS, batch_rows=700))
+    assert len(small) == 5
+
+
+def test_metrics_read_only_the_columns_they_need(traces, monkeypatch):
+    read = []
+    original = parquet._iter_batches
+
+    def spy(path, wanted, batch_rows):
+        for item in original(path, wanted, batch_rows):
+            read.append(set(item[3].schema.names))
+            yield item
+
+    monkeypatch.setattr(parquet, "_iter_batches", spy)
+    metrics_from_traces(traces["t.parquet"])
+    assert read and all(names == set(METRIC_COLUMNS) for names in read)
+
+
+def test_a_folder_of_hive_partitions_reads_as_one_data_set_in_path_order(traces, tmp_path):
+    table = pq.read_table(traces["t.parquet"])
+    folder = tmp_path / "by_day"
+    for day, part in (("2026-11-29", table.slice(1000)), ("2026-11-28", table.slice(0, 1000))):
+        (folder / f"day={day}").mkdir(parents=True)
+        pq.write_table(part, folder / f"day={day}" / "part-0.parquet")
+    result = invoke("metrics", folder, "--json")
+    assert result.output == invoke("metrics", traces["t.jsonl"], "--json").output
+    assert read_trace_records(folder) == read_trace_records(traces["t.jsonl"])
+    a, b = read_trace_states(folder).states, read_trace_states(traces["t.jsonl"]).states
+    assert np.array_equal(a.values, b.values) and a.streams == b.streams and a.t == b.t
+
+
+def test_check_finds_the_same_violations_in_either_form(traces, tmp_path):
+    table = pq.read_table(traces["t.parquet"])
+    human = table.column("human_escalation").to_pylist()
+    human[41] = not human[41]
+    broken = table.set_column(table.schema.get_field_index("human_escalation"), "human_escalation",
+                              pa.array(human))
+    pq.write_table(broken, tmp_path / "b.parquet")
+    assert invoke("convert", tmp_path / "b.parquet", tmp_path / "b.jsonl").exit_code == 0
+    a = invoke("check", tmp_path / "b.parquet", "--json")
+    b = invoke("check", tmp_path / "b.jsonl", "--json")
+    assert a.exit_code == 1 and b.exit_code == 1
+    assert json.loads(a.output)["violations"] == json.loads(b.output)["violations"]
+    assert json.loads(a.output)["violations"][0]["line"] == 42
+
+
+def _with_column(table, name, values, kind=None):
+    index = table.schema.get_field_index(name)
+    array = pa.array(values, type=kind) if kind is not None or not isinstance(values, pa.Array) else values
+    return table.set_column(index, pa.field(name, array.type), array)
+
+
+def _broken(table, name, row, value, kind=None):
+    values = table.column(name).to_pylist()
+    values[row] = value
+    return _with_column(table, name, values, kind or table.schema.field(name).type)
+
+
+BAD_VALUES = [
+    ("cus", lambda t: _broken(t, "cus", 7, float("nan"), pa.float64()), 8, "not a finite number"),
+    ("cus", lambda t: _broken(t, "cus", 7, 1.5, pa.float64()), 8, "outside [0, 1]"),
+    ("cus", lambda t: _broken(t, "cus", 7, None, pa.float64()), 8, "missing (null)"),
+    ("level", lambda t: _broken(t, "level", 9, 3), 10, "not one of the allowed values"),
+    ("soft_clamp", lambda t: _broken(t, "soft_clamp", 3, None), 4, "missing (null)"),
+    ("raw_action", lambda t: _broken(t, "raw_action", 5, [0.0, 1.0, 0.5], pa.list_(pa.float64())), 6,
+     "expected 4 numbers"),
+    ("final_action", lambda t: _broken(t, "final_action", 5, [0.0, 1.0, float("inf"), 0.5]), 6,
+     "not a finite number"),
+    ("cus_mean", lambda t: _with_column(t, "cus_mean", pc.cast(t.column("cus_mean"), pa.string())), 1,
+     "expected numbers"),
+    ("state.risk", lambda t: _broken(t, "state", 11, {**t.column("state")[11].as_py(), "risk": 2.0}), 12,
+     "outside [0, 1]"),
+]
+
+
+@pytest.mark.parametrize("column, breaks, row, problem", BAD_VALUES,
+                         ids=[f"{c}-{p}" for c, _, _, p in BAD_VALUES])
+def test_a_bad_value_names_the_file_the_row_and_the_column(traces, tmp_path, column, breaks, row, problem):
+    bad = tmp_path / "bad.parquet"
+    table = pq.read_table(traces["t.parquet"]).slice(0, 20)
+    if column.startswith("state"):
+        state_type = pa.struct([pa.field(f, pa.float64()) for f in STATE_FIELDS])
+        table = _with_column(table, "state", table.column("state").to_pylist(), state_type)
+    pq.write_table(breaks(table), bad)
+    commands = [("convert", bad, tmp_path / "out.jsonl")]
+    if column != "level":  # `check` reports a level outside 0-2 as a broken invariant, as for JSONL
+        commands.append(("check", bad))
+    for args in commands:
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert f"bad.parquet row {row}: {column}: {problem}" in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+    if column in METRIC_COLUMNS:
+        assert invoke("metrics", bad).exit_code == 2
+
+
+def test_a_missing_required_column_is_refused_even_when_not_read(traces, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pq.read_table(traces["t.parquet"]).drop_columns(["delta_confidence"]), bad)
+    result = invoke("metrics", bad)
+    assert result.exit_code == 2 and "bad.parquet: delta_confidence: missing column" in result.output
+
+
+def test_null_confidence_and_no_chaos_column_are_read(traces, tmp_path):
+    table = pq.read_table(traces["t.parquet"]).slice(0, 10).drop_columns(["chaos"])
+    table = _broken(table, "confidence", 2, None, pa.float64())
+    pq.write_table(table, tmp_path / "t.parquet")
+    assert invoke("metrics", tmp_path / "t.parquet").exit_code == 0
+    assert invoke("convert", tmp_path / "t.parquet", tmp_path / "t.jsonl").exit_code == 0
+    record = json.loads((tmp_path / "t.jsonl").read_text().splitlines()[2])
+    assert record["confidence"] is None and record["chaos"] is False
+
+
+def test_a_later_chunk_with_more_columns_or_float_times_widens_the_file(tmp_path):
+    states = generate("balanced", 40, 2, streams=2)
+    cols = run(states, BASE)
+    source = tmp_path / "t.jsonl"
+    write_traces(source, cols, states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=False)
+    records = [json.loads(line) for line in source.read_text().splitlines()]
+    for r in records[:20]:
+        del r["state"], r["W"], r["stream"]
+    for r in records[30:]:
+        r["t"] = r["t"] + 0.5
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "t.parquet"
+    parquet.write_trace_chunks(out, lambda: iter_trace_chunks(source, chunk_lines=10))
+    assert pq.read_schema(out).field("t").type == pa.float64()
+    got = read_trace_records(out)
+    for a, b in zip(got, records, strict=True):
+        b.setdefault("stream", None)
+        assert a == b
+
+
+def test_states_read_alike_from_parquet_and_run_to_the_same_traces(tmp_path):
+    states = generate("curriculum", 400, 3, streams=3)
+    write_states(tmp_path / "s.jsonl", states)
+    assert invoke("convert", tmp_path / "s.jsonl", tmp_path / "s.parquet").exit_code == 0
+    a, b = read_states(tmp_path / "s.parquet"), read_states(tmp_path / "s.jsonl")
+    assert np.array_equal(a.values, b.values) and (a.streams, a.t, a.ids) == (b.streams, b.t, b.ids)
+    for name in ("s.jsonl", "s.parquet"):
+        assert invoke("run", "--states", tmp_path / name, "--out", tmp_path / f"{name}.out.jsonl").exit_code == 0
+    assert (tmp_path / "s.jsonl.out.jsonl").read_bytes() == (tmp_path / "s.parquet.out.jsonl").read_bytes()
+    assert invoke("convert", tmp_path / "s.parquet", tmp_path / "back.jsonl").exit_code == 0
+    assert (tmp_path / "back.jsonl").read_bytes() == (tmp_path / "s.jsonl").read_bytes()
+
+
+def test_states_parquet_is_checked_like_states_jsonl(tmp_path):
+    table = pa.table({f: [0.5, 0.5, 0.5] for f in STATE_FIELDS})
+    risk = table.schema.get_field_index("risk")
+    pq.write_table(table.set_column(risk, "risk", pa.array([0.5, 0.5, 1.5])), tmp_path / "range.parquet")
+    with pytest.raises(InputError, match=r"range.parquet row 3: risk: outside \[0, 1\] \(1.5\)"):
+        read_states(tmp_path / "range.parquet")
+    pq.write_table(table.append_column("mood", pa.array([1, 2, 3])), tmp_path / "extra.parquet")
+    with pytest.raises(InputError, match="extra.parquet: mood: unknown field"):
+        read_states(tmp_path / "extra.parquet")
+    pq.write_table(table.set_column(risk, "risk", pa.array([0.5, None, 0.5])), tmp_path / "gap.parquet")
+    with pytest.raises(InputError, match="gap.parquet row 2: risk: missing"):
+        read_states(tmp_path / "gap.parquet")
+    filled = read_states(tmp_path / "gap.parquet", fill_missing=True)
+    assert filled.values[1, risk] == 0.5 and filled.repairs == [None, {"risk": "filled"}, None]
+
+
+def test_mixed_stream_types_cannot_go_into_one_parquet_column(tmp_path):
+    states = generate("safe", 4, 1, streams=1)
+    cols = run(states, BASE)
+    source = tmp_path / "t.jsonl"
+    write_traces(source, cols, states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=False)
+    records = [json.loads(line) for line in source.read_text().splitlines()]
+    records[0]["stream"], records[1]["stream"] = "a", 7
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = invoke("convert", source, tmp_path / "t.parquet")
+    assert result.exit_code == 2 and "t.jsonl:2: stream: mixes strings and integers" in result.output
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_explain_picks_a_parquet_row_as_it_picks_a_jsonl_line(tmp_path):
+    states = generate("balanced", 30, 1, streams=2)
+    write_states(tmp_path / "s.jsonl", states)
+    write_states(tmp_path / "s.parquet", states)
+    a = invoke("explain", "--states", tmp_path / "s.jsonl", "--line", 17, "--json")
+    b = invoke("explain", "--states", tmp_path / "s.parquet", "--line", 17, "--json")
+    assert a.exit_code == 0 and a.output == b.output
+    assert invoke("explain", "--states", tmp_path / "s.parquet", "--line", 31).exit_code == 2
