@@ -6,6 +6,12 @@ are optional in foreign traces; invariant 2 then checks what the record has. Val
 within TOLERANCE of a threshold are not violations (ENGINE.md section 12: such
 comparisons may fall either way between implementations). Invariant 6, determinism, is a
 property of two runs, not of one record: the gate checks it.
+
+A record whose `confidence` is null (the original engine writes such records when no
+action passed its filter and its fail-safe did not fire) breaks no invariant by that
+alone, but the invariants that read confidence (2, its confidence part, and 5) cannot be
+judged on it: it is reported as a Finding of its own kind, for information, never as a
+violation.
 """
 
 from __future__ import annotations
@@ -63,6 +69,47 @@ class Violation:
 
     def format(self, source: str) -> str:
         return f"{source}:{self.line}: invariant {self.invariant} ({self.name}): {self.field}: {self.detail}"
+
+
+# kind -> what a finding of that kind means
+FINDINGS: dict[str, str] = {
+    "null_confidence": "confidence is null; invariants 2 (its confidence part) and 5 cannot be judged on this record",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A record worth knowing about that breaks no invariant (see FINDINGS); `line` as in
+    Violation."""
+
+    line: int
+    kind: str
+    field: str
+
+    @property
+    def detail(self) -> str:
+        return FINDINGS[self.kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "kind": self.kind, "field": self.field, "detail": self.detail}
+
+    def format(self, source: str) -> str:
+        return f"{source}:{self.line}: finding ({self.kind}): {self.field}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class TraceCheck:
+    """What checking a traces file found: the broken invariants and the findings."""
+
+    violations: list[Violation]
+    findings: list[Finding]
+
+
+def findings_of_columns(cols: Any, lines: np.ndarray | None = None) -> list[Finding]:
+    """The findings in a block of records given as columns (a null confidence is NaN there)."""
+    conf = np.asarray(cols.confidence, dtype=np.float64)
+    where = np.arange(conf.shape[0]) if lines is None else np.asarray(lines)
+    return [Finding(int(where[i]), "null_confidence", "confidence") for i in np.flatnonzero(np.isnan(conf))]
 
 
 def _as_floats(values: Any) -> np.ndarray | None:
@@ -148,7 +195,13 @@ class _CheckedRecord(TraceRecord, gc=False):
 def check_trace_file(path: str | os.PathLike[str], config: Config) -> list[Violation]:
     """Every violation in a traces file, each with its line number, block by block. A file
     without records is bad input, as for every reader of traces."""
+    return check_traces(path, config).violations
+
+
+def check_traces(path: str | os.PathLike[str], config: Config) -> TraceCheck:
+    """Every violation and every finding in a traces file, each with its line number."""
     out: list[Violation] = []
+    notes: list[Finding] = []
     n_records = 0
     for block in iter_trace_blocks(path, _CheckedRecord):
         if not block.records:
@@ -157,9 +210,10 @@ def check_trace_file(path: str | os.PathLike[str], config: Config) -> list[Viola
         with gc_paused():
             chunk = TraceChunk.from_records(block.records, np.asarray(block.lines))
         out.extend(check_columns(chunk, config, lines=chunk.line))
+        notes.extend(findings_of_columns(chunk, lines=chunk.line))
     if not n_records:
         raise InputError(display_name(path), None, None, "no traces in the file")
-    return out
+    return TraceCheck(out, notes)
 
 
 def check_records(records: Iterable[Mapping[str, Any]], config: Config) -> list[Violation]:

@@ -35,6 +35,14 @@ out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
+WEIGHTS_HELP = ("Loss weights w1,w2,w3 (L = w1*fail_safe_rate + w2*mean_cus + w3*clamp_distortion); a fourth, "
+                "w4, subtracts w4*(rate_L0 + 0.5*rate_L1), the original engine's later non-fail reward.")
+
+
+DROP_UNKNOWN_HELP = ("Leave out state keys that are not part of a state (e.g. `severity`); each is recorded in "
+                     "the traces' input_repairs as \"dropped\".")
+
+
 class UsageError(ValueError):
     """Bad combination of options (exit code 2)."""
 
@@ -87,14 +95,16 @@ def _config(profile: str | None, config: Path | None) -> Config:
 
 
 def _states(states: Path | None, scenario: str | None, n: int | None, seed: int, streams: int,
-            fill_missing: bool = False, clip: bool = False):
+            fill_missing: bool = False, clip: bool = False, drop_unknown: bool = False):
     from .io.states import read_states
     from .scenario import generate
 
     if (states is None) == (scenario is None):
         raise UsageError("give exactly one of --states FILE or --scenario NAME --n N")
     if states is not None:
-        return read_states(str(states), fill_missing=fill_missing, clip=clip)
+        return read_states(str(states), fill_missing=fill_missing, clip=clip, drop_unknown=drop_unknown)
+    if drop_unknown:
+        raise UsageError("--drop-unknown applies to --states FILE only")
     if n is None:
         raise UsageError("--scenario needs --n N")
     try:
@@ -144,13 +154,14 @@ def run(
     chaos: Annotated[bool, typer.Option("--chaos", help="Mark the traces as a chaos test.")] = False,
     fill_missing: Annotated[bool, typer.Option("--fill-missing", help="Fill missing state fields with 0.5.")] = False,
     clip: Annotated[bool, typer.Option("--clip", help="Clip out-of-range state values into [0, 1].")] = False,
+    drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help=DROP_UNKNOWN_HELP)] = False,
 ) -> None:
     """Decide states under one config and write one DecisionTrace per decision."""
     from .engine import run as engine_run
     from .io.traces import encode_traces
 
     cfg = _config(profile, config)
-    stateset = _states(states, scenario, n, seed, streams, fill_missing, clip)
+    stateset = _states(states, scenario, n, seed, streams, fill_missing, clip, drop_unknown)
     cols = engine_run(stateset, cfg)
     _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos))
     if out != "-":
@@ -166,10 +177,13 @@ def run(
 @_command
 def metrics(
     traces: Annotated[str, typer.Argument(help="Traces JSONL (`-` = stdin, .gz).")],
-    weights: Annotated[str, typer.Option(help="Loss weights w1,w2,w3.")] = "1.5,1.0,0.5",
+    weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "1.5,1.0,0.5",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Feedback metrics and loss of an existing traces file (any engine of the same format)."""
+    """Feedback metrics and loss of an existing traces file (any engine of the same format).
+
+    Records whose confidence is null (the original engine writes them) are counted and
+    shown; no figure reads confidence."""
     from .learning.feedback_metrics import metrics_from_traces
     from .learning.loss import LossWeights, loss
 
@@ -180,13 +194,15 @@ def metrics(
     sums = metrics_from_traces(traces)
     result = {
         "records": sums.n,
-        "L": loss(sums.fail_safe_rate, sums.mean_cus, sums.clamp_distortion, w),
+        "L": loss(sums.fail_safe_rate, sums.mean_cus, sums.clamp_distortion, w,
+                  level0_rate=sums.level_rates[0], level1_rate=sums.level_rates[1]),
         "fail_safe_rate": sums.fail_safe_rate,
         "mean_cus": sums.mean_cus,
         "clamp_distortion": sums.clamp_distortion,
         "level_rates": list(sums.level_rates),
         "level_counts": list(sums.n_level),
         "human_escalation_rate": sums.human_escalation_rate,
+        "null_confidence": sums.n_null_confidence,
         "weights": w.as_list(),
     }
     if as_json:
@@ -199,7 +215,8 @@ def metrics(
     for key in ("fail_safe_rate", "mean_cus", "clamp_distortion", "human_escalation_rate"):
         table.add_row(key, f"{result[key]:.6f}")
     table.add_row("levels L0 / L1 / L2", " / ".join(str(c) for c in result["level_counts"]))
-    table.add_row(f"L (weights {weights})", f"{result['L']:.6f}")
+    table.add_row("records with null confidence", str(result["null_confidence"]))
+    table.add_row(f"L (weights {','.join(f'{x:g}' for x in result['weights'])})", f"{result['L']:.6f}")
     out_console.print(table)
 
 
@@ -214,18 +231,29 @@ def check(
     config: Annotated[Path | None, typer.Option(help="Config TOML whose thresholds the traces must respect.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Invariants of ENGINE.md section 13 over a traces file; exit 1 when any is broken."""
-    from .check import check_trace_file
+    """Invariants of the engine over a traces file; exit 1 when any is broken.
+
+    Records whose confidence is null are listed as findings, for information: they break no
+    invariant and do not change the exit code, but the invariants that read confidence
+    cannot be judged on them."""
+    from .check import check_traces
 
     cfg = _config(profile, config)
-    violations = check_trace_file(traces, cfg)
+    checked = check_traces(traces, cfg)
+    violations, findings = checked.violations, checked.findings
     if as_json:
         print(json.dumps({"traces": traces, "config_id": cfg.config_id,
-                          "violations": [plain_data(v.to_dict()) for v in violations]}))
+                          "violations": [plain_data(v.to_dict()) for v in violations],
+                          "findings": [f.to_dict() for f in findings]}))
     else:
         for v in violations:
             print(v.format(traces))
+        for f in findings:
+            print(f.format(traces))
         status = "OK" if not violations else f"{len(violations)} violation(s)"
+        if findings:
+            status += (f"; {len(findings)} record(s) with null confidence "
+                       "(findings, not violations: they do not fail the check)")
         err_console.print(f"check {traces} against {cfg.source}: {status}", highlight=False)
     if violations:
         raise typer.Exit(1)
@@ -238,80 +266,85 @@ def check(
 @_command
 def explain(
     state: Annotated[str | None, typer.Option(help="One state as a JSON object.")] = None,
-    states: Annotated[Path | None, typer.Option(help="States JSONL; pick the decision with --line.")] = None,
+    states: Annotated[Path | None, typer.Option(help="States JSONL or traces JSONL (each record's `state`); pick "
+                                                     "the decision with --line or --id.")] = None,
     line: Annotated[int | None, typer.Option(help="1-based line of --states (its stream's history is replayed).")]
+    = None,
+    record_id: Annotated[str | None, typer.Option("--id", help="The `id` of the record of --states to explain.")]
     = None,
     profile: Annotated[str | None, typer.Option(help="Built-in profile.")] = None,
     config: Annotated[Path | None, typer.Option(help="Config TOML file.")] = None,
     top: Annotated[int, typer.Option(help="Candidates to list.")] = 15,
+    drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help=DROP_UNKNOWN_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """One decision laid open: candidates' W, J, H, C, S, margins, distinct scores, DE/AS/CUS, the rule."""
     from .engine import run as engine_run
     from .engine import trace_records
-    from .explain import explain_decision
-    from .io.states import read_states, states_from_records
+    from .explain import explain_decision, pick_decision
+    from .io.states import states_from_records
 
     cfg = _config(profile, config)
     if (state is None) == (states is None):
-        raise UsageError("give exactly one of --state JSON or --states FILE --line N")
+        raise UsageError("give exactly one of --state JSON or --states FILE with --line N or --id ID")
+    picked = None
     if state is not None:
+        if line is not None or record_id is not None:
+            raise UsageError("--line and --id pick a record of --states FILE, not of --state")
         try:
             record = json.loads(state)
         except json.JSONDecodeError as exc:
             raise UsageError(f"--state: not valid JSON: {exc}") from None
         if not isinstance(record, dict):
             raise UsageError("--state: expected a JSON object")
-        stateset = states_from_records([record])
+        stateset = states_from_records([record], drop_unknown=drop_unknown)
         index = 0
     else:
-        if line is None:
-            raise UsageError("--states needs --line N")
-        stateset = read_states(str(states))
-        index = _record_index(states, line)
-        prefix = np.arange(index + 1)
-        stateset = stateset.subset(prefix)
+        if (line is None) == (record_id is None):
+            raise UsageError("--states needs exactly one of --line N or --id ID")
+        picked = pick_decision(str(states), line=line, record_id=record_id, drop_unknown=drop_unknown)
+        stateset, index = picked.states, picked.index
     cols = engine_run(stateset, cfg)
     trace = trace_records(cols, stateset, cfg)[index]
     result = explain_decision(stateset.values[index], cfg, trace)
+    if picked is not None:
+        result["picked"] = picked.to_dict()
     if as_json:
         print(json.dumps(plain_data(result)))
         return
     _print_explanation(result, cfg, top)
 
 
-def _record_index(path: Path, line: int) -> int:
-    """Position among the non-blank lines of the record on 1-based `line`."""
-    from .io.files import open_text_lines
-
-    index = -1
-    for number, text in enumerate(open_text_lines(str(path)), start=1):
-        if text.strip():
-            index += 1
-        if number == line:
-            if not text.strip():
-                raise UsageError(f"{path}:{line}: blank line, no state there")
-            return index
-    raise UsageError(f"{path}: --line {line} is past the end of the file")
-
-
 def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
     tr = r["trace"]
+    picked = r.get("picked")
+    if picked is not None:
+        what = "the record's `state`" if picked["kind"] == "traces" else "the state"
+        out_console.print(f"[bold]Decision[/] {picked['file']}:{picked['line']} ({what}; the earlier states of "
+                          "the file replayed for its stream's history)", highlight=False)
+        if "note" in picked:
+            out_console.print(f"note: {picked['note']}", highlight=False)
     out_console.print(f"[bold]State[/] {json.dumps(r['state'])}", highlight=False)
+    if tr.get("input_repairs"):
+        out_console.print("input repairs: " + ", ".join(f"{k} {v}" for k, v in tr["input_repairs"].items()),
+                          highlight=False)
     out_console.print(f"config {cfg.source} ({r['config_id']}); {r['n_actions']} actions, "
                       f"{r['n_candidates']} candidates (J >= {cfg['J_MIN']}, H <= {cfg['H_MAX']}, "
                       f"{cfg['C_MIN']} <= C <= {cfg['C_MAX']})", highlight=False)
     if r["rejected_by"]:
         out_console.print("rejected by: " + ", ".join(f"{k}: {v}" for k, v in r["rejected_by"].items()),
                           highlight=False)
-    table = Table(title=f"Candidates by S (top {min(top, r['n_candidates'])} of {r['n_candidates']})")
-    for col in ("#", "action", "W", "J", "H", "C", "S", "margin", "confidence"):
-        table.add_column(col, justify="right")
-    for c in r["candidates"][:top]:
-        action = " ".join(f"{x:g}" for x in c["action"])
-        table.add_row(str(c["index"]), action, *(f"{c[k]:.4f}" for k in ("W", "J", "H", "C", "S", "margin",
-                                                                           "confidence")))
-    out_console.print(table)
+    if r["n_candidates"]:
+        table = Table(title=f"Candidates by S, ranked (top {min(top, r['n_candidates'])} of {r['n_candidates']})")
+        for col in ("rank", "grid #", "action", "W", "J", "H", "C", "S", "margin", "confidence"):
+            table.add_column(col, justify="right")
+        for c in r["candidates"][:top]:
+            action = " ".join(f"{x:g}" for x in c["action"])
+            table.add_row(str(c["rank"]), str(c["index"]), action,
+                          *(f"{c[k]:.4f}" for k in ("W", "J", "H", "C", "S", "margin", "confidence")))
+        out_console.print(table)
+    else:
+        out_console.print(f"[bold]{r['no_candidate']}[/]", highlight=False)
     if r["distinct_scores"]:
         shown = ", ".join(f"{d:.6f}" for d in r["distinct_scores"][:8])
         more = "" if len(r["distinct_scores"]) <= 8 else f", ... ({len(r['distinct_scores'])} in all)"
@@ -328,6 +361,15 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
     out_console.print(f"[bold]rule[/] {r['rule']}", highlight=False)
     out_console.print(f"final action {tr['final_action']}  (raw {tr['raw_action']}), confidence "
                       f"{tr['confidence']:.4f}, CUS {tr['cus']:.4f}, soft_clamp {tr['soft_clamp']}", highlight=False)
+    recorded = (picked or {}).get("recorded")
+    if recorded is not None:
+        said = f"level {recorded['level']}" + (f", reason {recorded['reason']}" if "reason" in recorded else "")
+        same = recorded["level"] == tr["level"] and recorded.get("reason", tr["reason"]) == tr["reason"]
+        config_note = ""
+        if recorded.get("config_id") not in (None, cfg.config_id):
+            config_note = f"; the record was decided under config_id {recorded['config_id']}, not {cfg.config_id}"
+        verdict = "the same decision" if same else f"this config decides level {tr['level']}, reason {tr['reason']}"
+        out_console.print(f"the file records {said}: {verdict}{config_note}", highlight=False)
 
 
 # -------------------------------------------------------------------------- learn
@@ -349,7 +391,7 @@ def learn(
     strategy: Annotated[str, typer.Option(help="grid, random, sobol, tpe or cmaes.")] = "tpe",
     budget: Annotated[int, typer.Option(help="Candidate configs to evaluate (baseline included).")] = 300,
     batch_size: Annotated[int, typer.Option(help="Candidates per step (one history line each).")] = 32,
-    weights: Annotated[str, typer.Option(help="Loss weights w1,w2,w3.")] = "1.5,1.0,0.5",
+    weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "1.5,1.0,0.5",
     train_fraction: Annotated[float, typer.Option(help="Share of records used for training.")] = 0.8,
     regression: Annotated[Path | None, typer.Option(help="Regression suite JSONL (expect_level_min).")] = None,
     critical_factor: Annotated[float, typer.Option(help="Critical floor factor (0 turns it off).")] = 0.25,
@@ -364,6 +406,8 @@ def learn(
     study: Annotated[str | None, typer.Option(help="Study database (path = SQLite, or a storage URL); "
                                                    "default OUT.study.sqlite3.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the study's finished evaluations.")] = False,
+    drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help="--states: leave out keys that are not part "
+                                               "of a state (recorded in the suggestion's data).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Learn a suggested config from states, a scenario or replayable traces. Nothing is applied."""
@@ -377,6 +421,8 @@ def learn(
     if sum(given) != 1:
         raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
     _refuse_profile_path(out)
+    if drop_unknown and states is None:
+        raise UsageError("--drop-unknown applies to --states FILE only")
     baseline = _config(profile, config)
     try:
         w = LossWeights.parse(weights)
@@ -396,7 +442,7 @@ def learn(
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     elif states is not None:
-        data = data_from_states_file(str(states))
+        data = data_from_states_file(str(states), drop_unknown=drop_unknown)
     else:
         data = data_from_traces_file(str(traces))
     regression_states = None

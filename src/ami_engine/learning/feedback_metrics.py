@@ -8,6 +8,9 @@
 
 Every metric is a sum over records divided by the number of records, so MetricSums keeps
 the sums: sums of shards add up to the sums of the whole (LEARNING.md, "Metrics and loss").
+No metric reads `confidence`; the records where it is null (as the original engine writes
+it when no action passed its filter and its fail-safe did not fire) are counted, so that a
+reader of the figures knows they are there.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ _TASKS_PER_WORKER = 4
 class MetricSums:
     """Counts and sums over a set of decisions; add two to get those of both sets.
 
-    The rates are NaN for an empty set (there is no rate of nothing).
+    The rates are NaN for an empty set (there is no rate of nothing). `n_null_confidence`
+    counts the records whose confidence is null.
     """
 
     n: int = 0
@@ -57,6 +61,7 @@ class MetricSums:
     sum_distortion: float = 0.0
     n_clamped: int = 0
     n_human: int = 0
+    n_null_confidence: int = 0
 
     def merge(self, other: MetricSums) -> MetricSums:
         return MetricSums(
@@ -66,6 +71,7 @@ class MetricSums:
             sum_distortion=self.sum_distortion + other.sum_distortion,
             n_clamped=self.n_clamped + other.n_clamped,
             n_human=self.n_human + other.n_human,
+            n_null_confidence=self.n_null_confidence + other.n_null_confidence,
         )
 
     def __add__(self, other: MetricSums) -> MetricSums:
@@ -111,6 +117,7 @@ class MetricSums:
             "level_counts": list(self.n_level),
             "human_escalation_rate": self.human_escalation_rate,
             "soft_clamp_rate": self.soft_clamp_rate,
+            "null_confidence": self.n_null_confidence,
         }
 
 
@@ -135,6 +142,7 @@ def _sums(
     raw_clamped: np.ndarray,
     final_clamped: np.ndarray,
     n_human: int,
+    n_null_confidence: int = 0,
 ) -> MetricSums:
     """The one place the metric sums are computed; the actions are those of clamped records only."""
     level = np.asarray(level)
@@ -149,6 +157,7 @@ def _sums(
         sum_distortion=float(distortion.mean(axis=1).sum()) if distortion.size else 0.0,
         n_clamped=int(np.count_nonzero(soft_clamp)),
         n_human=n_human,
+        n_null_confidence=n_null_confidence,
     )
 
 
@@ -164,6 +173,7 @@ def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
         raw_clamped=action_matrix(clamped, "raw_action"),
         final_clamped=action_matrix(clamped, "final_action"),
         n_human=sum(map(attrgetter("human_escalation"), records)),
+        n_null_confidence=list(map(attrgetter("confidence"), records)).count(None),
     )
 
 
