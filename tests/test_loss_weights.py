@@ -97,3 +97,10 @@ def test_the_fourth_weight_flows_into_the_suggestion_and_the_gate(tmp_path):
     heldout = next(c for c in report.checks if c.name == "heldout_loss")
     assert "[1.5, 1.0, 0.5, 0.8]" in heldout.detail
     assert heldout.figure == pytest.approx(meta["metrics"]["heldout"]["suggestion"]["L"], abs=1e-12)
+
+
+def test_the_report_labels_four_weights_as_four():
+    from ami_engine.report._provenance import _weights_label
+
+    assert _weights_label([1.5, 1.0, 0.5]) == "loss weights (w1, w2, w3)"
+    assert _weights_label([1.5, 1.0, 0.5, 0.8]) == "loss weights (w1, w2, w3, w4)"
