@@ -22,7 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import attrgetter
+from operator import attrgetter, countOf
 from typing import Any
 
 import msgspec
@@ -173,7 +173,7 @@ def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
         raw_clamped=action_matrix(clamped, "raw_action"),
         final_clamped=action_matrix(clamped, "final_action"),
         n_human=sum(map(attrgetter("human_escalation"), records)),
-        n_null_confidence=list(map(attrgetter("confidence"), records)).count(None),
+        n_null_confidence=countOf(map(attrgetter("confidence"), records), None),
     )
 
 
