@@ -115,3 +115,10 @@ def test_learn_records_the_drop_so_the_gate_rebuilds_the_same_data(tmp_path, mon
     assert gate.exit_code == 0, gate.output
     heldout = next(c for c in json.loads(gate.output)["checks"] if c["name"] == "heldout_loss")
     assert heldout["figure"] == pytest.approx(summary["meta"]["metrics"]["heldout"]["suggestion"]["L"])
+
+
+def test_a_regression_file_stays_strict_and_its_error_offers_no_drop(tmp_path):
+    path = write_states_file(tmp_path, [{**EXAMPLE, "expect_level_min": 2}])
+    with pytest.raises(InputError) as caught:
+        read_states(str(path), allow_expect_level=True)
+    assert caught.value.field == "severity" and "--drop-unknown" not in str(caught.value)

@@ -131,14 +131,14 @@ class _Reader:
 
     @contextlib.contextmanager
     def regression_hint(self) -> Iterator[None]:
-        """Say why `expect_level_min` is refused where it is not allowed, and how other
-        unknown keys can be left out."""
+        """Say why `expect_level_min` is refused where it is not allowed, and, outside
+        regression files (which are kept strict), how other unknown keys can be left out."""
         try:
             yield
         except InputError as err:
-            if err.problem != "unknown field":
+            if err.problem != "unknown field" or self.allow_expect_level:
                 raise
-            if err.field == "expect_level_min" and not self.allow_expect_level:
+            if err.field == "expect_level_min":
                 raise InputError(err.source, err.line, err.field, "allowed only in regression files") from None
             err.problem = f"unknown field; {UNKNOWN_HINT}"
             err.args = (err._message(),)
