@@ -328,7 +328,7 @@ class TraceChunk:
             final_action=action_matrix(records, "final_action"),
             soft_clamp=_bools(records, "soft_clamp"),
             level=np.fromiter(map(attrgetter("level"), records), dtype=np.int8, count=n),
-            confidence=np.array(list(map(attrgetter("confidence"), records)), dtype=np.float64),
+            confidence=_floats_or_nan(records, "confidence"),
             delta_confidence=np.array(list(map(attrgetter("delta_confidence"), records)), dtype=np.float64),
             human_escalation=_bools(records, "human_escalation"),
             chaos=_bools(records, "chaos"),
@@ -379,6 +379,14 @@ def _missing_like(template: np.ndarray, n: int) -> np.ndarray:
 
 def _floats(records: list[Any], name: str) -> np.ndarray:
     return np.fromiter(map(attrgetter(name), records), dtype=np.float64, count=len(records))
+
+
+def _floats_or_nan(records: list[Any], name: str) -> np.ndarray:
+    """A field that may be null, NaN where it is (the common case, no null, stays fast)."""
+    try:
+        return _floats(records, name)
+    except TypeError:
+        return np.array(list(map(attrgetter(name), records)), dtype=np.float64)
 
 
 def _bools(records: list[Any], name: str) -> np.ndarray:
