@@ -158,9 +158,9 @@ def test_the_first_bad_record_stops_the_metrics_naming_line_and_field(tmp_path, 
 def test_metrics_check_every_phase_4_7_1_field(tmp_path):
     path = tmp_path / "t.jsonl"
     record = json.loads(trace_line(HAND[0]))
-    del record["chaos"]
+    del record["human_escalation"]
     path.write_text(trace_line(HAND[1]) + "\n" + json.dumps(record) + "\n")
-    with pytest.raises(InputError, match=r":2: chaos: missing"):
+    with pytest.raises(InputError, match=r":2: human_escalation: missing"):
         metrics_from_traces(str(path))
 
 

@@ -6,10 +6,17 @@ are optional in foreign traces; invariant 2 then checks what the record has. Val
 within TOLERANCE of a threshold are not violations (ENGINE.md section 12: such
 comparisons may fall either way between implementations). Invariant 6, determinism, is a
 property of two runs, not of one record: the gate checks it.
+
+A record whose `confidence` is null (the original engine writes such records when no
+action passed its filter and its fail-safe did not fire) breaks no invariant by that
+alone, but the invariants that read confidence (2, its confidence part, and 5) cannot be
+judged on it: it is reported as a Finding of its own kind, for information, never as a
+violation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -65,6 +72,48 @@ class Violation:
 
     def format(self, source: str) -> str:
         return f"{source}:{self.line}: invariant {self.invariant} ({self.name}): {self.field}: {self.detail}"
+
+
+# kind -> what a finding of that kind means
+FINDINGS: dict[str, str] = {
+    "null_confidence": "confidence is null; invariants 2 (its confidence part) and 5 cannot be judged on this record",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A record worth knowing about that breaks no invariant (see FINDINGS); `line` as in
+    Violation."""
+
+    line: int
+    kind: str
+    field: str
+
+    @property
+    def detail(self) -> str:
+        return FINDINGS[self.kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "kind": self.kind, "field": self.field, "detail": self.detail}
+
+    def format(self, source: str) -> str:
+        return f"{source}:{self.line}: finding ({self.kind}): {self.field}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class TraceCheck:
+    """What checking a traces file found: the broken invariants and the findings."""
+
+    violations: list[Violation]
+    findings: list[Finding]
+    configs: dict[str | None, Config] = dataclasses.field(default_factory=dict)  # the configs judged against, by id
+
+
+def findings_of_columns(cols: Any, lines: np.ndarray | None = None) -> list[Finding]:
+    """The findings in a block of records given as columns (a null confidence is NaN there)."""
+    conf = np.asarray(cols.confidence, dtype=np.float64)
+    where = np.arange(conf.shape[0]) if lines is None else np.asarray(lines)
+    return [Finding(int(where[i]), "null_confidence", "confidence") for i in np.flatnonzero(np.isnan(conf))]
 
 
 def _as_floats(values: Any) -> np.ndarray | None:
@@ -150,15 +199,7 @@ class _CheckedRecord(TraceRecord, gc=False):
 def check_trace_file(path: str | os.PathLike[str], config: Config) -> list[Violation]:
     """Every violation in a traces file, each with its line number, block by block. A file
     without records is bad input, as for every reader of traces."""
-    out: list[Violation] = []
-    n_records = 0
-    # For Parquet, `line` is each record's row in the whole data set.
-    for chunk in _trace_chunks(path):
-        n_records += len(chunk)
-        out.extend(check_columns(chunk, config, lines=chunk.line))
-    if not n_records:
-        raise InputError(display_name(path), None, None, "no traces in the file")
-    return out
+    return check_traces(path, config).violations
 
 
 def _trace_chunks(path: str | os.PathLike[str]) -> Iterator[TraceChunk]:
@@ -174,17 +215,24 @@ def _trace_chunks(path: str | os.PathLike[str]) -> Iterator[TraceChunk]:
             yield chunk
 
 
-def check_trace_file_by_config(path: str | os.PathLike[str], resolve: Callable[[str | None, int], Config]
-                               ) -> tuple[list[Violation], dict[str | None, Config]]:
-    """Every violation in a traces file, each record judged against the config that
-    produced it: `resolve(config_id, line)` gives the config of a record's `config_id`
-    (None for a record without one; `line` is the first record with it) or raises. Also
-    returns the configs used, by id."""
+def check_traces(path: str | os.PathLike[str], resolve: Config | Callable[[str | None, int], Config]
+                 ) -> TraceCheck:
+    """Every violation and every finding in a traces file, each with its line number (for
+    Parquet, the record's row in the whole data set). `resolve` is the config every record
+    is judged against, or gives the config that produced a record from its `config_id`:
+    `resolve(config_id, line)` (None for a record without one; `line` is the first record
+    with it), raising when there is none. A file without records is bad input."""
     out: list[Violation] = []
+    notes: list[Finding] = []
     used: dict[str | None, Config] = {}
     n_records = 0
     for chunk in _trace_chunks(path):
         n_records += len(chunk)
+        notes.extend(findings_of_columns(chunk, lines=chunk.line))
+        if isinstance(resolve, Config):
+            used[resolve.config_id] = resolve
+            out.extend(check_columns(chunk, resolve, lines=chunk.line))
+            continue
         ids = chunk.config_id or [None] * len(chunk)
         groups: dict[str | None, list[int]] = {}
         for i, key in enumerate(ids):
@@ -197,7 +245,7 @@ def check_trace_file_by_config(path: str | os.PathLike[str], resolve: Callable[[
     if not n_records:
         raise InputError(display_name(path), None, None, "no traces in the file")
     out.sort(key=lambda v: (v.line, v.invariant))
-    return out, used
+    return TraceCheck(out, notes, used)
 
 
 def check_records(records: Iterable[Mapping[str, Any]], config: Config) -> list[Violation]:

@@ -62,6 +62,14 @@ out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
+WEIGHTS_HELP = ("Loss weights w1,w2,w3 (L = w1*fail_safe_rate + w2*mean_cus + w3*clamp_distortion); a fourth, "
+                "w4, subtracts w4*(rate_L0 + 0.5*rate_L1), the original engine's later non-fail reward.")
+
+
+DROP_UNKNOWN_HELP = ("Leave out state keys that are not part of a state (e.g. `severity`); each is recorded in "
+                     "the traces' input_repairs as \"dropped\".")
+
+
 def input_errors() -> tuple[type[BaseException], ...]:
     """The errors a command reports as bad input or usage (exit code 2)."""
     from .io.files import InputError
@@ -134,14 +142,16 @@ def _config(profile: str | None, config: Path | None) -> Config:
 
 
 def _states(states: Path | None, scenario: str | None, n: int | None, seed: int, streams: int,
-            fill_missing: bool = False, clip: bool = False):
+            fill_missing: bool = False, clip: bool = False, drop_unknown: bool = False):
     from .io.states import read_states
     from .scenario import generate
 
     if (states is None) == (scenario is None):
         raise UsageError("give exactly one of --states FILE or --scenario NAME --n N")
     if states is not None:
-        return read_states(str(states), fill_missing=fill_missing, clip=clip)
+        return read_states(str(states), fill_missing=fill_missing, clip=clip, drop_unknown=drop_unknown)
+    if drop_unknown:
+        raise UsageError("--drop-unknown applies to --states FILE only")
     if n is None:
         raise UsageError("--scenario needs --n N")
     try:
@@ -215,6 +225,7 @@ def run(
     chaos: Annotated[bool, typer.Option("--chaos", help="Mark the traces as a chaos test.")] = False,
     fill_missing: Annotated[bool, typer.Option("--fill-missing", help="Fill missing state fields with 0.5.")] = False,
     clip: Annotated[bool, typer.Option("--clip", help="Clip out-of-range state values into [0, 1].")] = False,
+    drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help=DROP_UNKNOWN_HELP)] = False,
 ) -> None:
     """Decide states under one config and write one DecisionTrace per decision."""
     from .engine import run as engine_run
@@ -222,7 +233,7 @@ def run(
     from .io.traces import encode_traces, write_traces
 
     cfg = _config(profile, config)
-    stateset = _states(states, scenario, n, seed, streams, fill_missing, clip)
+    stateset = _states(states, scenario, n, seed, streams, fill_missing, clip, drop_unknown)
     cols = engine_run(stateset, cfg)
     if out.lower().endswith(PARQUET_SUFFIX):
         write_traces(out, cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos)
@@ -241,10 +252,13 @@ def run(
 @_command
 def metrics(
     traces: Annotated[str, typer.Argument(help="Traces JSONL (`-` = stdin, .gz) or Parquet (file or folder).")],
-    weights: Annotated[str, typer.Option(help="Loss weights w1,w2,w3.")] = "1.5,1.0,0.5",
+    weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "1.5,1.0,0.5",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Feedback metrics and loss of an existing traces file (any engine of the same format)."""
+    """Feedback metrics and loss of an existing traces file (any engine of the same format).
+
+    Records whose confidence is null (the original engine writes them) are counted and
+    shown; no figure reads confidence."""
     from .learning.feedback_metrics import metrics_from_traces
     from .learning.loss import LossWeights, loss
 
@@ -255,13 +269,15 @@ def metrics(
     sums = metrics_from_traces(traces)
     result = {
         "records": sums.n,
-        "L": loss(sums.fail_safe_rate, sums.mean_cus, sums.clamp_distortion, w),
+        "L": loss(sums.fail_safe_rate, sums.mean_cus, sums.clamp_distortion, w,
+                  level0_rate=sums.level_rates[0], level1_rate=sums.level_rates[1]),
         "fail_safe_rate": sums.fail_safe_rate,
         "mean_cus": sums.mean_cus,
         "clamp_distortion": sums.clamp_distortion,
         "level_rates": list(sums.level_rates),
         "level_counts": list(sums.n_level),
         "human_escalation_rate": sums.human_escalation_rate,
+        "null_confidence": sums.n_null_confidence,
         "weights": w.as_list(),
     }
     if as_json:
@@ -274,7 +290,8 @@ def metrics(
     for key in ("fail_safe_rate", "mean_cus", "clamp_distortion", "human_escalation_rate"):
         table.add_row(key, f"{result[key]:.6f}")
     table.add_row("levels L0 / L1 / L2", " / ".join(str(c) for c in result["level_counts"]))
-    table.add_row(f"L (weights {escape(weights)})", f"{result['L']:.6f}")
+    table.add_row("records with null confidence", str(result["null_confidence"]))
+    table.add_row(f"L (weights {','.join(f'{x:g}' for x in result['weights'])})", f"{result['L']:.6f}")
     out_console.print(table)
 
 
@@ -314,19 +331,29 @@ def check(
 
     Each record is judged against the config that produced it: its `config_id` is looked
     up among the built-in profiles, the profiles on the search path and the --config or
-    --profile given. A record whose config cannot be found is an error (exit 2)."""
-    from .check import check_trace_file_by_config
+    --profile given. A record whose config cannot be found is an error (exit 2). Records
+    whose confidence is null are listed as findings, for information: they break no
+    invariant and do not change the exit code, but the invariants that read confidence
+    cannot be judged on them."""
+    from .check import check_traces
 
     given = None if profile is None and config is None else _config(profile, config)
-    violations, used = check_trace_file_by_config(traces, _config_resolver(traces, given))
+    checked = check_traces(traces, _config_resolver(traces, given))
+    violations, findings, used = checked.violations, checked.findings, checked.configs
     sources = ", ".join(f"{cfg.source} ({cfg.config_id})" for cfg in used.values())
     if as_json:
         print(json.dumps({"traces": traces, "configs": {cfg.config_id: cfg.source for cfg in used.values()},
-                          "violations": [plain_data(v.to_dict()) for v in violations]}))
+                          "violations": [plain_data(v.to_dict()) for v in violations],
+                          "findings": [f.to_dict() for f in findings]}))
     else:
         for v in violations:
             print(v.format(traces))
+        for f in findings:
+            print(f.format(traces))
         status = "OK" if not violations else f"{len(violations)} violation(s)"
+        if findings:
+            status += (f"; {len(findings)} record(s) with null confidence "
+                       "(findings, not violations: they do not fail the check)")
         err_console.print(f"check {traces} against {sources}: {status}", highlight=False, markup=False)
     if violations:
         raise typer.Exit(1)
@@ -370,24 +397,31 @@ def _config_resolver(traces: str, given: Config | None) -> Callable[[str | None,
 @_command
 def explain(
     state: Annotated[str | None, typer.Option(help="One state as a JSON object.")] = None,
-    states: Annotated[Path | None, typer.Option(help="States JSONL; pick the decision with --line.")] = None,
+    states: Annotated[Path | None, typer.Option(help="States JSONL or traces JSONL (each record's `state`); pick "
+                                                     "the decision with --line or --id.")] = None,
     line: Annotated[int | None, typer.Option(help="1-based line of --states (its stream's history is replayed).")]
+    = None,
+    record_id: Annotated[str | None, typer.Option("--id", help="The `id` of the record of --states to explain.")]
     = None,
     profile: Annotated[str | None, typer.Option(help="Built-in profile.")] = None,
     config: Annotated[Path | None, typer.Option(help="Config TOML file.")] = None,
     top: Annotated[int, typer.Option(help="Candidates to list.")] = 15,
+    drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help=DROP_UNKNOWN_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """One decision laid open: candidates' W, J, H, C, S, margins, distinct scores, DE/AS/CUS, the rule."""
     from .engine import run as engine_run
     from .engine import trace_records
-    from .explain import explain_decision
-    from .io.states import read_states, states_from_records
+    from .explain import explain_decision, pick_decision
+    from .io.states import states_from_records
 
     cfg = _config(profile, config)
     if (state is None) == (states is None):
-        raise UsageError("give exactly one of --state JSON or --states FILE --line N")
+        raise UsageError("give exactly one of --state JSON or --states FILE with --line N or --id ID")
+    picked = None
     if state is not None:
+        if line is not None or record_id is not None:
+            raise UsageError("--line and --id pick a record of --states FILE, not of --state")
         try:
             record = json.loads(state)
         except json.JSONDecodeError as exc:
@@ -396,66 +430,59 @@ def explain(
             raise UsageError("--state: not valid JSON: nested too deeply") from None
         if not isinstance(record, dict):
             raise UsageError("--state: expected a JSON object")
-        stateset = states_from_records([record])
+        stateset = states_from_records([record], drop_unknown=drop_unknown)
         index = 0
     else:
-        if line is None:
-            raise UsageError("--states needs --line N")
+        if (line is None) == (record_id is None):
+            raise UsageError("--states needs exactly one of --line N or --id ID")
         from .io.files import read_once
+        from .io.parquet import is_parquet
 
-        loaded = read_once(str(states))  # read once: stdin (`-`) cannot be read twice
-        stateset = read_states(loaded)
-        index = _record_index(loaded, line)
-        prefix = np.arange(index + 1)
-        stateset = stateset.subset(prefix)
+        # read once: stdin (`-`) cannot be read twice, and a file is judged on one set of bytes
+        source = str(states) if is_parquet(states) else read_once(str(states))
+        picked = pick_decision(source, line=line, record_id=record_id, drop_unknown=drop_unknown)
+        stateset, index = picked.states, picked.index
     cols = engine_run(stateset, cfg)
     trace = trace_records(cols, stateset, cfg)[index]
     result = explain_decision(stateset.values[index], cfg, trace)
+    if picked is not None:
+        result["picked"] = picked.to_dict()
     if as_json:
         print(json.dumps(plain_data(result)))
         return
     _print_explanation(result, cfg, top)
 
 
-def _record_index(path: Any, line: int) -> int:
-    """Position among the non-blank lines of the record on 1-based `line` (for Parquet,
-    the 1-based row of the whole data set)."""
-    from .io.files import display_name, open_text_lines
-    from .io.parquet import count_rows, is_parquet
-
-    if isinstance(path, (str, Path)) and is_parquet(path):
-        if not 1 <= line <= count_rows(path):
-            raise UsageError(f"{path}: --line {line} is not a row of the data set")
-        return line - 1
-
-    index = -1
-    for number, text in enumerate(open_text_lines(path), start=1):
-        if text.strip():
-            index += 1
-        if number == line:
-            if not text.strip():
-                raise UsageError(f"{display_name(path)}:{line}: blank line, no state there")
-            return index
-    raise UsageError(f"{display_name(path)}: --line {line} is past the end of the file")
-
-
 def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
     tr = r["trace"]
+    picked = r.get("picked")
+    if picked is not None:
+        what = "the record's `state`" if picked["kind"] == "traces" else "the state"
+        out_console.print(f"[bold]Decision[/] {escape(str(picked['file']))}:{picked['line']} ({what}; the earlier "
+                          "states of the file replayed for its stream's history)", highlight=False)
+        if "note" in picked:
+            out_console.print(f"note: {picked['note']}", highlight=False, markup=False)
     out_console.print(f"[bold]State[/] {escape(json.dumps(r['state']))}", highlight=False)
+    if tr.get("input_repairs"):
+        out_console.print("input repairs: " + ", ".join(f"{k} {v}" for k, v in tr["input_repairs"].items()),
+                          highlight=False, markup=False)
     out_console.print(f"config {escape(cfg.source)} ({r['config_id']}); {r['n_actions']} actions, "
                       f"{r['n_candidates']} candidates (J >= {cfg['J_MIN']}, H <= {cfg['H_MAX']}, "
                       f"{cfg['C_MIN']} <= C <= {cfg['C_MAX']})", highlight=False)
     if r["rejected_by"]:
         out_console.print("rejected by: " + ", ".join(f"{k}: {v}" for k, v in r["rejected_by"].items()),
                           highlight=False)
-    table = Table(title=f"Candidates by S (top {min(top, r['n_candidates'])} of {r['n_candidates']})")
-    for col in ("#", "action", "W", "J", "H", "C", "S", "margin", "confidence"):
-        table.add_column(col, justify="right")
-    for c in r["candidates"][:top]:
-        action = " ".join(f"{x:g}" for x in c["action"])
-        table.add_row(str(c["index"]), action, *(f"{c[k]:.4f}" for k in ("W", "J", "H", "C", "S", "margin",
-                                                                           "confidence")))
-    out_console.print(table)
+    if r["n_candidates"]:
+        table = Table(title=f"Candidates by S, ranked (top {min(top, r['n_candidates'])} of {r['n_candidates']})")
+        for col in ("rank", "grid #", "action", "W", "J", "H", "C", "S", "margin", "confidence"):
+            table.add_column(col, justify="right")
+        for c in r["candidates"][:top]:
+            action = " ".join(f"{x:g}" for x in c["action"])
+            table.add_row(str(c["rank"]), str(c["index"]), action,
+                          *(f"{c[k]:.4f}" for k in ("W", "J", "H", "C", "S", "margin", "confidence")))
+        out_console.print(table)
+    else:
+        out_console.print(f"[bold]{r['no_candidate']}[/]", highlight=False)
     if r["distinct_scores"]:
         shown = ", ".join(f"{d:.6f}" for d in r["distinct_scores"][:8])
         more = "" if len(r["distinct_scores"]) <= 8 else f", ... ({len(r['distinct_scores'])} in all)"
@@ -472,6 +499,15 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
     out_console.print(f"[bold]rule[/] {r['rule']}", highlight=False)
     out_console.print(f"final action {tr['final_action']}  (raw {tr['raw_action']}), confidence "
                       f"{tr['confidence']:.4f}, CUS {tr['cus']:.4f}, soft_clamp {tr['soft_clamp']}", highlight=False)
+    recorded = (picked or {}).get("recorded")
+    if recorded is not None:
+        said = f"level {recorded['level']}" + (f", reason {recorded['reason']}" if "reason" in recorded else "")
+        same = recorded["level"] == tr["level"] and recorded.get("reason", tr["reason"]) == tr["reason"]
+        config_note = ""
+        if recorded.get("config_id") not in (None, cfg.config_id):
+            config_note = f"; the record was decided under config_id {recorded['config_id']}, not {cfg.config_id}"
+        verdict = "the same decision" if same else f"this config decides level {tr['level']}, reason {tr['reason']}"
+        out_console.print(f"the file records {said}: {verdict}{config_note}", highlight=False)
 
 
 # -------------------------------------------------------------------------- learn
@@ -497,7 +533,7 @@ def learn(
     strategy: Annotated[str, typer.Option(help="grid, random, sobol, tpe or cmaes.")] = "tpe",
     budget: Annotated[int, typer.Option(help="Candidate configs to evaluate (baseline included).")] = 300,
     batch_size: Annotated[int, typer.Option(help="Candidates per step (one history line each).")] = 32,
-    weights: Annotated[str, typer.Option(help="Loss weights w1,w2,w3.")] = "1.5,1.0,0.5",
+    weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "1.5,1.0,0.5",
     train_fraction: Annotated[float, typer.Option(help="Share of records used for training.")] = 0.8,
     regression: Annotated[Path | None, typer.Option(help="Regression suite JSONL (expect_level_min).")] = None,
     critical_factor: Annotated[float, typer.Option(help="Critical floor factor (0 turns it off).")] = 0.25,
@@ -514,6 +550,8 @@ def learn(
                                                    "OUT.study.journal.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the study's finished evaluations.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Delete the existing study and start over.")] = False,
+    drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help="--states: leave out keys that are not part "
+                                               "of a state (recorded in the suggestion's data).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Learn a suggested config from states, a scenario or replayable traces. Nothing is applied."""
@@ -532,6 +570,8 @@ def learn(
     _one_dash("output can be written to stdout", out=out, history=history, report=report)
     _refuse_profile_path(out)
     study_path, existing_study = _study_plan(study, out, resume, fresh)
+    if drop_unknown and states is None:
+        raise UsageError("--drop-unknown applies to --states FILE only")
     baseline = _config(profile, config)
     from .gate.yardstick import check_baseline
 
@@ -554,7 +594,7 @@ def learn(
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     elif states is not None:
-        data = data_from_states_file(str(states))
+        data = data_from_states_file(str(states), drop_unknown=drop_unknown)
     else:
         data = data_from_traces_file(str(traces))
     regression_states = None

@@ -246,7 +246,12 @@ class Suggestion:
                 data = data_from_scenario(sc["name"], n, seed, streams)
             elif source in ("states", "traces"):
                 path = self._named_file("data", table, override, "--data")
-                data = data_from_states_file(str(path)) if source == "states" else data_from_traces_file(str(path))
+                drop_unknown = table.get("drop_unknown", False)
+                if not isinstance(drop_unknown, bool):
+                    raise SuggestionError(f"{self.name}: [meta.data] drop_unknown: expected true or false, got "
+                                          f"{drop_unknown!r}")
+                data = (data_from_states_file(str(path), drop_unknown=drop_unknown) if source == "states"
+                        else data_from_traces_file(str(path)))
             else:
                 raise SuggestionError(f"{self.name}: [meta.data] source: unknown source {source!r}")
         except KeyError as exc:

@@ -352,6 +352,7 @@ def _weights_from_meta(meta: Mapping[str, Any], where: str) -> LossWeights:
     if raw is None:
         return LossWeights()
     try:
-        return LossWeights(*raw)
+        return LossWeights.from_list(raw)
     except (TypeError, ValueError) as exc:
-        raise InputError(where, None, "meta.loss_weights", f"expected three numbers >= 0 ({exc})", raw) from None
+        raise InputError(where, None, "meta.loss_weights", f"expected three or four numbers >= 0 ({exc})",
+                         raw) from None

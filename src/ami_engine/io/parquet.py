@@ -526,7 +526,7 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
     """The states a traces Parquet file or folder carries (see traces.read_trace_states)."""
     from .traces import TraceStates
 
-    values, streams, ids, times = [], [], [], []
+    values, streams, ids, times, rows = [], [], [], [], []
     n_records = missing = 0
     first_missing = None
     wanted = ("t", "stream", "id", "state")
@@ -540,13 +540,15 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
                 first_missing = int(block.index[np.argmin(has)]) + 1
         values.append(c["state"][has] if "state" in c else np.empty((0, len(STATE_FIELDS))))
         keep = np.flatnonzero(has).tolist()
+        rows.append(block.index[has] + 1)
         for name, into in (("stream", streams), ("id", ids)):
             column = c.get(name)
             into.extend(None if column is None else column[i] for i in keep)
         times.extend(c["t_values"][i] for i in keep)
         n_records += n
     matrix = np.concatenate(values) if values else np.empty((0, len(STATE_FIELDS)))
-    return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing)
+    lines = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing, lines)
 
 
 def write_traces(path: str | os.PathLike[str], cols: Any, states: StateSet, *, config_id: str, model: str,

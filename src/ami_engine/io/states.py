@@ -2,9 +2,9 @@
 
 One JSON object per line: the nine state fields, optional `stream`, `t` and `id`, and in
 regression files `expect_level_min`. Anything else is an InputError naming the line, the
-field and the value; nothing is skipped. Missing fields are filled with 0.5 and
-out-of-range values clipped into [0, 1] only when the caller asks, and each such repair
-is recorded per state.
+field and the value; nothing is skipped. Missing fields are filled with 0.5,
+out-of-range values clipped into [0, 1] and unknown keys dropped only when the caller
+asks, and each such repair is recorded per state.
 """
 
 from __future__ import annotations
@@ -35,12 +35,13 @@ from .files import (
 from .stateset import STATE_FIELDS, StateSet
 
 FILL_VALUE = 0.5
-FILLED, CLIPPED = "filled", "clipped"
+UNKNOWN_HINT = "--drop-unknown leaves such keys out"
+FILLED, CLIPPED, DROPPED = "filled", "clipped", "dropped"
 _Where = Callable[[int], tuple[str, int | None]]
 
 
 @functools.cache
-def _record_type(fill_missing: bool, allow_expect_level: bool) -> type[msgspec.Struct]:
+def _record_type(fill_missing: bool, allow_expect_level: bool, drop_unknown: bool = False) -> type[msgspec.Struct]:
     """The msgspec type of one states line under the given options."""
     fields: list[Any]
     if fill_missing:
@@ -54,20 +55,32 @@ def _record_type(fill_missing: bool, allow_expect_level: bool) -> type[msgspec.S
     ]
     if allow_expect_level:
         fields.append(("expect_level_min", Literal[0, 1, 2], 0))
-    return msgspec.defstruct("StateRecord", fields, forbid_unknown_fields=True, gc=False)
+    return msgspec.defstruct("StateRecord", fields, forbid_unknown_fields=not drop_unknown, gc=False)
+
+
+def _dropped_keys(records: list[Any], known: frozenset[str]) -> list[list[str]]:
+    """Per record (a dict of its keys), the keys a states line may not have, sorted."""
+    return [sorted(k for k in r if k not in known) if isinstance(r, dict) else [] for r in records]
 
 
 class _Reader:
     """Turns decoded records into a StateSet, checking what msgspec's types cannot say."""
 
-    def __init__(self, fill_missing: bool, clip: bool, allow_expect_level: bool) -> None:
+    def __init__(self, fill_missing: bool, clip: bool, allow_expect_level: bool, drop_unknown: bool = False) -> None:
         self.fill_missing = fill_missing
         self.clip = clip
         self.allow_expect_level = allow_expect_level
-        self.record_type = _record_type(fill_missing, allow_expect_level)
+        self.drop_unknown = drop_unknown
+        self.record_type = _record_type(fill_missing, allow_expect_level, drop_unknown)
+        self.known_keys = frozenset(_record_type(False, allow_expect_level).__struct_fields__)
 
-    def build(self, records: list[Any], where: _Where) -> StateSet:
+    def build(self, records: list[Any], where: _Where, dropped: list[list[str]] | None = None) -> StateSet:
+        """The StateSet of decoded records; `dropped` names, per record, the unknown keys
+        the decoder left out (recorded as repairs)."""
         values, repairs = self._values(records, where)
+        if dropped is not None and any(dropped):
+            repairs = [{**(r or {}), **dict.fromkeys(keys, DROPPED)} if keys else r
+                       for r, keys in zip(repairs or [None] * len(records), dropped, strict=True)]
         t = list(map(attrgetter("t"), records))
         missing_t = t.count(UNSET)
         if missing_t == len(t):
@@ -130,13 +143,18 @@ class _Reader:
 
     @contextlib.contextmanager
     def regression_hint(self) -> Iterator[None]:
-        """Say why `expect_level_min` is refused where it is not allowed."""
+        """Say why `expect_level_min` is refused where it is not allowed, and, outside
+        regression files (which are kept strict), how other unknown keys can be left out."""
         try:
             yield
         except InputError as err:
-            if self.allow_expect_level or err.field != "expect_level_min" or err.problem != "unknown field":
+            if err.problem != "unknown field" or self.allow_expect_level:
                 raise
-            raise InputError(err.source, err.line, err.field, "allowed only in regression files") from None
+            if err.field == "expect_level_min":
+                raise InputError(err.source, err.line, err.field, "allowed only in regression files") from None
+            err.problem = f"unknown field; {UNKNOWN_HINT}"
+            err.args = (err._message(),)
+            raise
 
     @staticmethod
     def check_t_finite(t: list[Any], where: _Where) -> None:
@@ -152,10 +170,14 @@ def read_states(
     fill_missing: bool = False,
     clip: bool = False,
     allow_expect_level: bool = False,
+    drop_unknown: bool = False,
 ) -> StateSet:
     """All states of a states JSONL file (`-` = stdin, `.gz` decompressed) or of Parquet
-    (a `.parquet` file or a folder of them), strictly checked."""
-    reader = _Reader(fill_missing, clip, allow_expect_level)
+    (a `.parquet` file or a folder of them), strictly checked.
+
+    With `drop_unknown`, keys that are not part of a states line are left out, and each
+    state's repairs name them as "dropped"."""
+    reader = _Reader(fill_missing, clip, allow_expect_level, drop_unknown)
     if parquet.is_parquet(path):
         return parquet.read_states(path, fill_missing=fill_missing, clip=clip,
                                    allow_expect_level=allow_expect_level, check_values=reader.check_values)
@@ -182,7 +204,12 @@ def _read_states(path: str | os.PathLike[str], reader: _Reader) -> StateSet:
     if not block.records:
         raise InputError(source, None, None, "no states in the file")
     lines = block.lines.tolist()
-    return reader.build(block.records, lambda i: (source, lines[i]))
+    dropped = None
+    if reader.drop_unknown:
+        # Every non-blank line has just passed as one object, so the two readings align.
+        keys = decode_block(data, msgspec.json.Decoder(dict[str, msgspec.Raw]), source).records
+        dropped = _dropped_keys(keys, reader.known_keys)
+    return reader.build(block.records, lambda i: (source, lines[i]), dropped)
 
 
 def states_from_records(
@@ -191,9 +218,10 @@ def states_from_records(
     fill_missing: bool = False,
     clip: bool = False,
     allow_expect_level: bool = False,
+    drop_unknown: bool = False,
 ) -> StateSet:
     """The same checks as read_states for states given in memory; errors name `record INDEX`."""
-    reader = _Reader(fill_missing, clip, allow_expect_level)
+    reader = _Reader(fill_missing, clip, allow_expect_level, drop_unknown)
     with reader.regression_hint():
         return _states_from_records(list(records), reader)
 
@@ -212,7 +240,8 @@ def _states_from_records(records: list[dict[str, Any]], reader: _Reader) -> Stat
                 raise explain_validation(str(exc), record, f"record {i}", None) from None
     if not structs:
         raise InputError("records", None, None, "no states given")
-    states = reader.build(structs, _record_where)
+    dropped = _dropped_keys(records, reader.known_keys) if reader.drop_unknown else None
+    states = reader.build(structs, _record_where, dropped)
     reader.check_t_finite(states.t, _record_where)
     return states
 

@@ -3,9 +3,11 @@ for traces of any engine that writes the Phase 4.7.1 format.
 
 The writer puts every record's keys in one fixed order, as compact JSON, one record per
 line, floats in shortest round-trip form: the same decisions always give the same bytes.
-The reader requires the twelve Phase 4.7.1 fields, accepts this engine's fields when they
-are there, ignores unknown fields, and stops at the first bad record with
-`FILE:LINE: field: what is wrong`.
+The reader requires the Phase 4.7.1 fields, accepts this engine's fields when they are
+there, ignores unknown fields, and stops at the first bad record with
+`FILE:LINE: field: what is wrong`. As the original engine writes them, `confidence` may be
+null (no action passed its filter and its fail-safe did not fire) and `chaos` may be
+absent (false).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ REASONS: tuple[str, ...] = (
 )
 REASON_CODES: dict[str, int] = {name: code for code, name in enumerate(REASONS)}
 
-# The fields every DecisionTrace must have (Phase 4.7.1), in this engine's key order.
+# The fields of the Phase 4.7.1 format, in this engine's key order. Every one must be
+# present when reading, except those of ABSENT_MEANS.
 REQUIRED_FIELDS: tuple[str, ...] = (
     "t",
     "cus",
@@ -67,6 +70,8 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "human_escalation",
     "chaos",
 )
+# Phase 4.7.1 fields that a record may leave out, and the value that absence means.
+ABSENT_MEANS: dict[str, Any] = {"chaos": False}
 ACTION_SIZE = 4
 
 
@@ -228,7 +233,11 @@ TraceState = msgspec.defstruct("TraceState", [(name, _Unit) for name in STATE_FI
 
 
 class RequiredTraceRecord(msgspec.Struct, gc=False):
-    """The Phase 4.7.1 fields of a record; every other key is skipped unread."""
+    """The Phase 4.7.1 fields of a record; every other key is skipped unread.
+
+    `confidence` is None where the trace says null: the original engine writes that for a
+    decision where no action passed its filter and its fail-safe did not fire. No metric
+    reads it; the invariants that involve it cannot be checked on such a record."""
 
     t: int | float
     cus: _Unit
@@ -238,10 +247,10 @@ class RequiredTraceRecord(msgspec.Struct, gc=False):
     final_action: _Action
     soft_clamp: bool
     level: Literal[0, 1, 2]
-    confidence: _Unit
+    confidence: _Unit | None
     delta_confidence: float | None
     human_escalation: bool
-    chaos: bool
+    chaos: bool = ABSENT_MEANS["chaos"]
 
 
 class TraceRecord(RequiredTraceRecord, gc=False):
@@ -258,7 +267,7 @@ class TraceRecord(RequiredTraceRecord, gc=False):
     id: str | int | None | UnsetType = UNSET
     state: TraceState | UnsetType = UNSET  # type: ignore[valid-type]
     config_id: str | UnsetType = UNSET
-    input_repairs: dict[str, Literal["filled", "clipped"]] | UnsetType = UNSET
+    input_repairs: dict[str, Literal["filled", "clipped", "dropped"]] | UnsetType = UNSET
 
 
 @dataclass
@@ -268,7 +277,8 @@ class TraceChunk:
     Optional columns are None when no record of the chunk has the field; otherwise records
     without it hold NaN (numbers) or None (others). `delta_cus` and `delta_confidence` are
     NaN where the trace says null. `state` is (n, 9) in STATE_FIELDS order with `has_state`
-    saying which rows came with one. `line` is each record's line number in its file.
+    saying which rows came with one. `confidence` is NaN where the trace says null.
+    `line` is each record's line number in its file.
     """
 
     line: np.ndarray
@@ -339,7 +349,7 @@ class TraceChunk:
             final_action=action_matrix(records, "final_action"),
             soft_clamp=_bools(records, "soft_clamp"),
             level=np.fromiter(map(attrgetter("level"), records), dtype=np.int8, count=n),
-            confidence=_floats(records, "confidence"),
+            confidence=_floats_or_nan(records, "confidence"),
             delta_confidence=np.array(list(map(attrgetter("delta_confidence"), records)), dtype=np.float64),
             human_escalation=_bools(records, "human_escalation"),
             chaos=_bools(records, "chaos"),
@@ -390,6 +400,14 @@ def _missing_like(template: np.ndarray, n: int) -> np.ndarray:
 
 def _floats(records: list[Any], name: str) -> np.ndarray:
     return np.fromiter(map(attrgetter(name), records), dtype=np.float64, count=len(records))
+
+
+def _floats_or_nan(records: list[Any], name: str) -> np.ndarray:
+    """A field that may be null, NaN where it is (the common case, no null, stays fast)."""
+    try:
+        return _floats(records, name)
+    except TypeError:
+        return np.array(list(map(attrgetter(name), records)), dtype=np.float64)
 
 
 def _bools(records: list[Any], name: str) -> np.ndarray:
@@ -471,12 +489,14 @@ class TraceStates:
 
     `states` holds the records that carry a `state`, in file order, with their stream, id
     and t; `missing` counts the records without one and `first_missing` is the line of
-    the first of those (None when every record has a state)."""
+    the first of those (None when every record has a state). `lines` holds the line of
+    each state's record."""
 
     states: StateSet
     n_records: int
     missing: int
     first_missing: int | None
+    lines: np.ndarray | None = None
 
 
 def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> TraceStates:
@@ -488,6 +508,7 @@ def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAUL
     streams: list[Any] = []
     ids: list[Any] = []
     times: list[Any] = []
+    lines: list[np.ndarray] = []
     n_records = missing = 0
     first_missing = None
     for block in iter_trace_blocks(path, TraceRecord, block_bytes=block_bytes):
@@ -499,6 +520,7 @@ def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAUL
                 if first_missing is None:
                     first_missing = int(block.lines[np.argmin(has)])
             kept = list(compress(block.records, has))
+            lines.append(np.asarray(block.lines)[has])
             values.append(_matrix(map(attrgetter(*STATE_FIELDS), compress(states, has)), len(kept),
                                   len(STATE_FIELDS)))
             streams.extend(None if x is UNSET else x for x in map(attrgetter("stream"), kept))
@@ -506,7 +528,8 @@ def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAUL
             times.extend(map(attrgetter("t"), kept))
         n_records += len(block.records)
     matrix = np.concatenate(values) if values else np.empty((0, len(STATE_FIELDS)))
-    return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing)
+    kept_lines = np.concatenate(lines) if lines else np.empty(0, dtype=np.int64)
+    return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing, kept_lines)
 
 
 def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -539,6 +562,7 @@ def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None 
 
 
 __all__ = [
+    "ABSENT_MEANS",
     "ACTION_SIZE",
     "REASONS",
     "REASON_CODES",

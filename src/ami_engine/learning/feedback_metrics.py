@@ -11,6 +11,9 @@ the sums: sums of shards add up to the sums of the whole (LEARNING.md, "Metrics 
 The sums of floats are kept exactly (as fractions) and rounded once, when a rate is asked
 for, so the figures do not depend on how the records were cut into blocks: a traces file
 gives the same bits as JSONL or as Parquet, in one process or shared among workers.
+No metric reads `confidence`; the records where it is null (as the original engine writes
+it when no action passed its filter and its fail-safe did not fire) are counted, so that a
+reader of the figures knows they are there.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import compress
-from operator import attrgetter
+from operator import attrgetter, countOf
 from typing import Any
 
 import msgspec
@@ -54,7 +57,8 @@ _TASKS_PER_WORKER = 4
 class MetricSums:
     """Counts and sums over a set of decisions; add two to get those of both sets.
 
-    The rates are NaN for an empty set (there is no rate of nothing).
+    The rates are NaN for an empty set (there is no rate of nothing). `n_null_confidence`
+    counts the records whose confidence is null.
     """
 
     n: int = 0
@@ -63,6 +67,7 @@ class MetricSums:
     exact_distortion: Fraction = Fraction(0)
     n_clamped: int = 0
     n_human: int = 0
+    n_null_confidence: int = 0
 
     def merge(self, other: MetricSums) -> MetricSums:
         return MetricSums(
@@ -72,6 +77,7 @@ class MetricSums:
             exact_distortion=self.exact_distortion + other.exact_distortion,
             n_clamped=self.n_clamped + other.n_clamped,
             n_human=self.n_human + other.n_human,
+            n_null_confidence=self.n_null_confidence + other.n_null_confidence,
         )
 
     @property
@@ -126,6 +132,7 @@ class MetricSums:
             "level_counts": list(self.n_level),
             "human_escalation_rate": self.human_escalation_rate,
             "soft_clamp_rate": self.soft_clamp_rate,
+            "null_confidence": self.n_null_confidence,
         }
 
 
@@ -150,6 +157,7 @@ def _sums(
     raw_clamped: np.ndarray,
     final_clamped: np.ndarray,
     n_human: int,
+    n_null_confidence: int = 0,
 ) -> MetricSums:
     """The one place the metric sums are computed; the actions are those of clamped records only."""
     level = np.asarray(level)
@@ -166,6 +174,7 @@ def _sums(
         exact_distortion=exact_sum(per_record),
         n_clamped=int(np.count_nonzero(soft_clamp)),
         n_human=n_human,
+        n_null_confidence=n_null_confidence,
     )
 
 
@@ -213,6 +222,7 @@ def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
         raw_clamped=action_matrix(clamped, "raw_action"),
         final_clamped=action_matrix(clamped, "final_action"),
         n_human=sum(map(attrgetter("human_escalation"), records)),
+        n_null_confidence=countOf(map(attrgetter("confidence"), records), None),
     )
 
 

@@ -58,6 +58,7 @@ class LearnData:
     sha256: str
     path: str | None = None
     scenario: dict[str, Any] | None = None
+    drop_unknown: bool = False  # unknown keys of the states file were left out on request
 
     def meta(self) -> dict[str, Any]:
         _, n_streams = self.states.stream_codes()
@@ -67,6 +68,8 @@ class LearnData:
             out["path"] = self.path
         if self.scenario is not None:
             out["scenario"] = self.scenario
+        if self.drop_unknown:
+            out["drop_unknown"] = True
         return out
 
 
@@ -77,17 +80,20 @@ def data_from_scenario(name: str, n: int, seed: int, streams: int = 8) -> LearnD
                      scenario={"name": name, "n": n, "seed": seed, "streams": streams})
 
 
-def data_from_states_file(path: str) -> LearnData:
-    """The states of a states file (`-` = stdin); the file is read once, and its SHA-256 is
-    that of the bytes the states were read from."""
+def data_from_states_file(path: str, *, drop_unknown: bool = False) -> LearnData:
+    """The states of a states file (`-` = stdin) or Parquet data set; a file is read once,
+    and its SHA-256 is that of the bytes the states were read from. With `drop_unknown`,
+    keys that are not part of a state are left out (and recorded, so that the data can be
+    rebuilt the same way)."""
     from ..io.parquet import dataset_sha256, is_parquet
     from ..io.states import read_states
 
     if is_parquet(path):
-        return LearnData(read_states(path), "states", f"states {path}", dataset_sha256(path), path=path)
+        return LearnData(read_states(path, drop_unknown=drop_unknown), "states", f"states {path}",
+                         dataset_sha256(path), path=path, drop_unknown=drop_unknown)
     loaded = read_once(path)
-    return LearnData(read_states(loaded), "states", f"states file {loaded.name}", loaded.sha256,
-                     path=_named_path(path))
+    return LearnData(read_states(loaded, drop_unknown=drop_unknown), "states", f"states file {loaded.name}",
+                     loaded.sha256, path=_named_path(path), drop_unknown=drop_unknown)
 
 
 def data_from_traces_file(path: str) -> LearnData:
@@ -134,7 +140,10 @@ def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
             raise LearnError(f"data: the suggestion's {source} were read from stdin; they cannot be read again")
         if not isinstance(path, str) or not Path(path).exists():
             raise LearnError(f"data: the suggestion's {source} file {path!r} is not readable here")
-        data = data_from_states_file(path) if source == "states" else data_from_traces_file(path)
+        if source == "states":
+            data = data_from_states_file(path, drop_unknown=bool(data_meta.get("drop_unknown", False)))
+        else:
+            data = data_from_traces_file(path)
     else:
         raise LearnError(f"data: unknown source {source!r}")
     if data.sha256 != data_meta.get("sha256"):
@@ -214,9 +223,11 @@ def metrics_from_sums(sums: np.ndarray, weights: LossWeights) -> dict[str, Any]:
         "mean_cus": sums[K.S_CUS] / n,
         "clamp_distortion": sums[K.S_DISTORTION] / n,
     }
-    out = {"L": float(loss(out["fail_safe_rate"], out["mean_cus"], out["clamp_distortion"], weights)),
+    level_rates = [float(sums[K.S_L0 + j] / n) for j in range(3)]
+    out = {"L": float(loss(out["fail_safe_rate"], out["mean_cus"], out["clamp_distortion"], weights,
+                           level0_rate=level_rates[0], level1_rate=level_rates[1])),
            **{k: float(v) for k, v in out.items()}}
-    out["level_rates"] = [float(sums[K.S_L0 + j] / n) for j in range(3)]
+    out["level_rates"] = level_rates
     out["human_escalation_rate"] = float(sums[K.S_L2] / n)
     out["n"] = int(n)
     return out
@@ -224,7 +235,8 @@ def metrics_from_sums(sums: np.ndarray, weights: LossWeights) -> dict[str, Any]:
 
 def losses_from_sums(sums: np.ndarray, weights: LossWeights) -> np.ndarray:
     n = sums[:, K.S_N]
-    return loss(sums[:, K.S_L2] / n, sums[:, K.S_CUS] / n, sums[:, K.S_DISTORTION] / n, weights)
+    return loss(sums[:, K.S_L2] / n, sums[:, K.S_CUS] / n, sums[:, K.S_DISTORTION] / n, weights,
+                level0_rate=sums[:, K.S_L0] / n, level1_rate=sums[:, K.S_L1] / n)
 
 
 def with_learned(baseline: Config, row: np.ndarray, space: SearchSpace) -> Config:

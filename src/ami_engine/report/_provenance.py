@@ -40,7 +40,7 @@ def provenance_panel(data: ReportData, page: Page) -> Markup:
         ("search strategy, budget", _joined(data.at("strategy"), _count(data.at("budget")), sep=", ")),
         ("strategy options", _flat(data.table("strategy_options"))),
         ("critical floor", _flat(data.table("critical_floor"))),
-        ("loss weights (w1, w2, w3)", _weights(data.at("loss_weights"))),
+        (_weights_label(data.at("loss_weights")), _weights(data.at("loss_weights"))),
     ]
     rows += [(str(k).replace("_", " "), v) for k, v in data.meta.items()
              if k not in _SHOWN and not isinstance(v, (Mapping, list))]
@@ -74,6 +74,11 @@ def _flat(table: Mapping[str, Any] | None) -> str | None:
     if not table:
         return None
     return ", ".join(f"{k} {v}" for k, v in table.items() if not isinstance(v, (Mapping, list))) or None
+
+
+def _weights_label(value: Any) -> str:
+    four = isinstance(value, list) and len(value) == 4
+    return "loss weights (w1, w2, w3, w4)" if four else "loss weights (w1, w2, w3)"
 
 
 def _weights(value: Any) -> str | None:
