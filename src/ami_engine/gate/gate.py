@@ -1,7 +1,8 @@
 """The safety gate (LEARNING.md): ACCEPT or REJECT a config against a baseline, check by check.
 
 Checks, in order: bounds, invariants, determinism, heldout_loss, critical_floor,
-regression. Every check reports its figure and its threshold, so that a reviewer sees why
+regression, certificate (the figures of heldout_loss and critical_floor as confidence
+bounds, certificate.py). Every check reports its figure and its threshold, so that a reviewer sees why
 a config passed or failed; the verdict is ACCEPT only when every check passes. The
 critical floor and the regression suite are judged by the same functions `learn` applies
 as constraints during its search (constraints.py). The suites are fixed and seeded
@@ -33,10 +34,11 @@ from ..io.stateset import StateSet
 from ..io.traces import TraceColumns, encode_traces
 from ..learning.loss import LossWeights
 from ..suites import CHAOS_SUITE, CRITICAL_SET, chaos_suite, critical_set, profile_suite
+from .certificate import DEFAULT_DELTA, certify, check_delta
 from .constraints import CriticalFloor, regression_failures
 
 ACCEPT, REJECT = "ACCEPT", "REJECT"
-CHECK_NAMES = ("bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression")
+CHECK_NAMES = ("bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression", "certificate")
 _SHOWN = 10  # offending states listed by name in a check's detail
 DEFAULT_CRITICAL, DEFAULT_WEIGHTS = CriticalFloor(), LossWeights()
 _METRIC_LABELS = {"fail_safe_rate": "fail-safe rate", "mean_cus": "mean CUS", "clamp_distortion": "clamp distortion"}
@@ -48,10 +50,12 @@ class GateThresholds:
 
     critical: the critical floor (factor 0 turns it off; its figures are still shown).
     heldout_tolerance: how much higher than the baseline's the held-out L may be.
+    delta: the certificate's bounds hold at confidence 1 - delta.
     """
 
     critical: CriticalFloor = DEFAULT_CRITICAL
     heldout_tolerance: float = 0.0
+    delta: float = DEFAULT_DELTA
 
     def __post_init__(self) -> None:
         factor, margin, tol = self.critical.factor, self.critical.margin, self.heldout_tolerance
@@ -61,6 +65,7 @@ class GateThresholds:
             raise ValueError(f"critical margin: must be a finite number, got {margin!r}")
         if not (math.isfinite(tol) and tol >= 0):
             raise ValueError(f"held-out tolerance: must be a finite number >= 0, got {tol!r}")
+        check_delta(self.delta)
 
 
 @dataclass(frozen=True)
@@ -274,11 +279,19 @@ def check_regression(config: Config, regression: StateSet | None) -> Check:
     return Check("regression", False, len(failures), threshold, detail)
 
 
+def check_certificate(config: Config, baseline: Config, held_out: StateSet | None, weights: LossWeights,
+                      critical: CriticalFloor, delta: float = DEFAULT_DELTA) -> Check:
+    """Checks 4 and 5 as one-sided confidence bounds at 1 - delta (certificate.py)."""
+    cert = certify(config, baseline, held_out=held_out, weights=weights, critical=critical, delta=delta)
+    return Check("certificate", cert.passed, cert.figure(), cert.threshold(), cert.detail())
+
+
 def run_gate(config: Config, baseline: Config, *, held_out: StateSet | None = None,
              regression: StateSet | None = None, critical: CriticalFloor = DEFAULT_CRITICAL,
-             weights: LossWeights = DEFAULT_WEIGHTS, heldout_tolerance: float = 0.0) -> GateReport:
+             weights: LossWeights = DEFAULT_WEIGHTS, heldout_tolerance: float = 0.0,
+             delta: float = DEFAULT_DELTA) -> GateReport:
     """Every check of the gate on one config; ACCEPT only when all pass."""
-    GateThresholds(critical, heldout_tolerance)  # the thresholds are checked once, here
+    GateThresholds(critical, heldout_tolerance, delta)  # the thresholds are checked once, here
     chaos_columns = run(chaos_suite(), config)  # shared by the invariants and the determinism check
     checks = (
         check_bounds(config, baseline),
@@ -287,6 +300,7 @@ def run_gate(config: Config, baseline: Config, *, held_out: StateSet | None = No
         check_heldout_loss(config, baseline, held_out, weights, heldout_tolerance),
         check_critical_floor(config, baseline, critical),
         check_regression(config, regression),
+        check_certificate(config, baseline, held_out, weights, critical, delta),
     )
     return GateReport(config.config_id, baseline.config_id, checks)
 
@@ -319,7 +333,7 @@ def gate_suggestion_file(path: str | Path, baseline: str | Config | None = None,
         regression = read_states(regression, allow_expect_level=True)
     return run_gate(config, base, held_out=held_out_from_meta(meta, where), regression=regression,
                     critical=thresholds.critical, weights=weights or _weights_from_meta(meta, where),
-                    heldout_tolerance=thresholds.heldout_tolerance)
+                    heldout_tolerance=thresholds.heldout_tolerance, delta=thresholds.delta)
 
 
 def suggestion_baseline(config: Config, where: str) -> Config:

@@ -141,15 +141,28 @@ def _sums(
     counts = np.bincount(level.astype(np.intp), minlength=N_LEVELS)
     if counts.size > N_LEVELS:
         raise ValueError(f"level must be 0, 1 or 2, got {int(level.max())}")
-    distortion = np.abs(np.asarray(final_clamped, dtype=np.float64) - np.asarray(raw_clamped, dtype=np.float64))
+    distortion = _distortion(raw_clamped, final_clamped)
     return MetricSums(
         n=int(level.shape[0]),
         n_level=(int(counts[0]), int(counts[1]), int(counts[2])),
         sum_cus=float(np.sum(cus, dtype=np.float64)),
-        sum_distortion=float(distortion.mean(axis=1).sum()) if distortion.size else 0.0,
+        sum_distortion=float(distortion.sum()) if distortion.size else 0.0,
         n_clamped=int(np.count_nonzero(soft_clamp)),
         n_human=n_human,
     )
+
+
+def _distortion(raw: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """Per clamped decision: the mean over the four components of |final - raw|."""
+    return np.abs(np.asarray(final, dtype=np.float64) - np.asarray(raw, dtype=np.float64)).mean(axis=1)
+
+
+def clamp_distortions(soft_clamp: np.ndarray, raw_action: np.ndarray, final_action: np.ndarray) -> np.ndarray:
+    """Each decision's clamp distortion: `_distortion` where the soft clamp acted, else 0."""
+    clamped = np.asarray(soft_clamp, dtype=bool)
+    out = np.zeros(clamped.shape[0])
+    out[clamped] = _distortion(np.asarray(raw_action)[clamped], np.asarray(final_action)[clamped])
+    return out
 
 
 def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
@@ -250,4 +263,4 @@ def _sums_of_range(path: str, first_block: int, stop_block: int, block_bytes: in
     return result
 
 
-__all__ = ["MetricSums", "metrics_from_traces", "sums_from_columns"]
+__all__ = ["MetricSums", "clamp_distortions", "metrics_from_traces", "sums_from_columns"]
