@@ -287,7 +287,7 @@ def certify(config, baseline, *, held_out, weights, critical, delta: float = DEF
     n_heldout = point = lower = None
     block = block_length(max(int(config["CUS_MEAN_WINDOW"]), int(baseline["CUS_MEAN_WINDOW"])))
     if held_out is not None:
-        ours, theirs = decision_losses(run(held_out, config), weights), decision_losses(run(held_out, baseline), weights)
+        ours, theirs = (decision_losses(run(held_out, c), weights) for c in (config, baseline))
         codes, _ = held_out.stream_codes()
         n_heldout = len(held_out)
         if theirs.sum() > 0:
