@@ -478,8 +478,13 @@ def _print_learn_summary(result, out: str) -> None:
     say = functools.partial(out_console.print, highlight=False)
     certificate = meta.get("certificate", {})
     if result.status == NO_IMPROVEMENT:
-        say(f"[bold]no improvement found[/]: none of the candidates beats the baseline {meta['baseline']} on the "
-            "training data; no suggestion written.")
+        held = meta["metrics"]["heldout"]["baseline"]
+        say(f"[bold]no improvement found[/]: none of the {meta['budget']} candidates beats the baseline "
+            f"{meta['baseline']} on the training data (its L there {meta['metrics']['train']['baseline']['L']:.4f}, "
+            f"held-out {held['L']:.4f}); no suggestion written.")
+        if meta.get("strategy_note"):
+            say(f"note: {meta['strategy_note']}")
+        return
     elif result.status == NOT_GATED:
         say("[bold]not gated[/]: the best candidate below has not been through the safety gate.")
     elif "promise" in certificate:

@@ -17,6 +17,9 @@ def summary_panel(data: ReportData, page: Page) -> Markup:
         sentences = ["This file has no `[meta]` table: it is a plain config, not a learning suggestion, so there "
                      "is no baseline, metric, gate verdict or needless fail-safe to show, only its parameters. "
                      "Pass the file written by `ami-engine learn --out suggestion.toml` for the full report."]
+    elif data.at("status") == "no improvement":
+        sentences = ["The learning run evaluated its candidates and kept the baseline: there is no suggestion to "
+                     "review or apply."]
     else:
         sentences = [
             _what_changed(data),
