@@ -45,7 +45,7 @@ def coverage_line(label: str, held: list[bool], delta: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=400)
     parser.add_argument("--delta", type=float, default=0.05)
     args = parser.parse_args()
     delta, samples = args.delta, args.samples
@@ -66,10 +66,10 @@ def main() -> None:
     sugg = result.suggestion
     block = block_length(int(base["CUS_MEAN_WINDOW"]))
 
-    big = generate("chaos", 400_000, 999, 160)
+    big = generate("chaos", 1_000_000, 999, 400)
     truth = 1 - decision_losses(run(big, sugg), meta_weights(meta)).sum() \
         / decision_losses(run(big, base), meta_weights(meta)).sum()
-    print(f"\nloss bound at delta {delta}: truth (400,000 fresh chaos decisions) reduction {truth:.4f}")
+    print(f"\nloss bound at delta {delta}: truth (1,000,000 fresh chaos decisions) reduction {truth:.4f}")
     for n, streams in ((5000, 2), (2000, 2), (500, 2)):
         held, shares = [], []
         for k in range(samples):
@@ -83,10 +83,10 @@ def main() -> None:
         print(coverage_line(f"{n:,} decisions in {streams} streams", held, delta)
               + f"; bound / point estimate: median {np.median(shares):.1%}, min {np.min(shares):.1%}")
 
-    crit_big = run(generate("critical", 400_000, 998, 8), sugg)
+    crit_big = run(generate("critical", 1_000_000, 998, 8), sugg)
     rate_truth, h_truth = float(np.mean(crit_big.level == 2)), float(np.mean(crit_big.H))
     floor = meta["critical_floor"]["factor"] * meta["scenarios"]["critical"]["baseline"]["fail_safe_rate"]
-    print(f"\ncritical bounds at delta {delta}: truth (400,000 fresh critical states) fail-safe rate "
+    print(f"\ncritical bounds at delta {delta}: truth (1,000,000 fresh critical states) fail-safe rate "
           f"{rate_truth:.4f}, mean H {h_truth:.5f}; the floor {floor:.4f}")
     rate_held, h_held, kept = [], [], []
     for k in range(samples):
@@ -98,7 +98,7 @@ def main() -> None:
     print(coverage_line("Clopper-Pearson lower bound of the fail-safe rate, 4,000 states", rate_held, delta))
     print(coverage_line("Chernoff-Hoeffding upper bound of the mean H, 4,000 states", h_held, delta))
     print(f"  the suggestion keeps the critical floor on {sum(kept)} of {samples} fresh critical sets "
-          f"({np.mean(kept):.1%}); on 400,000 fresh states its rate {rate_truth:.4f} vs floor {floor:.4f}")
+          f"({np.mean(kept):.1%}); on 1,000,000 fresh states its rate {rate_truth:.4f} vs floor {floor:.4f}")
 
 
 def meta_weights(meta):
