@@ -2,8 +2,8 @@
 
 1. Learn on the README's data (`learn --scenario chaos --n 20000 --seed 1 --budget 300`,
    Python API, gated) and print the suggestion's certificate.
-2. Loss bound: draw many independent held-out sets of chaos decisions (fresh seeds, the
-   held-out shape of that run: 5,000 decisions in 2 streams, and smaller ones), each
+2. Loss bound: draw many independent held-out sets of chaos decisions (fresh seeds: 5,000,
+   2,000 and 500 decisions in 2 streams), each
    decided by the baseline and by the suggestion; the truth is the reduction on one large
    independent sample. Print how often the lower bound holds, and how close it sits to the
    point estimate (the bound as a share of the point estimate).

@@ -535,6 +535,8 @@ def _print_learn_summary(result, out: str) -> None:
     elif result.status == REJECTED:
         failed = ", ".join(result.gate.failed) if result.gate is not None else ""
         say(f"[bold red]no candidate passed the gate[/] (failed: {failed}): no suggestion written")
+        if result.gate is not None and "certificate" in result.gate.failed:
+            say(f"certificate: {result.gate.check('certificate').detail.split('. ')[0]}")
     elif result.status == NOT_GATED:
         say("no suggestion written: a suggestion is written only once the gate accepts it")
 
