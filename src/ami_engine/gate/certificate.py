@@ -13,9 +13,11 @@ Three bounds, each at confidence 1 - delta:
   stream too short for MIN_BLOCKS such blocks gets shorter ones). The circular blocks of
   a stream of n decisions spread (n - b) / n less than fresh data would, so each stream's
   resampled deviations are widened by sqrt(n / (n - b)); without that the bound held in
-  only about 91% of samples at 95% (tests/test_certificate.py measures the coverage).
-  The bound is the delta-quantile of the resampled reductions; the resampling seed is
-  fixed, so the gate gives the same figure every time.
+  only about 91% of samples at 95%. The bound is the point estimate less the resampled
+  reductions' standard deviation times a Student t quantile with (blocks - 1) degrees of
+  freedom (the delta-quantile itself gave the same coverage); the resampling seed is
+  fixed, so the gate gives the same figure every time. Coverage is measured in
+  tests/test_certificate.py and benchmarks/bench_certificate.py.
 - critical_fail_safe_rate_lower: the exact one-sided Clopper-Pearson lower bound of the
   fail-safe rate on the critical set.
 - critical_mean_H_upper: the Chernoff-Hoeffding bound in its relative-entropy form

@@ -2,8 +2,8 @@
 
 Checks, in order: bounds, invariants, determinism, heldout_loss, critical_floor,
 regression, certificate (the figures of heldout_loss and critical_floor as confidence
-bounds, certificate.py). Every check reports its figure and its threshold, so that a reviewer sees why
-a config passed or failed; the verdict is ACCEPT only when every check passes. The
+bounds, certificate.py). Every check reports its figure and its threshold, so that a
+reviewer sees why a config passed or failed; the verdict is ACCEPT only when every check passes. The
 critical floor and the regression suite are judged by the same functions `learn` applies
 as constraints during its search (constraints.py). The suites are fixed and seeded
 (suites.py), so the gate gives the same figures every time.
