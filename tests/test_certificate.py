@@ -8,7 +8,8 @@ from scipy.stats import beta
 
 from ami_engine.config import load_config
 from ami_engine.engine import ScoreTable, run
-from ami_engine.gate import CriticalFloor, run_gate
+from ami_engine.gate import CriticalFloor
+from ami_engine.gate.gate import check_certificate
 from ami_engine.gate.certificate import (
     LOSS_TOLERANCE,
     Certificate,
@@ -63,9 +64,8 @@ def test_per_decision_losses_average_to_the_engines_L(held_out):
 
 
 def test_a_config_against_itself_is_certified_with_a_bound_of_zero(held_out):
-    report = run_gate(BASE, BASE, held_out=held_out)
-    check = report.check("certificate")
-    assert check.passed and report.accepted
+    check = check_certificate(BASE, BASE, held_out, W, CriticalFloor(), DELTA)
+    assert check.name == "certificate" and check.passed
     assert check.figure["loss_reduction"] == 0.0 and check.figure["loss_reduction_lower"] == 0.0
     for key in ("delta", "n_heldout", "n_critical", "critical_fail_safe_rate_lower", "critical_mean_H_upper"):
         assert key in check.figure
@@ -83,9 +83,8 @@ def test_a_learned_config_is_certified_and_the_bound_is_not_vacuous(held_out):
 
 
 def test_an_aggressive_config_is_rejected_by_the_certificate(held_out):
-    report = run_gate(AGGRESSIVE, BASE, held_out=held_out)
-    check = report.check("certificate")
-    assert not check.passed and report.verdict == "REJECT"
+    check = check_certificate(AGGRESSIVE, BASE, held_out, W, CriticalFloor(), DELTA)
+    assert not check.passed
     assert check.figure["critical_fail_safe_rate_lower"] < 0.25 * 0.967
     assert "critical fail-safe rate bound" in check.detail
 
