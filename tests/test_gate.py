@@ -46,7 +46,7 @@ def test_gate_accepts_base_against_itself_and_shows_every_check(held_out):
     report = run_gate(BASE, BASE, held_out=held_out)
     assert report.verdict == "ACCEPT" and report.accepted and report.failed == []
     assert [c.name for c in report.checks] == list(CHECK_NAMES) == [
-        "bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression"]
+        "bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression", "certificate"]
     assert all(c.threshold and c.detail for c in report.checks)
     assert report.check("invariants").figure == 0 and "40000 records" in report.check("invariants").threshold
     assert len(report.check("determinism").figure) == 64  # the SHA-256 of the traces
@@ -56,7 +56,7 @@ def test_gate_accepts_base_against_itself_and_shows_every_check(held_out):
     assert report.check("regression").figure == "n/a" and "not given" in report.check("regression").detail
     meta = json.loads(report.to_json())
     assert meta == report.to_meta() and meta["verdict"] == "ACCEPT"
-    assert [set(c) for c in meta["checks"]] == [{"name", "passed", "figure", "threshold", "detail"}] * 6
+    assert [set(c) for c in meta["checks"]] == [{"name", "passed", "figure", "threshold", "detail"}] * 7
     console = Console(record=True, width=200)
     report.print(console)
     text = console.export_text()
@@ -85,7 +85,7 @@ def test_a_changed_hard_floor_is_rejected_by_bounds():
 
 def test_a_config_that_worsens_heldout_loss_is_rejected(held_out):
     report = run_gate(BASE.replace(J_MIN=0.95, H_MAX=0.15), BASE, held_out=held_out)
-    assert report.verdict == "REJECT" and report.failed == ["heldout_loss"]
+    assert report.verdict == "REJECT" and report.failed == ["heldout_loss", "certificate"]
     check = report.check("heldout_loss")
     baseline_loss = float(check.threshold.split()[1])
     assert check.figure > baseline_loss and "1000 held-out records" in check.detail
@@ -104,7 +104,7 @@ def test_a_heldout_tolerance_lets_a_slightly_worse_config_through(held_out):
 def test_removing_nearly_all_critical_fail_safes_is_rejected_by_the_critical_floor():
     loose = BASE.replace(J_MIN=0.50, H_MAX=0.50)  # J_MIN at its lower bound, H_MAX at its upper
     report = run_gate(loose, BASE)
-    assert report.verdict == "REJECT" and report.failed == ["critical_floor"]
+    assert report.verdict == "REJECT" and report.failed == ["critical_floor", "certificate"]
     check = report.check("critical_floor")
     floor = 0.25 * check_critical_floor(BASE, BASE, CriticalFloor()).figure["fail_safe_rate"]
     assert check.figure["fail_safe_rate"] < floor

@@ -57,6 +57,21 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _no_value_for_flags() -> None:
+    """An on/off flag takes no value, so its help shows none (Typer would print `<bool>`)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_value_for_flags()
 # Piped output is not cut to 80 columns: tables stay one row per line for grep and logs.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
@@ -638,14 +653,15 @@ def learn(
         outputs[report] = render_report(toml_ready(result.suggestion_toml), result.history, records).encode()
     write_outputs(outputs)
     if as_json:
-        print(json.dumps(plain_data({"accepted": result.accepted, "suggestion": out if result.accepted else None,
-                                    **result.suggestion_toml})))
+        print(json.dumps(plain_data({"accepted": result.accepted, "status": result.status,
+                                    "suggestion": out if result.accepted else None, **result.suggestion_toml})))
     else:
         _print_learn_summary(result, out)
     if earlier:
         err_console.print(f"removed {escape(out)}, the suggestion of an earlier run: it does not belong with this "
                           "run's outputs", highlight=False)
-    if not result.accepted:
+    # No improvement is a finished run with nothing to suggest (exit 0, no file); a rejection is exit 1.
+    if result.status == "rejected":
         raise typer.Exit(1)
 
 
@@ -707,26 +723,50 @@ def _refuse_profile_path(out: str) -> None:
             raise UsageError(f"--out {out}: refusing to write over the built-in profile {name}")
 
 
+_METRIC_NAMES = {"L": "L", "fail_safe_rate": "fail-safe rate", "mean_cus": "mean CUS",
+                 "clamp_distortion": "clamp distortion", "mean_H": "mean H"}
+
+
 def _print_learn_summary(result, out: str) -> None:
+    """One screen, 80 columns: the promise (or why there is none), the figures, what got
+    worse, the learned parameters, the needless fail-safes and where the file went."""
+    from .learning.offline_loop import NO_IMPROVEMENT, NOT_GATED, REJECTED
+
     meta = result.suggestion_toml["meta"]
+    say = functools.partial(out_console.print, highlight=False)
+    certificate = meta.get("certificate", {})
+    if result.status == NO_IMPROVEMENT:
+        held = meta["metrics"]["heldout"]["baseline"]
+        say(f"[bold]no improvement found[/]: none of the {meta['budget']} candidates beats the baseline "
+            f"{escape(str(meta['baseline']))} on the training data (its L there "
+            f"{meta['metrics']['train']['baseline']['L']:.4f}, "
+            f"held-out {held['L']:.4f}); no suggestion written.")
+        if meta.get("strategy_note"):
+            say(f"note: {meta['strategy_note']}")
+        return
+    elif result.status == NOT_GATED:
+        say("[bold]not gated[/]: the best candidate below has not been through the safety gate.")
+    elif "promise" in certificate:
+        say(f"[bold]{certificate['promise'][0].upper()}{certificate['promise'][1:]}.[/]")
+    if meta.get("strategy_note"):
+        say(f"note: {meta['strategy_note']}")
     m = meta["metrics"]
-    table = Table(title=f"Baseline {escape(meta['baseline'])} vs suggestion ({meta['strategy']}, "
-                        f"budget {meta['budget']}, seed {meta['seed']})")
-    table.add_column("metric")
-    for part in ("train", "held-out"):
-        table.add_column(f"{part} baseline", justify="right")
-        table.add_column(f"{part} suggestion", justify="right")
-        table.add_column("change", justify="right")
-    for key in ("L", "fail_safe_rate", "mean_cus", "clamp_distortion"):
-        row = [key]
-        for part in ("train", "heldout"):
+    table = Table(title=f"Baseline {escape(str(meta['baseline']))} vs suggestion ({meta['strategy']}, budget "
+                        f"{meta['budget']}, seed {meta['seed']})")
+    for col in ("data", "metric", "baseline", "suggestion", "change"):
+        table.add_column(col, justify="left" if col in ("data", "metric") else "right")
+    for part, label in (("train", "train"), ("heldout", "held-out")):
+        for key in ("L", "fail_safe_rate", "mean_cus", "clamp_distortion"):
             b, s = m[part]["baseline"][key], m[part]["suggestion"][key]
             change = f"{(s - b) / b * 100:+.1f}%" if b else "n/a"
-            row += [f"{b:.4f}", f"{s:.4f}", change]
-        table.add_row(*row)
+            table.add_row(label if key == "L" else "", _METRIC_NAMES[key], f"{b:.4f}", f"{s:.4f}", change,
+                          end_section=key == "clamp_distortion")
     out_console.print(table)
+    for w in meta.get("worse", []):
+        say(f"[bold yellow]worse:[/] {_METRIC_NAMES.get(w['figure'], w['figure'])} on {w['data']} "
+            f"{w['baseline']:.4g} -> {w['suggestion']:.4g}")
     params = Table(title="Learned parameters")
-    for col in ("parameter", "baseline", "suggestion", "bounds", ""):
+    for col in ("parameter", "baseline", "suggestion", "bounds", "note"):
         params.add_column(col)
     for name, (lo, hi) in meta["bounds"].items():
         flag = "on bound" if name in meta["params_on_bound"] else ""
@@ -734,22 +774,30 @@ def _print_learn_summary(result, out: str) -> None:
                        f"[{lo}, {hi}]", flag)
     out_console.print(params)
     nd = result.needless
-    out_console.print(
-        f"[bold]Needless fail-safes[/]: {nd['count']} of {nd['baseline_l2']} baseline fail-safes "
-        f"({nd['n']} decisions) are not fail-safes under the suggestion.", highlight=False)
+    say(f"[bold]Needless fail-safes[/]: {nd['count']} of {nd['baseline_l2']} baseline fail-safes "
+        f"({nd['n']} decisions) are not fail-safes under the suggestion.")
+    if nd["count"]:
+        say(f"  {nd['definition']} {nd['meet_invariants']} of the {nd['count']} do.")
+        for label, key in (("J - J_MIN", "J_minus_J_MIN"), ("H_MAX - H", "H_MAX_minus_H")):
+            q = nd["margins"][key]
+            say(f"  {label} of their final actions: min {q['min']:.3f}, 10th percentile {q['p10']:.3f}, "
+                f"median {q['median']:.3f}")
     if nd["by_reason"]:
-        out_console.print("  by baseline reason: " + ", ".join(f"{k} {v}" for k, v in nd["by_reason"].items()),
-                          highlight=False)
+        say("  by baseline reason: " + ", ".join(f"{k} {v}" for k, v in nd["by_reason"].items()))
     for sentence in nd["summary"]:
-        out_console.print(f"  where {sentence}", highlight=False)
+        say(f"  where {sentence}")
     if result.gate is not None:
         colour = "green" if result.accepted else "red"
-        out_console.print(f"gate: [bold {colour}]{result.gate.verdict}[/]", highlight=False)
+        say(f"gate: [bold {colour}]{result.gate.verdict}[/]")
     if result.accepted:
-        out_console.print(f"suggestion written to {escape(out)} (not applied; review it, then `ami-engine apply`)",
-                          highlight=False)
-    else:
-        out_console.print("[bold red]no candidate passed the gate[/]: no suggestion written", highlight=False)
+        say(f"suggestion written to {escape(out)} (not applied; review it, then `ami-engine apply`)")
+    elif result.status == REJECTED:
+        failed = ", ".join(result.gate.failed) if result.gate is not None else ""
+        say(f"[bold red]no candidate passed the gate[/] (failed: {failed}): no suggestion written")
+        if result.gate is not None and "certificate" in result.gate.failed:
+            say(f"certificate: {result.gate.check('certificate').detail.split('. ')[0]}")
+    elif result.status == NOT_GATED:
+        say("no suggestion written: a suggestion is written only once the gate accepts it")
 
 
 # ----------------------------------------------------------------------- gate / apply
@@ -766,6 +814,7 @@ def gate(
     critical_margin: Annotated[float, typer.Option(help="Critical mean-H margin.")] = 0.02,
     data: Annotated[str | None, typer.Option(help="A moved copy of the suggestion's data file (accepted only "
                                                   "with the SHA-256 the suggestion names).")] = None,
+    delta: Annotated[float, typer.Option(help="The certificate's bounds hold at confidence 1 - delta.")] = 0.05,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Safety gate: ACCEPT (exit 0) or REJECT (exit 1), with every check's figure and threshold.
@@ -776,7 +825,7 @@ def gate(
     from .gate import CriticalFloor, GateThresholds, gate_suggestion_file
 
     try:
-        thresholds = GateThresholds(CriticalFloor(critical_factor, critical_margin))
+        thresholds = GateThresholds(CriticalFloor(critical_factor, critical_margin), delta=delta)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     report = gate_suggestion_file(suggestion, baseline=baseline, regression=str(regression) if regression else None,

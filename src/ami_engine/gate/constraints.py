@@ -14,6 +14,7 @@ from ..config import Config
 from ..engine import ScoreTable, run
 from ..engine import kernel as K
 from ..io.stateset import StateSet
+from ..io.traces import TraceColumns
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,28 @@ class CriticalFloor:
             return np.ones(len(rate), dtype=bool)
         return (rate >= self.factor * base_rate[0]) & (mean_h <= base_h[0] + self.margin)
 
+    def certified(self, sums: np.ndarray, baseline_sums: np.ndarray, delta: float) -> np.ndarray:
+        """The floor judged on one-sided bounds at 1 - delta instead of point estimates: the
+        Clopper-Pearson lower bound of the fail-safe rate and the Chernoff-Hoeffding upper
+        bound of the mean H, the very bounds of the gate's certificate."""
+        from .certificate import fail_safe_rate_lower, mean_upper
+
+        if self.factor == 0:
+            return np.ones(len(sums), dtype=bool)
+        min_rate, max_h = self.thresholds(baseline_sums)
+        n = sums[:, K.S_N]
+        return ((fail_safe_rate_lower(sums[:, K.S_L2], n, delta) >= min_rate)
+                & (mean_upper(sums[:, K.S_H_FINAL], n, delta) <= max_h))
+
     def thresholds(self, baseline_sums: np.ndarray) -> tuple[float, float]:
         base_rate, base_h = self.figures(baseline_sums[None, :])
         return float(self.factor * base_rate[0]), float(base_h[0] + self.margin)
+
+
+def critical_tallies(cols: TraceColumns) -> tuple[int, int, float]:
+    """(decisions, fail-safes, sum of the final actions' H) of one config's run: what the
+    critical floor and its bounds are computed from."""
+    return len(cols.level), int(np.count_nonzero(cols.level == 2)), float(np.sum(cols.H, dtype=np.float64))
 
 
 def regression_failures(states: StateSet, config: Config, table: ScoreTable | None = None) -> list[int]:

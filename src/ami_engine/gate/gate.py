@@ -1,8 +1,9 @@
 """The safety gate (LEARNING.md): ACCEPT or REJECT a config against a baseline, check by check.
 
 Checks, in order: bounds, invariants, determinism, heldout_loss, critical_floor,
-regression. Every check reports its figure and its threshold, so that a reviewer sees why
-a config passed or failed; the verdict is ACCEPT only when every check passes. The
+regression, certificate (the figures of heldout_loss and critical_floor as confidence
+bounds, certificate.py). Every check reports its figure and its threshold, so that a
+reviewer sees why a config passed or failed; the verdict is ACCEPT only when every check passes. The
 critical floor and the regression suite are judged by the same functions `learn` applies
 as constraints during its search (constraints.py). The suites are fixed and seeded
 (suites.py), so the gate gives the same figures every time. On a suggestion file the
@@ -36,11 +37,12 @@ from ..io.traces import TraceColumns, encode_traces
 from ..learning.loss import LossWeights
 from ..suggestion import Suggestion
 from ..suites import CHAOS_SUITE, CRITICAL_SET, chaos_suite, critical_set, profile_suite
+from .certificate import DEFAULT_DELTA, certify, check_delta
 from .constraints import CriticalFloor, regression_failures
 from .yardstick import check_baseline
 
 ACCEPT, REJECT = "ACCEPT", "REJECT"
-CHECK_NAMES = ("bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression")
+CHECK_NAMES = ("bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression", "certificate")
 _SHOWN = 10  # offending states listed by name in a check's detail
 DEFAULT_CRITICAL, DEFAULT_WEIGHTS = CriticalFloor(), LossWeights()
 _METRIC_LABELS = {"fail_safe_rate": "fail-safe rate", "mean_cus": "mean CUS", "clamp_distortion": "clamp distortion"}
@@ -52,10 +54,12 @@ class GateThresholds:
 
     critical: the critical floor (factor 0 turns it off; its figures are still shown).
     heldout_tolerance: how much higher than the baseline's the held-out L may be.
+    delta: the certificate's bounds hold at confidence 1 - delta.
     """
 
     critical: CriticalFloor = DEFAULT_CRITICAL
     heldout_tolerance: float = 0.0
+    delta: float = DEFAULT_DELTA
 
     def __post_init__(self) -> None:
         factor, margin, tol = self.critical.factor, self.critical.margin, self.heldout_tolerance
@@ -65,6 +69,7 @@ class GateThresholds:
             raise ValueError(f"critical margin: must be a finite number, got {margin!r}")
         if not (math.isfinite(tol) and tol >= 0):
             raise ValueError(f"held-out tolerance: must be a finite number >= 0, got {tol!r}")
+        check_delta(self.delta)
 
 
 @dataclass(frozen=True)
@@ -278,11 +283,19 @@ def check_regression(config: Config, regression: StateSet | None) -> Check:
     return Check("regression", False, len(failures), threshold, detail)
 
 
+def check_certificate(config: Config, baseline: Config, held_out: StateSet | None, weights: LossWeights,
+                      critical: CriticalFloor, delta: float = DEFAULT_DELTA) -> Check:
+    """Checks 4 and 5 as one-sided confidence bounds at 1 - delta (certificate.py)."""
+    cert = certify(config, baseline, held_out=held_out, weights=weights, critical=critical, delta=delta)
+    return Check("certificate", cert.passed, cert.figure(), cert.threshold(), cert.detail())
+
+
 def run_gate(config: Config, baseline: Config, *, held_out: StateSet | None = None,
              regression: StateSet | None = None, critical: CriticalFloor = DEFAULT_CRITICAL,
-             weights: LossWeights = DEFAULT_WEIGHTS, heldout_tolerance: float = 0.0) -> GateReport:
+             weights: LossWeights = DEFAULT_WEIGHTS, heldout_tolerance: float = 0.0,
+             delta: float = DEFAULT_DELTA) -> GateReport:
     """Every check of the gate on one config; ACCEPT only when all pass."""
-    GateThresholds(critical, heldout_tolerance)  # the thresholds are checked once, here
+    GateThresholds(critical, heldout_tolerance, delta)  # the thresholds are checked once, here
     chaos_columns = run(chaos_suite(), config)  # shared by the invariants and the determinism check
     checks = (
         check_bounds(config, baseline),
@@ -291,6 +304,7 @@ def run_gate(config: Config, baseline: Config, *, held_out: StateSet | None = No
         check_heldout_loss(config, baseline, held_out, weights, heldout_tolerance),
         check_critical_floor(config, baseline, critical),
         check_regression(config, regression),
+        check_certificate(config, baseline, held_out, weights, critical, delta),
     )
     return GateReport(config.config_id, baseline.config_id, checks)
 
@@ -330,7 +344,7 @@ def gate_suggestion(suggestion: Suggestion, baseline: str | Config | None = None
         regression = suggestion.regression()
     return run_gate(config, base, held_out=suggestion.held_out(data), regression=regression,
                     critical=thresholds.critical, weights=weights or _weights_from_meta(meta, suggestion.name),
-                    heldout_tolerance=thresholds.heldout_tolerance)
+                    heldout_tolerance=thresholds.heldout_tolerance, delta=thresholds.delta)
 
 
 def gate_suggestion_file(path: str | Path, baseline: str | Config | None = None,

@@ -164,9 +164,7 @@ def _sums(
     counts = np.bincount(level.astype(np.intp), minlength=N_LEVELS)
     if counts.size > N_LEVELS:
         raise ValueError(f"level must be 0, 1 or 2, got {int(level.max())}")
-    distortion = np.abs(np.asarray(final_clamped, dtype=np.float64) - np.asarray(raw_clamped, dtype=np.float64))
-    # The mean of the four components, added in one fixed order for every record.
-    per_record = (((distortion[:, 0] + distortion[:, 1]) + distortion[:, 2]) + distortion[:, 3]) / 4.0
+    per_record = _distortion(raw_clamped, final_clamped)
     return MetricSums(
         n=int(level.shape[0]),
         n_level=(int(counts[0]), int(counts[1]), int(counts[2])),
@@ -208,6 +206,21 @@ def exact_sum(values: np.ndarray) -> Fraction:
         total += ((int(high[k]) << _HALF_BITS) + int(low[k])) << k
     scale = low_exponent - 53
     return Fraction(total << scale) if scale >= 0 else Fraction(total, 1 << -scale)
+
+
+def _distortion(raw: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """Per clamped decision: the mean over the four components of |final - raw|, added in
+    one fixed order for every record."""
+    d = np.abs(np.asarray(final, dtype=np.float64) - np.asarray(raw, dtype=np.float64))
+    return (((d[:, 0] + d[:, 1]) + d[:, 2]) + d[:, 3]) / 4.0
+
+
+def clamp_distortions(soft_clamp: np.ndarray, raw_action: np.ndarray, final_action: np.ndarray) -> np.ndarray:
+    """Each decision's clamp distortion: `_distortion` where the soft clamp acted, else 0."""
+    clamped = np.asarray(soft_clamp, dtype=bool)
+    out = np.zeros(clamped.shape[0])
+    out[clamped] = _distortion(np.asarray(raw_action)[clamped], np.asarray(final_action)[clamped])
+    return out
 
 
 def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
@@ -329,4 +342,4 @@ def _sums_of_range(path: str, first_block: int, stop_block: int, block_bytes: in
     return result
 
 
-__all__ = ["MetricSums", "exact_sum", "metrics_from_traces", "sums_from_columns"]
+__all__ = ["MetricSums", "clamp_distortions", "exact_sum", "metrics_from_traces", "sums_from_columns"]

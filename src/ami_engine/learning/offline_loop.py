@@ -9,7 +9,17 @@
         -> suggestion (never applied), history, the needless fail-safes it removes
 
 Held-out data never chooses: it is evaluated for the history and the report and used by
-the gate only.
+the gate only. The gate may try up to MAX_GATE_TRIES finalists in turn, so held-out data
+does decide which of them (if any) is suggested: the gate's certificate is computed at
+delta / MAX_GATE_TRIES (Bonferroni), which keeps the suggestion's promise at 1 - delta
+whichever finalist passes. The search's critical constraint uses the same bounds at the
+same confidence, so a finalist does not fail the certificate for sitting on a point
+estimate of the critical floor.
+
+The result's status is one of: "accepted" (the gate accepted a candidate that beats the
+baseline on the training data), "rejected" (no finalist passed the gate), "no improvement"
+(no candidate beats the baseline's training loss: nothing to suggest) or "not gated" (no
+gate was given: the candidate is not accepted, whatever its figures).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from .. import ENGINE_MODEL, __version__
 from ..config import Config
 from ..engine import REASONS, ScoreTable, run
 from ..engine import kernel as K
+from ..gate.certificate import DEFAULT_DELTA, check_delta, promise
 from ..gate.constraints import CriticalFloor, regression_failures
 from ..io.files import STDIO, read_once
 from ..io.stateset import STATE_FIELDS, StateSet
@@ -39,6 +50,7 @@ from .study import StudyStore, make_fingerprint
 
 DEFAULT_BATCH = 32
 MAX_GATE_TRIES = 3
+ACCEPTED, REJECTED, NO_IMPROVEMENT, NOT_GATED = "accepted", "rejected", "no improvement", "not gated"
 
 
 class LearnError(ValueError):
@@ -256,6 +268,12 @@ class LearnSettings:
     train_fraction: float = 0.8
     critical: CriticalFloor = field(default_factory=CriticalFloor)
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    delta: float = DEFAULT_DELTA  # the suggestion's promise holds at 1 - delta
+
+    @property
+    def gate_delta(self) -> float:
+        """The certificate's delta for each finalist the gate tries (Bonferroni)."""
+        return self.delta / MAX_GATE_TRIES
 
 
 @dataclass
@@ -268,6 +286,8 @@ class LearnResult:
     needless: dict[str, Any]
     summary: dict[str, Any]
     held_out: StateSet
+    status: str = ACCEPTED
+    grid_note: str | None = None
 
 
 def _fingerprint(data: LearnData, baseline: Config, settings: LearnSettings, regression: StateSet | None) -> str:
@@ -275,7 +295,7 @@ def _fingerprint(data: LearnData, baseline: Config, settings: LearnSettings, reg
         data_sha256=data.sha256, baseline=baseline.config_id, strategy=settings.strategy,
         options=sorted(settings.strategy_options.items()), seed=settings.seed, budget=settings.budget,
         batch_size=settings.batch_size, weights=settings.weights.as_list(), split=settings.train_fraction,
-        critical=[settings.critical.factor, settings.critical.margin],
+        critical=[settings.critical.factor, settings.critical.margin], delta=settings.delta,
         regression=None if regression is None else hashlib.sha256(regression.values.tobytes()).hexdigest(),
         model=ENGINE_MODEL,
     )
@@ -300,6 +320,10 @@ def learn(
         raise LearnError(f"budget: must be >= 1, got {settings.budget}")
     if settings.batch_size < 1:
         raise LearnError(f"batch size: must be >= 1, got {settings.batch_size}")
+    try:
+        check_delta(settings.delta)
+    except ValueError as exc:
+        raise LearnError(str(exc)) from None
     split = split_states(data.states, settings.seed, settings.train_fraction)
     train, held_out = data.states.subset(split.train), data.states.subset(split.held_out)
     space = SearchSpace()
@@ -357,36 +381,41 @@ def learn(
 
     X_all = np.concatenate(X_hist)
     y_all = np.concatenate(y_hist)
+    base_L = float(losses_from_sums(train_table.evaluate([baseline]), settings.weights)[0])
     order = np.argsort(y_all, kind="stable")
+    # Only a candidate that beats the baseline's own training loss is worth suggesting.
+    better = [int(i) for i in order if y_all[i] < base_L - 1e-12 * max(1.0, abs(base_L))]
     tried = []
     gate_report = None
     chosen = None
-    for idx in order[:MAX_GATE_TRIES]:
-        if not np.isfinite(y_all[idx]):
-            break
+    status = NO_IMPROVEMENT
+    for idx in better[:MAX_GATE_TRIES]:
         candidate = with_learned(baseline, X_all[idx], space)
         if gate_fn is None:
-            chosen = candidate
+            chosen, status = candidate, NOT_GATED
             break
         gate_report = gate_fn(candidate, baseline, held_out=held_out, regression=regression,
-                              critical=settings.critical, weights=settings.weights)
+                              critical=settings.critical, weights=settings.weights, delta=settings.gate_delta)
         tried.append(candidate)
         if gate_report.accepted:
-            chosen = candidate
+            chosen, status = candidate, ACCEPTED
             break
-    accepted = chosen is not None
+        status = REJECTED
     if chosen is None:
-        # Nothing passed: report on the best feasible (or the baseline), never suggest it as accepted.
-        chosen = tried[0] if tried else with_learned(baseline, current, space)
+        # Nothing passed (or nothing beat the baseline): report on the best tried, else the
+        # baseline itself; never suggest it as accepted.
+        chosen = tried[0] if tried else baseline
+    note = strategy.note if hasattr(strategy, "note") else None
     return _result(data, baseline, settings, split, space, chosen, train_table, held_table, history,
-                   gate_report, accepted)
+                   gate_report, status, note)
 
 
 def _evaluate_batch(configs, train_table, crit_table, crit_base, reg_table, regression, settings):
     sums = train_table.evaluate(configs)
     losses = losses_from_sums(sums, settings.weights)
     crit_sums = crit_table.evaluate(configs)
-    ok = settings.critical.passes(crit_sums, crit_base)
+    # The floor on confidence bounds, as the gate's certificate judges it (not on point estimates).
+    ok = settings.critical.certified(crit_sums, crit_base, settings.gate_delta)
     rates, mean_h = settings.critical.figures(crit_sums)
     extras = []
     for j, cfg in enumerate(configs):
@@ -454,7 +483,14 @@ def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, 
         for z, name, m, a in contrasts[:3] if abs(z) >= 0.1
     ]
     n_removed = int(removed.sum())
+    from ..check import check_columns
+
+    broken = {v.line for v in check_columns(sugg, suggestion)}
     return {
+        "definition": NEEDLESS_DEFINITION,
+        "meet_invariants": int(n_removed - sum(1 for i in broken if removed[i])),
+        "margins": {"J_minus_J_MIN": _spread(sugg.J[removed] - suggestion["J_MIN"]),
+                    "H_MAX_minus_H": _spread(suggestion["H_MAX"] - sugg.H[removed])},
         "count": n_removed,
         "baseline_l2": int(base_l2.sum()),
         "n": len(states),
@@ -466,6 +502,21 @@ def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, 
         "summary": summary,
         "_mask": removed,
     }
+
+
+NEEDLESS_DEFINITION = (
+    "A baseline fail-safe is needless when the suggestion decides the same state without a fail-safe and "
+    "that decision meets every invariant of the engine under the learned thresholds, which stay inside "
+    "their safety bounds: its final action has J >= J_MIN, H <= H_MAX, C_MIN <= C <= C_MAX, J >= J_CRITICAL, "
+    "H <= H_CRITICAL and a confidence of at least CONFIDENCE_ESCALATION_FORCE.")
+
+
+def _spread(x: np.ndarray) -> dict[str, float] | dict[str, str]:
+    """min, 10th percentile, median and max of a margin (how close decisions sit to a bound)."""
+    if not x.size:
+        return {"n": 0}
+    q = np.quantile(x, [0.0, 0.1, 0.5, 1.0])
+    return {"n": int(x.size), "min": float(q[0]), "p10": float(q[1]), "median": float(q[2]), "max": float(q[3])}
 
 
 # --------------------------------------------------------------------------- result
@@ -486,7 +537,8 @@ def _scenario_figures(baseline: Config, suggestion: Config, weights: LossWeights
 
 
 def _result(data, baseline, settings, split, space, chosen, train_table, held_table, history, gate_report,
-            accepted) -> LearnResult:
+            status, note=None) -> LearnResult:
+    accepted = status == ACCEPTED
     w = settings.weights
     metrics = {}
     for part, table in (("train", train_table), ("heldout", held_table)):
@@ -517,10 +569,49 @@ def _result(data, baseline, settings, split, space, chosen, train_table, held_ta
         "scenarios": _scenario_figures(baseline, chosen, w),
         "needless": {k: v for k, v in needless.items() if not k.startswith("_")},
     }
+    meta["status"] = status
+    if note is not None:
+        meta["strategy_note"] = note
+    meta["worse"] = worse_figures(metrics, meta["scenarios"])
     if gate_report is not None:
         meta["gate"] = gate_report.to_meta()
+        certificate = _certificate_meta(gate_report, settings)
+        if certificate is not None:
+            meta["certificate"] = certificate
     doc: dict[str, Any] = {"extends": baseline.source}
     doc.update(chosen.learned())
     doc["meta"] = meta
-    summary = {"accepted": accepted, "metrics": metrics, "needless": meta["needless"]}
-    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary, held_table.states)
+    summary = {"accepted": accepted, "status": status, "metrics": metrics, "needless": meta["needless"]}
+    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary, held_table.states, status,
+                       note)
+
+
+def _certificate_meta(gate_report, settings: LearnSettings) -> dict[str, Any] | None:
+    """The certificate check's figure, its verdict and its promise in words, for [meta]."""
+    try:
+        check = gate_report.check("certificate")
+    except KeyError:
+        return None
+    out = {**check.figure, "passed": check.passed, "bonferroni_finalists": MAX_GATE_TRIES,
+           "family_delta": settings.delta}
+    if check.passed:
+        out["promise"] = promise(check.figure, settings.delta)
+    return out
+
+
+# The figures of a data set that learning may make worse (higher); each is compared per data set.
+_WATCHED = ("L", "fail_safe_rate", "mean_cus", "clamp_distortion")
+
+
+def worse_figures(metrics: dict[str, Any], scenarios: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every figure that is higher under the suggestion than under the baseline, on the
+    training data, the held-out data and each scenario profile (mean H too, on those)."""
+    out = []
+    parts = [(part, m) for part, m in metrics.items()] + [(f"{name} profile", m) for name, m in scenarios.items()]
+    for label, m in parts:
+        names = _WATCHED + (("mean_H",) if "mean_H" in m["baseline"] else ())
+        for name in names:
+            before, after = m["baseline"][name], m["suggestion"][name]
+            if after > before + 1e-12:
+                out.append({"data": label, "figure": name, "baseline": before, "suggestion": after})
+    return out

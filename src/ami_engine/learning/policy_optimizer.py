@@ -15,6 +15,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -197,6 +198,11 @@ class GridStrategy(Strategy):
     order); each call proposes the first `n` grid points not yet in the history, so extra
     rows in the history (the current config) neither shift nor repeat the enumeration.
     Fewer than `n` rows come back once the grid is exhausted.
+
+    A grid larger than the budget cannot be evaluated whole, and its first points in C
+    order would all share the first parameters' lower bounds. So then the order is that of
+    an (unscrambled) Sobol sequence snapped to the grid: the first `budget` points cover
+    the whole box at the resolution the budget allows. `note` says so.
     """
 
     name = "grid"
@@ -228,6 +234,36 @@ class GridStrategy(Strategy):
     def size(self) -> int:
         return self.points_per_axis**self.space.dim
 
+    @property
+    def note(self) -> str | None:
+        """What the budget does to the grid, in one sentence (None when it fits exactly)."""
+        k, d, size, budget = self.points_per_axis, self.space.dim, self.size, self.budget
+        if budget is None or budget == size:
+            return None
+        if size > budget:
+            return (f"the grid of {k}^{d} = {size:,} points exceeds the budget of {budget:,}: the {budget:,} "
+                    "evaluated are spread over the whole box (a Sobol sequence snapped to the grid)")
+        return (f"the grid has {k}^{d} = {size:,} points, the densest that fits the budget of {budget:,}; "
+                f"up to {budget - size:,} evaluations of the budget are left unused")
+
+    @cached_property
+    def _order(self) -> np.ndarray | None:
+        """Flat grid indices in the order to propose them when the grid exceeds the budget
+        (None: C order)."""
+        if self.budget is None or self.size <= self.budget:
+            return None
+        from scipy.stats import qmc
+
+        k, d = self.points_per_axis, self.space.dim
+        m = int(np.ceil(np.log2(max(2, 4 * self.budget))))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            U = qmc.Sobol(d, scramble=False).random_base2(m)
+        idx = np.clip(np.floor(U * k), 0, k - 1).astype(np.int64) if k > 1 else np.zeros(U.shape, np.int64)
+        flat = np.ravel_multi_index(tuple(idx.T), (k,) * d)
+        _, first = np.unique(flat, return_index=True)
+        return flat[np.sort(first)]
+
     def _grid_indices(self, X: np.ndarray) -> set[int]:
         """Flat grid indices of the rows of X that are grid points."""
         k, d = self.points_per_axis, self.space.dim
@@ -245,8 +281,11 @@ class GridStrategy(Strategy):
     ) -> np.ndarray:
         seen = self._grid_indices(history_X)
         flat: list[int] = []
+        order = self._order
+        if order is not None:
+            flat = [int(i) for i in order if int(i) not in seen][:n]
         i = 0
-        while len(flat) < n and i < self.size:
+        while len(flat) < n and i < self.size and order is None:
             if i not in seen:
                 flat.append(i)
             i += 1

@@ -56,7 +56,8 @@ def comparison_panel(data: ReportData, page: Page) -> Markup:
     if all(critical.values()):
         cards.append(page.chart("fig-critical", _critical_figure(data, critical),
                                 "Dashed lines: the least fail-safe rate and the most mean H the suggestion may "
-                                "have on this set, where the suggestion records them."))
+                                "have on this set, where the suggestion records them. Whiskers: the certificate's "
+                                "confidence bounds (lower for the rate, upper for H)."))
     else:
         cards.append(tag("div", missing("No `critical` scenario figures recorded (`[meta.scenarios.critical]`), "
                                         "so the critical floor cannot be shown."), cls="card"))
@@ -78,11 +79,11 @@ def _critical_checks(data: ReportData) -> Markup:
         rule = (f"Learning may remove needless fail-safes, not nearly all of them. On the fixed, seeded `critical` "
                 f"scenario the suggestion must keep at least {share} the baseline's fail-safe rate, and the mean "
                 f"harm H of its final actions may exceed the baseline's by at most {rise}.")
-    return tag("div", join([tag("h3", "The critical floor"), tag("p", with_code(rule)), body]), cls="card")
+    return tag("div", join([tag("h3", "The critical floor"), tag("p", with_code(rule)), body]), cls="card wide")
 
 
 def _critical(checks: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [c for c in checks if "critical" in str(c.get("name", "")).lower()]
+    return [c for c in checks if "critical" in str(c.get("name", "")).lower() or c.get("name") == "certificate"]
 
 
 def _levels_figure(datasets: list[_Dataset]) -> go.Figure:
@@ -124,7 +125,7 @@ def _critical_figure(data: ReportData, critical: dict[str, Mapping[str, Any]]) -
         values = [num(critical[s].get(key)) for s in SIDES]
         fig.add_trace(go.Bar(
             x=list(SIDES), y=percent(values) if as_pct else rounded(values), showlegend=False,
-            marker_color=[_SIDE_COLORS[s] for s in SIDES],
+            marker_color=[_SIDE_COLORS[s] for s in SIDES], error_y=_certified(data, key, values[-1], as_pct),
             hovertemplate="%{x}: %{y:.3f}" + (" %" if as_pct else "") + "<extra></extra>",
         ), row=1, col=col)
         if limit is not None:
@@ -134,6 +135,20 @@ def _critical_figure(data: ReportData, critical: dict[str, Mapping[str, Any]]) -
     fig.update_yaxes(title_text="fail-safe rate (%)", ticksuffix=" %", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="mean H (0\u20131)", rangemode="tozero", row=1, col=2)
     return fig
+
+
+_CERTIFIED = {"fail_safe_rate": "critical_fail_safe_rate_lower", "mean_H": "critical_mean_H_upper"}
+
+
+def _certified(data: ReportData, key: str, value: float | None, as_pct: bool) -> dict | None:
+    """The certificate's one-sided bound of the suggestion's figure, as an error bar on its bar."""
+    bound = num(data.at("certificate", _CERTIFIED[key]))
+    if bound is None or value is None:
+        return None
+    gap = abs(value - bound) * (100 if as_pct else 1)
+    below = key == "fail_safe_rate"
+    return dict(type="data", symmetric=False, array=[0, 0 if below else round(gap, 6)],
+                arrayminus=[0, round(gap, 6) if below else 0], color="#212121", thickness=1.5, width=8)
 
 
 _BOUND = re.compile(r"(>=|<=|\u2265|\u2264)\s*([0-9]*\.?[0-9]+)")
@@ -156,6 +171,8 @@ def _critical_limits(data: ReportData, critical: dict[str, Mapping[str, Any]]) -
                 None if margin is None or mean_h is None else mean_h + margin)
     floor = ceiling = None
     for check in _critical(data.checks):
+        if check.get("name") == "certificate":
+            continue
         for op, value in _BOUND.findall(str(check.get("threshold", ""))):
             if op in (">=", "\u2265"):
                 floor = float(value) / 100 if float(value) > 1 else float(value)

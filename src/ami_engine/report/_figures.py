@@ -95,7 +95,8 @@ def threshold_line(fig: go.Figure, value: float | None, *, axis: str, label: str
     if value is None:
         return
     style = dict(line=dict(color=color, width=1.5, dash=dash), annotation_text=label,
-                 annotation_font=dict(size=10, color=color), **where)
+                 annotation_font=dict(size=10, color=color), annotation_bgcolor="rgba(255, 255, 255, 0.85)",
+                 **where)
     if axis == "y":
         fig.add_hline(y=value, annotation_position="top left", **style)
     else:

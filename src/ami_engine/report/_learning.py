@@ -44,9 +44,10 @@ def learning_panel(data: ReportData, page: Page) -> Markup:
     if any(s is None for s in steps):
         steps = list(range(len(history)))
     cards = [
-        page.chart("fig-learning-loss", _loss_figure(history, steps),
+        page.chart("fig-learning-loss", _loss_figure(history, steps, _baseline_loss(data)),
                    "Loss L of the best config so far, on the training data (which chooses it) and on the held-out "
-                   "data (which never does). One step is one batch of candidates.", wide=True),
+                   "data (which never does); dotted: the baseline's L on each. One step is one batch of "
+                   "candidates.", wide=True),
         page.chart("fig-learning-metrics", _metrics_figure(history, steps),
                    "The three terms of the loss for the best config so far.", wide=True),
         page.chart("fig-learning-params", _params_figure(data, history, steps),
@@ -56,12 +57,24 @@ def learning_panel(data: ReportData, page: Page) -> Markup:
     return tag("div", join(cards), cls="grid")
 
 
+def _baseline_loss(data: ReportData) -> dict[str, float | None]:
+    return {split: num((data.metrics(split, "baseline") or {}).get("L")) for split in ("train", "heldout")}
+
+
 def _series(history: Sequence[Mapping], key: str) -> list[float | None]:
     return [num(r.get(key)) for r in history]
 
 
-def _loss_figure(history: Sequence[Mapping], steps: list) -> go.Figure:
+def _loss_figure(history: Sequence[Mapping], steps: list, baseline: Mapping | None = None) -> go.Figure:
     fig = figure("Loss L per step", height=300)
+    for key, label, color in (("train", "baseline, train", TRAIN), ("heldout", "baseline, held-out", HELDOUT)):
+        value = num((baseline or {}).get(key))
+        if value is not None:  # the baseline's L: a flat line to measure each step against
+            fig.add_trace(go.Scatter(
+                x=[steps[0], steps[-1]] if steps else [], y=[value, value], name=label, mode="lines",
+                line=dict(color=color, dash="dot", width=1.5), opacity=0.6,
+                hovertemplate="baseline L = %{y:.4f}<extra>" + label + "</extra>",
+            ))
     for prefix, label, color, dash in _SPLITS:
         fig.add_trace(go.Scatter(
             x=steps, y=rounded(_series(history, prefix + "L")), name=label, mode="lines+markers",

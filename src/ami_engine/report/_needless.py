@@ -49,6 +49,9 @@ def needless_panel(data: ReportData, page: Page) -> Markup:
     if count == 0:
         sentences = ["The suggestion removes none of the baseline's fail-safes on your data."]
     head = [stats]
+    definition = _definition(needless, count)
+    if definition is not None:
+        head.append(definition)
     if sentences:
         head.append(tag("div", join([tag("h3", "Where they lie"),
                                      tag("ul", join(tag("li", with_code(s)) for s in sentences))]), cls="card"))
@@ -68,6 +71,29 @@ def needless_panel(data: ReportData, page: Page) -> Markup:
             "normalised to 100 %. Where blue stands above grey, needless fail-safes are over-represented.",
             wide=True))
     return join([tag("div", join(head), cls="split"), tag("div", join(cards), cls="grid")])
+
+
+def _definition(needless: Mapping, count: float) -> Markup | None:
+    """What makes a removed fail-safe needless, whether these meet it, and how close their
+    final actions sit to the learned bounds J_MIN and H_MAX."""
+    text = needless.get("definition")
+    if not isinstance(text, str):
+        return None
+    body = [tag("p", text)]
+    meets = num(needless.get("meet_invariants"))
+    if meets is not None and count:
+        body.append(tag("p", f"{fmt_count(meets)} of the {fmt_count(count)} decisions meet it."))
+    margins = needless.get("margins")
+    rows = []
+    for key, label in (("J_minus_J_MIN", "J \u2212 J_MIN"), ("H_MAX_minus_H", "H_MAX \u2212 H")):
+        q = margins.get(key) if isinstance(margins, Mapping) else None
+        if isinstance(q, Mapping) and num(q.get("n")):
+            rows.append([label, *(fmt_num(q.get(k), 3) for k in ("min", "p10", "median", "max"))])
+    if rows:
+        body.append(table(["distance to the bound", "min", "10th percentile", "median", "max"], rows))
+        body.append(tag("p", "How close the final actions of these decisions sit to the learned bounds (0: on "
+                             "the bound).", cls="note"))
+    return tag("div", join([tag("h3", "What makes a fail-safe needless"), *body]), cls="card")
 
 
 def _stat(value: str, label: str) -> Markup:

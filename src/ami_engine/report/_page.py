@@ -56,6 +56,14 @@ table.data th { text-align: left; font-weight: 600; color: #424242; border-botto
 table.data th, table.data td { padding: 5px 10px 5px 0; vertical-align: top; }
 table.data td { border-bottom: 1px solid #eeeeee; white-space: nowrap; }
 table.data td:last-child { white-space: normal; }
+table.checks { table-layout: fixed; min-width: 640px; }
+table.checks td { white-space: normal; overflow-wrap: anywhere; }
+table.checks th:nth-child(1) { width: 14%; }
+table.checks th:nth-child(2) { width: 8%; }
+table.checks th:nth-child(3) { width: 26%; }
+table.checks th:nth-child(4) { width: 20%; }
+.promise { font-size: 17px; font-weight: 600; margin: 0 0 10px; }
+.worse { color: #ef6c00; font-weight: 600; }
 .pass { color: var(--ok); font-weight: 600; }
 .fail { color: var(--bad); font-weight: 600; }
 .na { color: var(--muted); font-weight: 600; }

@@ -17,6 +17,9 @@ def summary_panel(data: ReportData, page: Page) -> Markup:
         sentences = ["This file has no `[meta]` table: it is a plain config, not a learning suggestion, so there "
                      "is no baseline, metric, gate verdict or needless fail-safe to show, only its parameters. "
                      "Pass the file written by `ami-engine learn --out suggestion.toml` for the full report."]
+    elif data.at("status") == "no improvement":
+        sentences = ["The learning run evaluated its candidates and kept the baseline: there is no suggestion to "
+                     "review or apply."]
     else:
         sentences = [
             _what_changed(data),
@@ -28,7 +31,43 @@ def summary_panel(data: ReportData, page: Page) -> Markup:
             "`ami-engine apply`.",
         ]
     items = join(tag("li", with_code(s)) for s in sentences if s)
-    return tag("div", join([verdict_badge(data, small=True), tag("ul", items)]), cls="card summary")
+    head = [tag("p", opening, cls="promise")] if (opening := _opening(data)) else []
+    worse = _worse(data)
+    return tag("div", join([*head, verdict_badge(data, small=True), tag("ul", items), *worse]), cls="card summary")
+
+
+def _opening(data: ReportData) -> str | None:
+    """The run's outcome in one sentence: the certificate's promise, or why there is none."""
+    status = data.at("status")
+    if status == "no improvement":
+        return ("No improvement found: none of the candidates beats the baseline on the training data, so "
+                "there is nothing to suggest.")
+    if status == "not gated":
+        return "Not gated: this candidate has not been through the safety gate; it is not a suggestion to apply."
+    promise = data.at("certificate", "promise")
+    if isinstance(promise, str) and promise:
+        return promise[0].upper() + promise[1:] + "."
+    return None
+
+
+_FIGURE_NAMES = {"L": "loss L", "fail_safe_rate": "fail-safe rate", "mean_cus": "mean CUS",
+                 "clamp_distortion": "clamp distortion", "mean_H": "mean H of final actions"}
+
+
+def _sig(value: object) -> str:
+    v = num(value)
+    return "?" if v is None else f"{v:.4g}"
+
+
+def _worse(data: ReportData) -> list[Markup]:
+    """Every figure the suggestion makes worse on some data set, flagged."""
+    worse = data.at("worse")
+    if not isinstance(worse, list) or not worse:
+        return []
+    items = [tag("li", f"{_FIGURE_NAMES.get(str(w.get('figure')), str(w.get('figure')))} on "
+                       f"{w.get('data')}: {_sig(w.get('baseline'))} {ARROW} {_sig(w.get('suggestion'))}")
+             for w in worse if isinstance(w, dict)]
+    return [tag("p", "Worse under the suggestion:", cls="worse"), tag("ul", join(items))]
 
 
 def verdict_badge(data: ReportData, *, small: bool = False) -> Markup:

@@ -30,7 +30,7 @@ def check_table(checks: list) -> Markup:
         ]
         for check in checks
     ]
-    return table(CHECK_HEADERS, rows)
+    return table(CHECK_HEADERS, rows, cls="data checks")
 
 
 def _gate(data: ReportData) -> Markup:
@@ -50,9 +50,9 @@ def _result(passed: object) -> Markup:
     return tag("span", "n/a", cls="na")
 
 
-def _figure(value: object) -> str:
-    if isinstance(value, dict):  # named figures, e.g. the critical floor's rate and mean H
-        return ", ".join(f"{k} {_figure(v)}" for k, v in value.items())
+def _figure(value: object) -> str | Markup:
+    if isinstance(value, dict):  # named figures, e.g. the critical floor's rate and mean H: one per line
+        return join(tag("div", f"{k} {_figure(v)}") for k, v in value.items())
     v = num(value)
     if v is not None:
         return f"{v:.4g}"
