@@ -1,4 +1,4 @@
-"""The `ami-engine` command line: a thin layer over the Python API (LEARNING.md contract).
+"""The `ami-engine` command line: a thin layer over the Python API (docs/README.md).
 
 Exit codes: 0 success, 1 a check or the gate failed, 2 bad input or usage.
 """
@@ -67,7 +67,8 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@app.callback(epilog="Documentation: docs/README.md (engine, learning, gate, formats, glossary).\n\n"
+                     "Example:\nami-engine learn --scenario chaos --n 20000 --seed 1 --out out/suggestion.toml")
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the tool and engine-model versions.")] = False,
@@ -130,7 +131,8 @@ def _write_bytes(path: str, chunks) -> None:
 # ---------------------------------------------------------------------------- run
 
 
-@app.command()
+@app.command(epilog="See docs/engine.md (the rules), docs/formats.md (states and traces).\n\n"
+                    "Example:\nami-engine run --scenario balanced --n 1000 --seed 1 --out traces.jsonl")
 @_command
 def run(
     out: Annotated[str, typer.Option("--out", help="Traces JSONL to write (`-` = stdout, .gz compressed).")],
@@ -162,7 +164,8 @@ def run(
 # ------------------------------------------------------------------------- metrics
 
 
-@app.command()
+@app.command(epilog="See docs/learning.md §3 (metrics and loss).\n\n"
+                    "Example:\nami-engine metrics traces.jsonl --weights 1.5,1.0,0.5 --json")
 @_command
 def metrics(
     traces: Annotated[str, typer.Argument(help="Traces JSONL (`-` = stdin, .gz).")],
@@ -206,7 +209,8 @@ def metrics(
 # --------------------------------------------------------------------------- check
 
 
-@app.command()
+@app.command(epilog="See docs/engine.md §13 (the invariants).\n\n"
+                    "Example:\nami-engine check traces.jsonl --profile base")
 @_command
 def check(
     traces: Annotated[str, typer.Argument(help="Traces JSONL to check.")],
@@ -214,7 +218,7 @@ def check(
     config: Annotated[Path | None, typer.Option(help="Config TOML whose thresholds the traces must respect.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Invariants of ENGINE.md section 13 over a traces file; exit 1 when any is broken."""
+    """Invariants of docs/engine.md §13 over a traces file; exit 1 when any is broken."""
     from .check import check_trace_file
 
     cfg = _config(profile, config)
@@ -234,7 +238,8 @@ def check(
 # ------------------------------------------------------------------------- explain
 
 
-@app.command()
+@app.command(epilog="See docs/engine.md (scores, selection, CUS, reasons).\n\n"
+                    "Example:\nami-engine explain --states states.jsonl --line 12 --profile base")
 @_command
 def explain(
     state: Annotated[str | None, typer.Option(help="One state as a JSON object.")] = None,
@@ -333,7 +338,8 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
 # -------------------------------------------------------------------------- learn
 
 
-@app.command()
+@app.command(epilog="See docs/learning.md.\n\n"
+                    "Example:\nami-engine learn --scenario chaos --n 20000 --seed 1 --out out/suggestion.toml")
 @_command
 def learn(
     out: Annotated[str, typer.Option("--out", help="Suggestion TOML to write (never a profile).")],
@@ -497,7 +503,8 @@ def _print_learn_summary(result, out: str) -> None:
 # ----------------------------------------------------------------------- gate / apply
 
 
-@app.command()
+@app.command(epilog="See docs/gate.md (every check and threshold).\n\n"
+                    "Example:\nami-engine gate out/suggestion.toml --regression cases.jsonl")
 @_command
 def gate(
     suggestion: Annotated[str, typer.Argument(help="Suggestion (or any config) TOML.")],
@@ -525,7 +532,8 @@ def gate(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog='See docs/gate.md (apply and the audit log).\n\n'
+                     'Example:\nami-engine apply suggestion.toml --approved-by "A. Reviewer" --out tuned.toml')
 @_command
 def apply(
     suggestion: Annotated[str, typer.Argument(help="Suggestion TOML to turn into a profile.")],
@@ -552,7 +560,8 @@ def apply(
 # ------------------------------------------------------------------------- report
 
 
-@app.command()
+@app.command(epilog="See docs/learning.md (what the report shows), docs/glossary.md.\n\n"
+                    "Example:\nami-engine report --suggestion suggestion.toml --out report.html")
 @_command
 def report(
     suggestion: Annotated[str, typer.Option(help="Suggestion TOML.")],
@@ -591,7 +600,8 @@ def _read_history(path: str) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------ profiles
 
 
-@app.command()
+@app.command(epilog="See docs/engine.md §14 (parameters and profiles).\n\n"
+                    "Example:\nami-engine profiles production_safe")
 @_command
 def profiles(name: Annotated[str | None, typer.Argument(help="Show this profile's TOML and effective values.")]
              = None) -> None:
