@@ -151,3 +151,30 @@ def test_every_escalation_reason_and_parameter_is_documented():
         assert f"`{reason}`" in engine and f"`{reason}`" in glossary, reason
     for name in PARAMS:
         assert f"`{name}`" in engine, name
+
+
+def _code_blocks(page: Path) -> list[tuple[str, str]]:
+    return re.findall(r"^```(\w+)\n(.*?)^```", page.read_text(encoding="utf-8"), flags=re.MULTILINE | re.DOTALL)
+
+
+def test_the_format_examples_are_read_by_the_real_readers(tmp_path):
+    """Each states, regression, trace and config example of formats.md is a valid file."""
+    from ami_engine.config import load_config
+    from ami_engine.io.states import read_states
+    from ami_engine.io.traces import read_traces
+
+    kinds = []
+    for i, (lang, body) in enumerate(_code_blocks(DOCS / "formats.md")):
+        path = tmp_path / f"example{i}.{'toml' if lang == 'toml' else 'jsonl'}"
+        path.write_text(body, encoding="utf-8")
+        if lang == "toml":
+            load_config(str(path))
+            kinds.append("config")
+        elif body.startswith('{"physical"'):
+            regression = "expect_level_min" in body
+            assert len(read_states(str(path), allow_expect_level=regression)) == 1
+            kinds.append("regression" if regression else "states")
+        elif body.startswith('{"t"'):
+            assert len(read_traces(str(path))) == 1
+            kinds.append("trace")
+    assert {"states", "regression", "trace", "config"} <= set(kinds)
