@@ -1,11 +1,11 @@
-"""A second, deliberately plain implementation of ENGINE.md, for the tests only.
+"""A second, deliberately plain implementation of docs/engine.md, for the tests only.
 
 One decision at a time, one action at a time, in pure Python with the `math` module, and
 no import from `ami_engine`: the real engine is vectorised and compiled, this one reads
 like the spec, section by section, so that the two can be compared record by record.
 It is slow (625 actions per decision) and is never used outside the tests.
 
-`params` is a dict with every parameter of ENGINE.md section 14 under its upper-case
+`params` is a dict with every parameter of docs/engine.md §14 under its upper-case
 name (lists or tuples for CUS_WEIGHTS, SCORE_WEIGHTS, ACTION_GRID and SAFE_ACTION), e.g.
 `load_config("base").to_dict()`.
 """
@@ -332,7 +332,7 @@ def threshold_distance(state: dict, params: dict, history: list[float] | None = 
 
     The smallest |value - threshold| over every comparison the decision made (filter of
     every action, TIE between neighbouring scores, escalation rules, drift, clamp checks).
-    ENGINE.md section 12 lets values within 1e-12 of a threshold fall either way between
+    docs/engine.md (introduction) lets values within 1e-12 of a threshold fall either way between
     implementations; a test that meets such a decision cannot expect agreement on it.
     """
     gaps: list[float] = []
@@ -364,7 +364,7 @@ def reference_run(states: list[dict], params: dict) -> list[dict[str, Any]]:
 
 # -- support for the tests ----------------------------------------------------------------
 
-# ENGINE.md section 15: the range each scenario draws each field from.
+# docs/engine.md §15: the range each scenario draws each field from.
 SCENARIO_RANGES: dict[str, dict[str, tuple[float, float]]] = {
     "safe": {
         "compassion": (0.60, 0.95),

@@ -3,7 +3,7 @@
 `sample_report_inputs()` returns keyword arguments for `render_report`. The numbers are
 made up but shaped like the real thing: a suggestion of the `base` profile learned from a
 scenario, twelve optimisation steps, and DecisionTraces of the suggestion whose levels,
-clamps and drift follow the rules of ENGINE.md sections 8-11 closely enough to look right.
+clamps and drift follow the rules of docs/engine.md §8-11 closely enough to look right.
 Everything is seeded, so equal arguments give equal inputs.
 """
 

@@ -1,4 +1,4 @@
-"""The invariants of ENGINE.md section 13 (1-5), checked over trace records against a config."""
+"""The invariants of docs/engine.md §13 (1-5), checked over trace records against a config."""
 
 import json
 

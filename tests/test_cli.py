@@ -1,4 +1,4 @@
-"""The command-line contract (LEARNING.md): exit codes, atomic outputs, determinism, errors."""
+"""The command-line contract (docs/README.md): exit codes, atomic outputs, determinism, errors."""
 
 import gzip
 import json

@@ -1,4 +1,4 @@
-"""Configs as TOML data: profiles, extends, domains, config_id (TRACE.md, ENGINE.md section 14)."""
+"""Configs as TOML data: profiles, extends, domains, config_id (docs/formats.md, docs/engine.md §14)."""
 
 import pytest
 

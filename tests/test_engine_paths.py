@@ -73,7 +73,7 @@ def test_configs_with_another_grid_are_refused_by_a_score_table():
 
 
 def test_expected_level_mix_with_base():
-    """ENGINE.md section 15: roughly safe 63/37/0, balanced 64/18/18, critical 0/4/96, chaos 5/31/64 (%)."""
+    """docs/engine.md §15: roughly safe 63/37/0, balanced 64/18/18, critical 0/4/96, chaos 5/31/64 (%)."""
     expected = {"safe": (63, 37, 0), "balanced": (64, 18, 18), "critical": (0, 4, 96), "chaos": (5, 31, 64)}
     for name, mix in expected.items():
         cols = run(generate(name, 8000, 11), load_config("base"))

@@ -1,4 +1,4 @@
-"""ENGINE.md rule by rule: one test per rule, on the real engine, checked against the reference.
+"""docs/engine.md rule by rule: one test per rule, on the real engine, checked against the reference.
 
 Every test runs `ami_engine.engine` and also asserts that each record equals the one of
 tests/reference_engine.py (floats to 1e-9). The states were found by a random search

@@ -1,4 +1,4 @@
-"""Feedback metrics (PHASE_6_0.md section 3) as sums that add up across shards."""
+"""Feedback metrics (docs/learning.md §3) as sums that add up across shards."""
 
 import gzip
 import io

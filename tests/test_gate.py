@@ -1,4 +1,4 @@
-"""The safety gate (LEARNING.md): ACCEPT what is safe; REJECT each unsafe case, naming the check."""
+"""The safety gate (docs/gate.md): ACCEPT what is safe; REJECT each unsafe case, naming the check."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""The strict states reader and writer (ENGINE.md section 1, TRACE.md "States")."""
+"""The strict states reader and writer (docs/engine.md §1, docs/formats.md "States")."""
 
 import gzip
 import io

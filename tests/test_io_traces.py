@@ -1,4 +1,4 @@
-"""DecisionTrace files (TRACE.md): the writer's fixed form and the lenient-but-strict reader."""
+"""DecisionTrace files (docs/formats.md): the writer's fixed form and the lenient-but-strict reader."""
 
 import gzip
 import json

@@ -1,4 +1,4 @@
-"""The Phase 6.0 offline loop: split, search, constraints, resume, replay (LEARNING.md)."""
+"""The Phase 6.0 offline loop: split, search, constraints, resume, replay (docs/learning.md)."""
 
 import numpy as np
 import pytest

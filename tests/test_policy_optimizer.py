@@ -1,4 +1,4 @@
-"""The search space, the candidate strategies and the study store (PHASE_6_0.md §4, LEARNING.md §4)."""
+"""The search space, the candidate strategies and the study store (docs/learning.md §4)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Random states and streams, random configs inside the learning bounds over every built-in
 profile: every field of every record must agree, floats to 1e-9, everything else
-exactly. The one allowance is ENGINE.md section 12's: where a decision compares a value
+exactly. The one allowance is that of docs/engine.md (introduction): where a decision compares a value
 within 1e-12 of its threshold, implementations may differ, and that decision's stream
 is not compared from there on (the reference measures how close each decision came).
 
@@ -29,7 +29,7 @@ from reference_engine import (
     threshold_distance,
 )
 
-# ENGINE.md section 12: closer than this to a threshold, a comparison may go either way.
+# docs/engine.md, introduction: closer than this to a threshold, a comparison may go either way.
 EITHER_WAY = 1e-12
 # Fields copied from the state, which no threshold can explain.
 COPIED = frozenset({"t", "stream", "id"})

@@ -1,4 +1,4 @@
-"""Scenario generator (ENGINE.md section 15, TRACE.md generated scenarios)."""
+"""Scenario generator (docs/engine.md §15, docs/formats.md "States")."""
 
 import numpy as np
 import pytest

@@ -1,9 +1,9 @@
-"""Invariants 1-5 of ENGINE.md section 13 over trace records, against a config's thresholds.
+"""Invariants 1-5 of docs/engine.md §13 over trace records, against a config's thresholds.
 
 Works on the engine's own columns (TraceColumns), on trace files of any engine that writes
 the format (read as TraceChunks) and on records held in memory as dicts. Scores W/J/H/C
 are optional in foreign traces; invariant 2 then checks what the record has. Values
-within TOLERANCE of a threshold are not violations (ENGINE.md section 12: such
+within TOLERANCE of a threshold are not violations (docs/engine.md, introduction: such
 comparisons may fall either way between implementations). Invariant 6, determinism, is a
 property of two runs, not of one record: the gate checks it.
 
@@ -33,7 +33,7 @@ from .io.traces import TraceChunk, TraceRecord, iter_trace_blocks
 
 TOLERANCE = 1e-9
 
-# number -> (name, rule as ENGINE.md states it)
+# number -> (name, rule as docs/engine.md §13 states it)
 INVARIANTS: dict[int, tuple[str, str]] = {
     1: ("in_range", "final_action in [0, 1]^4; level in {0, 1, 2}"),
     2: ("kept_action_within_thresholds",

@@ -1,4 +1,4 @@
-"""The `ami-engine` command line: a thin layer over the Python API (LEARNING.md contract).
+"""The `ami-engine` command line: a thin layer over the Python API (docs/README.md).
 
 Exit codes: 0 success, 1 a check or the gate failed, 2 bad input or usage.
 """
@@ -137,7 +137,8 @@ def _version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@app.callback(epilog="Documentation: docs/README.md (engine, learning, gate, formats, glossary).\n\n"
+                     "Example:\nami-engine learn --scenario chaos --n 20000 --seed 1 --out out/suggestion.toml")
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the tool and engine-model versions.")] = False,
@@ -223,7 +224,8 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
 # ---------------------------------------------------------------------------- run
 
 
-@app.command()
+@app.command(epilog="See docs/engine.md (the rules), docs/formats.md (states and traces).\n\n"
+                    "Example:\nami-engine run --scenario balanced --n 1000 --seed 1 --out traces.jsonl")
 @_command
 def run(
     out: Annotated[str, typer.Option("--out", help="Traces to write: JSONL (`-` = stdout, .gz compressed) "
@@ -263,7 +265,8 @@ def run(
 # ------------------------------------------------------------------------- metrics
 
 
-@app.command()
+@app.command(epilog="See docs/learning.md §3 (metrics and loss).\n\n"
+                    "Example:\nami-engine metrics traces.jsonl --weights 1.5,1.0,0.5 --json")
 @_command
 def metrics(
     traces: Annotated[str, typer.Argument(help="Traces JSONL (`-` = stdin, .gz) or Parquet (file or folder).")],
@@ -313,7 +316,8 @@ def metrics(
 # ------------------------------------------------------------------------- convert
 
 
-@app.command()
+@app.command(epilog="See docs/formats.md.\n\n"
+                    "Example:\nami-engine convert traces.jsonl.gz traces.parquet")
 @_command
 def convert(
     source: Annotated[str, typer.Argument(help="States or traces to read: JSONL (`-` = stdin, .gz) or Parquet "
@@ -332,7 +336,8 @@ def convert(
 # --------------------------------------------------------------------------- check
 
 
-@app.command()
+@app.command(epilog="See docs/engine.md §13 (the invariants).\n\n"
+                    "Example:\nami-engine check traces.jsonl --profile base")
 @_command
 def check(
     traces: Annotated[str, typer.Argument(help="Traces JSONL to check.")],
@@ -342,7 +347,7 @@ def check(
                                                      "and the profile search path).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """The engine's invariants over a traces file; exit 1 when any is broken.
+    """Invariants of docs/engine.md §13 over a traces file; exit 1 when any is broken.
 
     Each record is judged against the config that produced it: its `config_id` is looked
     up among the built-in profiles, the profiles on the search path and the --config or
@@ -408,7 +413,8 @@ def _config_resolver(traces: str, given: Config | None) -> Callable[[str | None,
 # ------------------------------------------------------------------------- explain
 
 
-@app.command()
+@app.command(epilog="See docs/engine.md (scores, selection, CUS, reasons).\n\n"
+                    "Example:\nami-engine explain --states states.jsonl --line 12 --profile base")
 @_command
 def explain(
     state: Annotated[str | None, typer.Option(help="One state as a JSON object.")] = None,
@@ -528,7 +534,8 @@ def _print_explanation(r: dict[str, Any], cfg: Config, top: int) -> None:
 # -------------------------------------------------------------------------- learn
 
 
-@app.command()
+@app.command(epilog="See docs/learning.md.\n\n"
+                    "Example:\nami-engine learn --scenario chaos --n 20000 --seed 1 --out out/suggestion.toml")
 @_command(n=learn_scenario_size)
 @_interruptible
 def learn(
@@ -803,7 +810,8 @@ def _print_learn_summary(result, out: str) -> None:
 # ----------------------------------------------------------------------- gate / apply
 
 
-@app.command()
+@app.command(epilog="See docs/gate.md (every check and threshold).\n\n"
+                    "Example:\nami-engine gate out/suggestion.toml --regression cases.jsonl")
 @_command
 def gate(
     suggestion: Annotated[str, typer.Argument(help="Suggestion (or any config) TOML.")],
@@ -838,7 +846,8 @@ def gate(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog='See docs/gate.md (apply and the audit log).\n\n'
+                     'Example:\nami-engine apply suggestion.toml --approved-by "A. Reviewer" --out tuned.toml')
 @_command
 def apply(
     suggestion: Annotated[str, typer.Argument(help="Suggestion TOML to turn into a profile.")],
@@ -875,7 +884,8 @@ def apply(
 # ------------------------------------------------------------------------- report
 
 
-@app.command()
+@app.command(epilog="See docs/learning.md (what the report shows), docs/glossary.md.\n\n"
+                    "Example:\nami-engine report --suggestion suggestion.toml --out report.html")
 @_command(history=None)  # here the history is read, not written
 def report(
     suggestion: Annotated[str, typer.Option(help="Suggestion TOML.")],
@@ -900,7 +910,8 @@ def report(
 # ------------------------------------------------------------------------ profiles
 
 
-@app.command()
+@app.command(epilog="See docs/engine.md §14 (parameters and profiles).\n\n"
+                    "Example:\nami-engine profiles production_safe")
 @_command
 def profiles(name: Annotated[str | None, typer.Argument(help="Show this profile's TOML and effective values.")]
              = None) -> None:

@@ -1,4 +1,4 @@
-"""Scenario generator: seeded state sets for Monte Carlo and chaos runs (ENGINE.md section 15).
+"""Scenario generator: seeded state sets for Monte Carlo and chaos runs (docs/engine.md §15).
 
 Draw order (fixed, so a seed always gives the same states): one NumPy PCG64 generator
 seeded with `seed`; for each part of the scenario in order, one call

@@ -1,4 +1,4 @@
-"""Configs as immutable data built from TOML files (TRACE.md, "Config files").
+"""Configs as immutable data built from TOML files (docs/formats.md, "Config files").
 
 A config file sets parameters at top level, may name a profile it `extends` (default
 `base`), and may carry a `[meta]` table that the engine ignores. Built-in profiles are
@@ -38,7 +38,7 @@ _RESERVED = {"extends", "meta"}
 class Config:
     """The effective value of every engine parameter, plus where it came from.
 
-    `values` maps each parameter name of ENGINE.md section 14 to its canonical value
+    `values` maps each parameter name of docs/engine.md §14 to its canonical value
     (float, int, or tuple of floats). `source` names the profile or file; `meta` is the
     file's `[meta]` table, kept for provenance and never read by the engine.
     """

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # The seven parameters the offline loop may change, with the bounds it must respect
-# (PHASE_6_0.md section 4). Order is the canonical order used in files and arrays.
+# (docs/engine.md §14). Order is the canonical order used in files and arrays.
 LEARNED_BOUNDS: dict[str, tuple[float, float]] = {
     "J_MIN": (0.50, 0.95),
     "H_MAX": (0.15, 0.50),

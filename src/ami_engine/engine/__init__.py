@@ -1,4 +1,4 @@
-"""The AMI decision engine, model ami-v1 (ENGINE.md)."""
+"""The AMI decision engine, model ami-v1 (docs/engine.md)."""
 
 from .batch import ActionSpace, ScoreTable, decide, run, run_records, trace_records
 from .kernel import REASONS

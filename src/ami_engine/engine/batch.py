@@ -193,7 +193,7 @@ class _Part:
 
 class ScoreTable:
     """Every action's S for every state, sorted once, with J and H; shared by all configs that
-    have the same ACTION_GRID and SCORE_WEIGHTS (ENGINE.md section 3: scores never depend
+    have the same ACTION_GRID and SCORE_WEIGHTS (docs/engine.md §3: scores never depend
     on thresholds). Memory: about 8 KB per state (10 bytes per action, plus J and H per
     group of 5 actions).
 

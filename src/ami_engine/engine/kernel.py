@@ -1,4 +1,4 @@
-"""Compiled kernels of the engine (ENGINE.md sections 4-11), over configs x states.
+"""Compiled kernels of the engine (docs/engine.md §4-11), over configs x states.
 
 A decision is computed in two passes:
 

@@ -1,4 +1,4 @@
-"""Moral scores of (state, action), ENGINE.md section 3 — one function per score.
+"""Moral scores of (state, action), docs/engine.md §3 — one function per score.
 
 Each function is compiled with Numba for the engine's kernels and keeps the formula as
 the spec writes it. State fields are passed by name; `sev, comp, itv, dly` is the action.

@@ -1,7 +1,7 @@
 """From an accepted suggestion to a profile: gate again, a named approver, an audit line.
 
 Nothing reaches a profile file without an accepting gate run at the moment of writing and
-a person's name (PHASE_6_0.md section 6: learning output is never applied automatically).
+a person's name (docs/gate.md: learning output is never applied automatically).
 What `apply` promises:
 
 - one read: the suggestion's bytes are read once; the gate, the digest and the profile

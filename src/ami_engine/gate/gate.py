@@ -1,4 +1,4 @@
-"""The safety gate (LEARNING.md): ACCEPT or REJECT a config against a baseline, check by check.
+"""The safety gate (docs/gate.md): ACCEPT or REJECT a config against a baseline, check by check.
 
 Checks, in order: bounds, invariants, determinism, heldout_loss, critical_floor,
 regression, certificate (the figures of heldout_loss and critical_floor as confidence
@@ -174,7 +174,7 @@ def _invariant_sets() -> dict[str, StateSet]:
 
 
 def check_invariants(config: Config, chaos_columns: TraceColumns | None = None) -> Check:
-    """ENGINE.md section 13 (1-5) on every record of the chaos suite and of each profile,
+    """docs/engine.md §13 (1-5) on every record of the chaos suite and of each profile,
     against the config's own thresholds. `chaos_columns`: the config's run on the chaos
     suite, when the caller has it already."""
     total, per_invariant, first = 0, Counter(), None

@@ -1,4 +1,4 @@
-"""Reading and writing files the way every command does (TRACE.md, "Command line").
+"""Reading and writing files the way every command does (docs/formats.md).
 
 `-` means stdin/stdout, a `.gz` file is read and written transparently, and outputs are
 written atomically: a temporary file in the target's directory, renamed over the target

@@ -1,4 +1,4 @@
-"""The strict reader and the writer of states files (ENGINE.md section 1, TRACE.md "States").
+"""The strict reader and the writer of states files (docs/engine.md §1, docs/formats.md "States").
 
 One JSON object per line: the nine state fields, optional `stream`, `t` and `id`, and in
 regression files `expect_level_min`. Anything else is an InputError naming the line, the

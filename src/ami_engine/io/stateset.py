@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-# The nine state fields of ENGINE.md section 1, in the column order of StateSet.values.
+# The nine state fields of docs/engine.md §1, in the column order of StateSet.values.
 STATE_FIELDS: tuple[str, ...] = (
     "physical",
     "social",

@@ -1,4 +1,4 @@
-"""DecisionTrace files (TRACE.md): the writer of this engine's traces and a streaming reader
+"""DecisionTrace files (docs/formats.md): the writer of this engine's traces and a streaming reader
 for traces of any engine that writes the Phase 4.7.1 format.
 
 The writer puts every record's keys in one fixed order, as compact JSON, one record per
@@ -40,7 +40,7 @@ from .files import (
 )
 from .stateset import STATE_FIELDS, StateSet
 
-# Rules that set a decision's level (ENGINE.md sections 8-10), in the order of their codes.
+# Rules that set a decision's level (docs/engine.md §8-10), in the order of their codes.
 REASONS: tuple[str, ...] = (
     "normal",
     "no_clear_leader",

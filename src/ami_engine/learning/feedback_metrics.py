@@ -1,4 +1,4 @@
-"""Feedback metrics of a set of decisions (PHASE_6_0.md section 3).
+"""Feedback metrics of a set of decisions (docs/learning.md §3).
 
 - fail_safe_rate: fraction of records with level == 2;
 - mean_cus: mean of `cus` over all records;
@@ -7,7 +7,7 @@
   records.
 
 Every metric is a sum over records divided by the number of records, so MetricSums keeps
-the sums: sums of shards add up to the sums of the whole (LEARNING.md, "Metrics and loss").
+the sums: sums of shards add up to the sums of the whole (docs/learning.md §3).
 The sums of floats are kept exactly (as fractions) and rounded once, when a rate is asked
 for, so the figures do not depend on how the records were cut into blocks: a traces file
 gives the same bits as JSONL or as Parquet, in one process or shared among workers.

@@ -1,4 +1,4 @@
-"""The learning objective (PHASE_6_0.md section 3).
+"""The learning objective (docs/learning.md §3).
 
 L = w1 * fail_safe_rate + w2 * mean_cus + w3 * clamp_distortion
 

@@ -195,7 +195,7 @@ class Split:
 
 
 def split_states(states: StateSet, seed: int, train_fraction: float = 0.8) -> Split:
-    """LEARNING.md: with 5 or more streams whole streams go to one side (the seeded shuffle
+    """docs/learning.md §2: with 5 or more streams whole streams go to one side (the seeded shuffle
     of streams whose train share comes nearest the fraction); with fewer, each stream's
     first `train_fraction` of decisions trains and the rest is held out."""
     if not 0.0 < train_fraction < 1.0:
@@ -452,7 +452,7 @@ def _history_line(step, row, baseline, space, train_table, held_table, weights) 
 
 
 def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, bins: int = 10) -> dict[str, Any]:
-    """LEARNING.md section 8: the decisions that are L2 under the baseline and not under the
+    """docs/learning.md §8: the decisions that are L2 under the baseline and not under the
     suggestion, by the baseline's reason and by state region."""
     base = run(states, baseline)
     sugg = run(states, suggestion)

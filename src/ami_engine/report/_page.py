@@ -112,6 +112,12 @@ def _script_safe_json(obj: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+# Where the page's terms and figures are defined (the repository's docs/ pages).
+DOCS_NOTE = ("Terms and figures: `docs/glossary.md`; the engine's rules and reasons: `docs/engine.md`; the learning "
+             "loop and needless fail-safes: `docs/learning.md`; the gate's checks: `docs/gate.md` (in the ami-engine "
+             "source tree).")
+
+
 class Page:
     """Collects the charts of the panels, then writes the whole document."""
 
@@ -137,6 +143,7 @@ class Page:
         links = join(tag("a", label, href=f"#{anchor}") for anchor, label in nav)
         header = tag("header", tag("div", join([tag("h1", title), tag("p", subtitle, cls="sub"), tag("nav", links)]),
                                    cls="bar"))
+        footer = tag("footer", with_code(DOCS_NOTE), cls="note", style="margin-top:30px")
         scripts = ""
         if self._figures:
             scripts = (
@@ -149,5 +156,6 @@ class Page:
             '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{esc(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
-            f"{header}\n<main>\n" + "\n".join(sections) + "\n</main>\n" + scripts + "</body>\n</html>\n"
+            f"{header}\n<main>\n" + "\n".join(sections) + "\n" + footer + "\n</main>\n" + scripts
+            + "</body>\n</html>\n"
         )
