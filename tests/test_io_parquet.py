@@ -1,4 +1,4 @@
-"""States and DecisionTraces as Parquet (TRACE.md, "Parquet"): the same records, the same
+"""States and DecisionTraces as Parquet (docs/formats.md, Parquet): the same records, the same
 checks and the same metrics as JSONL, and `convert` between the two."""
 
 import gzip

@@ -1,4 +1,4 @@
-"""Suggestion files (TRACE.md, "Suggestion files"): the one module that writes and reads them.
+"""Suggestion files (docs/formats.md, suggestion files): the one module that writes and reads them.
 
 A suggestion is a config file: `extends` names the baseline, the seven learned parameters
 are set at top level, and `[meta]` records how it was learned. Every file it names is

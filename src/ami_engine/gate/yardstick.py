@@ -7,7 +7,7 @@ built-in profile (shipped with the tool) or an applied profile whose audit recor
 its bytes (audit.py); `base` when there is none. A baseline that is weaker than that
 config in any of them is refused by name (BaselineRefused, exit code 2).
 
-"Weaker" per parameter (ENGINE.md sections 4-8): a lower J_CRITICAL,
+"Weaker" per parameter (docs/engine.md §4-8): a lower J_CRITICAL,
 CONFIDENCE_ESCALATION_FORCE, AS_SOFT_THRESHOLD or C_MIN, or a higher H_CRITICAL,
 DIVERGENCE_HARD_THRESHOLD, C_MAX or SIGMA_MAX, lets more decisions through without an
 escalation. The other non-learned parameters (SAFE_ACTION, ACTION_GRID, the weights, the

@@ -5,7 +5,7 @@ Whether a file holds states or traces is read from it: traces have a `final_acti
 Traces are streamed chunk by chunk, so a file of any length converts in bounded memory;
 states are read whole, as every command reads them. Both are checked as strictly as any
 reader checks them, and nothing is written when a record is bad. The DecisionTrace
-fields (TRACE.md) are kept; other fields of foreign traces are not carried over.
+fields (docs/formats.md) are kept; other fields of foreign traces are not carried over.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The optimisation history that `learn` writes (TRACE.md, "Optimisation history").
+"""The optimisation history that `learn` writes (docs/formats.md, history).
 
 One JSON object per line, one line per optimisation step; a reader needs at least `step`
 and `L` on each line and keeps every other field as written. A step where no candidate was

@@ -1,4 +1,4 @@
-"""States and DecisionTraces as Parquet (TRACE.md, "Parquet"): one file, or a folder of them.
+"""States and DecisionTraces as Parquet (docs/formats.md, Parquet): one file, or a folder of them.
 
 A folder is read as one data set: its `.parquet` files in sorted path order (hive-style
 partition folders such as `day=2026-11-29/` sort by their value), hidden files skipped.
@@ -30,7 +30,7 @@ ROW_GROUP_ROWS = 65536
 _COMPRESSION = "snappy"  # decodes faster than zstd, for 10% more bytes
 ACTION_SIZE = 4
 
-# Trace columns in the key order of the JSONL writer; `required` as TRACE.md has them.
+# Trace columns in the key order of the JSONL writer; `required` as docs/formats.md has them.
 TRACE_COLUMNS: tuple[str, ...] = (
     "t", "cus", "cus_raw", "delta_cus", "cus_mean", "raw_action", "final_action", "soft_clamp", "level",
     "confidence", "delta_confidence", "human_escalation", "chaos", "model", "reason", "W", "J", "H", "C",
