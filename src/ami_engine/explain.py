@@ -163,7 +163,7 @@ def _one_id(ids: list[Any], lines: list[int], wanted: str, source: str, among: s
 
 
 def _parquet(path: Any) -> bool:
-    return isinstance(path, (str, os.PathLike)) and parquet.is_parquet(path)
+    return parquet.is_parquet(path)
 
 
 def _nonblank_lines(path: str | os.PathLike[str]) -> list[int]:

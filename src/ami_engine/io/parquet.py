@@ -60,7 +60,10 @@ def _pa() -> Any:
 
 
 def is_parquet(path: str | os.PathLike[str]) -> bool:
-    """True for a `.parquet` file or a folder (a folder of Parquet files is one data set)."""
+    """True for a `.parquet` file or a folder (a folder of Parquet files is one data set);
+    False for anything that is not a path (stdin read into memory)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
     text = os.fspath(path)
     return text.lower().endswith(PARQUET_SUFFIX) or (text != "-" and os.path.isdir(text))
 
