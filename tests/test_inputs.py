@@ -88,8 +88,8 @@ def test_symlink_loop_and_folder_are_refused_naming_the_path(tmp_path):
     loop = tmp_path / "loop.jsonl"
     loop.symlink_to(loop)
     assert "symbolic links" in refused(invoke("metrics", loop), loop)
-    assert "directory" in refused(invoke("metrics", tmp_path), tmp_path)
-    assert "directory" in refused(invoke("run", "--states", tmp_path, "--out", tmp_path / "t.jsonl"), tmp_path)
+    assert "no .parquet files in the folder" in refused(invoke("metrics", tmp_path), tmp_path)
+    assert "no .parquet files in the folder" in refused(invoke("run", "--states", tmp_path, "--out", tmp_path / "t.jsonl"), tmp_path)
 
 
 @pytest.mark.parametrize("deep", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000])
@@ -282,7 +282,8 @@ def test_learn_reads_stdin_and_a_reject_leaves_no_earlier_suggestion(tmp_path):
     text = "".join(json.dumps({**GOOD, "risk": 0.05 * (i % 19), "stream": f"s{i % 6}"}) + "\n" for i in range(60))
     result = invoke("learn", "--states", "-", "--regression", regression, "--strategy", "random", "--budget", 2,
                     "--batch-size", 2, "--out", out, "--history", history, stdin=text)
-    assert result.exit_code == 1, result.output
+    # No candidate passes the suite, so the run ends with nothing to suggest.
+    assert result.exit_code == 0 and "no improvement found" in result.output, result.output
     assert not out.exists() and "removed" in result.stderr
     assert json.loads(history.read_text().splitlines()[0])["L"] != 9  # this run's history
 

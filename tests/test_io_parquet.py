@@ -261,5 +261,10 @@ def test_explain_picks_a_parquet_row_as_it_picks_a_jsonl_line(tmp_path):
     write_states(tmp_path / "s.parquet", states)
     a = invoke("explain", "--states", tmp_path / "s.jsonl", "--line", 17, "--json")
     b = invoke("explain", "--states", tmp_path / "s.parquet", "--line", 17, "--json")
-    assert a.exit_code == 0 and a.output == b.output
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    picked_a, picked_b = json.loads(a.output), json.loads(b.output)
+    assert picked_b["picked"]["file"].endswith("s.parquet") and picked_b["picked"]["line"] == 17
+    for doc in (picked_a, picked_b):
+        doc.pop("picked")
+    assert picked_a == picked_b
     assert invoke("explain", "--states", tmp_path / "s.parquet", "--line", 31).exit_code == 2

@@ -176,13 +176,13 @@ def test_a_confidence_outside_0_1_is_still_an_error(tmp_path):
 def test_check_lists_null_confidence_records_as_findings_and_passes(original):
     records, path = original
     null_lines = [i + 1 for i, r in enumerate(records) if r["confidence"] is None]
-    result = invoke("check", path, "--json")
+    result = invoke("check", path, "--profile", "base", "--json")
     assert result.exit_code == 0, result.output
     got = json.loads(result.output)
     assert got["violations"] == []
     assert [f["line"] for f in got["findings"]] == null_lines
     assert {f["kind"] for f in got["findings"]} == {"null_confidence"}
-    text = invoke("check", path)
+    text = invoke("check", path, "--profile", "base")
     assert text.exit_code == 0
     assert f"{path}:{null_lines[0]}: finding (null_confidence): confidence:" in text.output
     assert "not violations" in text.output
@@ -192,7 +192,7 @@ def test_findings_do_not_hide_a_broken_invariant(tmp_path):
     records = original_records(60, seed=3)
     l2 = next(i for i, r in enumerate(records) if r["level"] == 2)
     records[l2]["human_escalation"] = False
-    result = invoke("check", write_records(tmp_path, records), "--json")
+    result = invoke("check", write_records(tmp_path, records), "--profile", "base", "--json")
     assert result.exit_code == 1
     got = json.loads(result.output)
     assert [v["line"] for v in got["violations"]] == [l2 + 1]

@@ -61,7 +61,7 @@ def test_a_baseline_found_by_name_is_an_audited_yardstick(project, monkeypatch):
 
 def test_learn_starts_from_a_profile_found_by_name(project, monkeypatch):
     monkeypatch.chdir(project)
-    result = invoke("learn", "--scenario", "safe", "--n", 300, "--budget", 2, "--strategy", "random",
+    result = invoke("learn", "--scenario", "chaos", "--n", 300, "--budget", 4, "--strategy", "random",
                     "--profile", "tuned", "--out", "out/s.toml", "--json")
     assert result.exit_code == 0, result.output
     doc = tomllib.loads((project / "out" / "s.toml").read_text())

@@ -179,7 +179,7 @@ def test_learn_never_touches_a_study_path_that_holds_other_data(tmp_path):
     assert result.exit_code == 2 and "--study" in result.output and "refusing to use or replace" in result.output
     assert data.read_text() == '{"physical": 0.5}\n' and not (tmp_path / "s.toml").exists()
     result = invoke(*LEARN, "--out", tmp_path / "s.toml", "--study", "foo://x")
-    assert result.exit_code == 2 and "--study" in result.output and "unknown storage scheme" in result.output
+    assert result.exit_code == 2 and "--study" in result.output and "unknown storage URL scheme" in result.output
 
 
 def test_a_rerun_without_resume_or_fresh_changes_nothing_and_says_what_to_do(tmp_path):

@@ -116,7 +116,7 @@ def test_suggestion_document_makes_paths_relative_to_the_output(tmp_path, monkey
     assert builtin["extends"] == "base" and "baseline_file" not in builtin["meta"]
 
 
-@pytest.mark.parametrize("n, message", [(10**11, "is not the number of records"), (1500.0, "expected an integer"),
+@pytest.mark.parametrize("n, message", [(10**11, "of memory"), (1500.0, "expected an integer"),
                                         (True, "expected an integer")])
 def test_tampered_scenario_metadata_is_refused_before_any_work(tmp_path, n, message):
     scenario = {"name": "chaos", "n": n, "seed": 1, "streams": 8}
@@ -124,7 +124,7 @@ def test_tampered_scenario_metadata_is_refused_before_any_work(tmp_path, n, mess
             "split": {"seed": 1, "train_fraction": 0.8}}
     path = tmp_path / "s.toml"
     path.write_text(dumps_toml({"extends": "base", "meta": meta}))
-    with pytest.raises(SuggestionError, match=rf"\[meta.data.scenario\] n: .*{message}"):
+    with pytest.raises(SuggestionError, match=rf"meta.data.*{message}"):
         Suggestion.read(path).held_out()
     result = invoke("gate", path)
     assert result.exit_code == 2 and message in result.output

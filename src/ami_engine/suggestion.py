@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from .learning.offline_loop import LearnData
 
 
-MAX_SCENARIO_STATES = 100_000_000  # a scenario a suggestion names is rebuilt in memory
 
 
 class SuggestionError(ConfigError):
@@ -223,7 +222,13 @@ class Suggestion:
     def data(self, override: str | Path | None = None) -> LearnData | None:
         """The data the suggestion was learned on, or None when it names none. `override`
         points at a copy of its data file (accepted only with the same SHA-256)."""
-        from .learning.offline_loop import LearnError, data_from_scenario, data_from_states_file, data_from_traces_file
+        from .learning.offline_loop import (
+            LearnError,
+            data_from_scenario,
+            data_from_states_file,
+            data_from_traces_file,
+            meta_field,
+        )
 
         table = self._table("data")
         if table is None:
@@ -235,15 +240,13 @@ class Suggestion:
             if source == "scenario":
                 if override is not None:
                     raise SuggestionError(f"--data {override}: {self.name} was learned on a scenario, not a file")
-                sc = table.get("scenario")
-                if not isinstance(sc, Mapping):
-                    raise SuggestionError(f"{self.name}: [meta.data.scenario]: missing or not a table")
-                n, seed, streams = (self._whole(sc, key) for key in ("n", "seed", "streams"))
-                if not 1 <= n <= MAX_SCENARIO_STATES or n != table.get("n_records", n):
-                    raise SuggestionError(f"{self.name}: [meta.data.scenario] n: {n} is not the number of records "
-                                          f"learned on (n_records {table.get('n_records')!r}, at most "
-                                          f"{MAX_SCENARIO_STATES})")
-                data = data_from_scenario(sc["name"], n, seed, streams)
+                sc = meta_field(table, "scenario", dict, "data")
+                name = meta_field(sc, "name", str, "data.scenario")
+                n, seed, streams = (meta_field(sc, key, int, "data.scenario") for key in ("n", "seed", "streams"))
+                if n != table.get("n_records", n):
+                    raise SuggestionError(f"{self.name}: meta.data.scenario.n: {n} is not the number of records "
+                                          f"learned on (n_records {table.get('n_records')!r})")
+                data = data_from_scenario(name, n, seed, streams)  # refuses a size that cannot fit in memory
             elif source in ("states", "traces"):
                 path = self._named_file("data", table, override, "--data")
                 drop_unknown = table.get("drop_unknown", False)
@@ -256,20 +259,16 @@ class Suggestion:
                 raise SuggestionError(f"{self.name}: [meta.data] source: unknown source {source!r}")
         except KeyError as exc:
             raise SuggestionError(f"{self.name}: [meta.data.scenario]: missing key {exc}") from None
+        except LearnError as exc:
+            raise SuggestionError(f"{self.name}: {exc}") from None
         except (TypeError, ValueError) as exc:
-            if isinstance(exc, (SuggestionError, LearnError)):
+            if isinstance(exc, SuggestionError):
                 raise
             raise SuggestionError(f"{self.name}: [meta.data]: {exc}") from None
         if data.sha256 != table.get("sha256"):
             raise SuggestionError(f"{self.name}: [meta.data]: {data.description} has SHA-256 {data.sha256}, the "
                                   f"suggestion names {table.get('sha256')}; it is not the data it was learned on")
         return data
-
-    def _whole(self, table: Mapping[str, Any], key: str) -> int:
-        value = table.get(key)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SuggestionError(f"{self.name}: [meta.data.scenario] {key}: expected an integer, got {value!r}")
-        return value
 
     def held_out(self, override: str | Path | None = None) -> StateSet | None:
         """The held-out states the suggestion was gated on, rebuilt from [meta.data] and

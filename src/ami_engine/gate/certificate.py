@@ -326,4 +326,5 @@ def decision_losses(cols, weights) -> np.ndarray:
     from ..learning.loss import loss
 
     distortion = clamp_distortions(cols.soft_clamp, cols.raw_action, cols.final_action)
-    return loss((cols.level == FAIL_SAFE_LEVEL).astype(float), cols.cus, distortion, weights)
+    return loss((cols.level == FAIL_SAFE_LEVEL).astype(float), cols.cus, distortion, weights,
+                level0_rate=(cols.level == 0).astype(float), level1_rate=(cols.level == 1).astype(float))

@@ -139,9 +139,9 @@ def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
     """Rebuild the data a suggestion names, refusing when a file changed since."""
     source = data_meta.get("source")
     if source == "scenario":
-        sc = _meta_field(data_meta, "scenario", dict, "data")
-        name = _meta_field(sc, "name", str, "data.scenario")
-        n, seed, streams = (_meta_field(sc, key, int, "data.scenario") for key in ("n", "seed", "streams"))
+        sc = meta_field(data_meta, "scenario", dict, "data")
+        name = meta_field(sc, "name", str, "data.scenario")
+        n, seed, streams = (meta_field(sc, key, int, "data.scenario") for key in ("n", "seed", "streams"))
         try:
             data = data_from_scenario(name, n, seed, streams)
         except ValueError as exc:
@@ -166,7 +166,7 @@ def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
     return data
 
 
-def _meta_field(table: Any, key: str, kind: type, where: str) -> Any:
+def meta_field(table: Any, key: str, kind: type, where: str) -> Any:
     """`table[key]` when it is of `kind` (an integer is not a bool), else a LearnError naming it."""
     value = table.get(key) if isinstance(table, dict) else None
     if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
