@@ -89,7 +89,8 @@ def test_symlink_loop_and_folder_are_refused_naming_the_path(tmp_path):
     loop.symlink_to(loop)
     assert "symbolic links" in refused(invoke("metrics", loop), loop)
     assert "no .parquet files in the folder" in refused(invoke("metrics", tmp_path), tmp_path)
-    assert "no .parquet files in the folder" in refused(invoke("run", "--states", tmp_path, "--out", tmp_path / "t.jsonl"), tmp_path)
+    run_on_folder = invoke("run", "--states", tmp_path, "--out", tmp_path / "t.jsonl")
+    assert "no .parquet files in the folder" in refused(run_on_folder, tmp_path)
 
 
 @pytest.mark.parametrize("deep", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000])

@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import PROFILE_NAMES, Config, parse_config, profile_search_path
+from ..io.files import temp_path_for
 from ..io.stateset import StateSet
 from ..io.tomlfile import dumps_toml
 from ..suggestion import Suggestion
@@ -143,7 +144,7 @@ def _write_audited(target: Path, text: bytes, log: Path, entry: dict[str, Any], 
     with folder_lock(folder):
         if os.path.lexists(target) and not force:
             raise ApplyUsageError(f"--out {target}: the file exists (pass --force to replace it)")
-        temp = folder / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        temp = temp_path_for(Path(os.path.abspath(target)))
         audited = False
         try:
             with open(temp, "xb") as fh:

@@ -242,7 +242,7 @@ def open_text_lines(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[str
 _TEMP_MARK = ".ami-tmp-"
 
 
-def _temp_for(target: Path) -> Path:
+def temp_path_for(target: Path) -> Path:
     """A new temporary file name beside `target`, after clearing stale ones from its folder."""
     remove_stale_temps(target.parent)
     return target.with_name(f".{target.name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
@@ -295,7 +295,7 @@ def _compressed_if_gz(raw: IO[bytes], name: str) -> Iterator[IO[bytes]]:
 def _open_temp(target: Path) -> tuple[Path, IO[bytes]]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = _temp_for(target)
+        temp = temp_path_for(target)
         return temp, open(temp, "xb")  # noqa: SIM115 - closed by the caller
     except OSError as exc:
         raise os_input_error(exc, str(target)) from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import InputError, os_input_error
+from .files import InputError, os_input_error, temp_path_for
 from .stateset import STATE_FIELDS, StateSet
 
 PARQUET_SUFFIX = ".parquet"
@@ -853,7 +852,7 @@ def write_batches(path: str | os.PathLike[str], schema: Any, batches: Iterable[A
     if target.is_dir():
         raise InputError(str(path), None, None, "is a folder; give a .parquet file to write")
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    temp = temp_path_for(target)
     try:
         with pq.ParquetWriter(temp, schema, compression=_COMPRESSION, write_statistics=True) as writer:
             rows = _Rows([])
