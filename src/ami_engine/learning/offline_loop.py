@@ -29,7 +29,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -133,37 +132,6 @@ def data_from_traces_file(path: str) -> LearnData:
 def _named_path(path: str) -> str | None:
     """The path to record in a suggestion; None for stdin, which cannot be read again."""
     return None if path == STDIO else path
-
-
-def data_from_meta(data_meta: dict[str, Any]) -> LearnData:
-    """Rebuild the data a suggestion names, refusing when a file changed since."""
-    source = data_meta.get("source")
-    if source == "scenario":
-        sc = meta_field(data_meta, "scenario", dict, "data")
-        name = meta_field(sc, "name", str, "data.scenario")
-        n, seed, streams = (meta_field(sc, key, int, "data.scenario") for key in ("n", "seed", "streams"))
-        try:
-            data = data_from_scenario(name, n, seed, streams)
-        except ValueError as exc:
-            raise LearnError(f"meta.data.scenario: {exc}") from None
-    elif source in ("states", "traces"):
-        path = data_meta.get("path")
-        if path is None:
-            raise LearnError(f"data: the suggestion's {source} were read from stdin; they cannot be read again")
-        if not isinstance(path, str) or not Path(path).exists():
-            raise LearnError(f"data: the suggestion's {source} file {path!r} is not readable here")
-        if source == "states":
-            data = data_from_states_file(path, drop_unknown=bool(data_meta.get("drop_unknown", False)))
-        else:
-            data = data_from_traces_file(path)
-    else:
-        raise LearnError(f"data: unknown source {source!r}")
-    if data.sha256 != data_meta.get("sha256"):
-        if not isinstance(data_meta.get("sha256"), str):
-            raise LearnError(f"meta.data.sha256: expected a hex digest, got {data_meta.get('sha256')!r}")
-        raise LearnError(f"data: {data.description} has SHA-256 {data.sha256}, the suggestion names "
-                         f"{data_meta.get('sha256')}; it is not the data the suggestion was learned on")
-    return data
 
 
 def meta_field(table: Any, key: str, kind: type, where: str) -> Any:
