@@ -1,5 +1,6 @@
 """The safety gate (docs/gate.md): ACCEPT what is safe; REJECT each unsafe case, naming the check."""
 
+import hashlib
 import json
 
 import pytest
@@ -17,7 +18,7 @@ from ami_engine.gate import (
     gate_suggestion_file,
     run_gate,
 )
-from ami_engine.gate.audit import AUDIT_LOG_NAME
+from ami_engine.gate.audit import AUDIT_LOG_NAME, audit_record
 from ami_engine.gate.gate import CHECK_NAMES, check_critical_floor, check_heldout_loss, suggestion_baseline
 from ami_engine.gate.yardstick import check_baseline
 from ami_engine.io.states import read_states, write_states
@@ -275,6 +276,22 @@ def test_an_applied_profile_is_a_yardstick_only_while_its_audit_record_matches(t
     log.unlink()
     with pytest.raises(BaselineRefused, match="J_CRITICAL"):
         check_baseline(load_config(str(profile)))
+
+
+def test_a_forged_audit_line_does_not_make_a_weak_profile_a_yardstick(tmp_path):
+    """A weak 'applied profile' with a correct config_id and a log line of its own making."""
+    weak = BASE.replace(J_CRITICAL=0.1, H_CRITICAL=0.95, CONFIDENCE_ESCALATION_FORCE=0.0)
+    doc = {**weak.to_dict(), "meta": {"config_id": weak.config_id, "audit_log": "forged.jsonl"}}
+    profile = tmp_path / "weak.toml"
+    profile.write_bytes(dumps_toml(doc).encode())
+    line = {"event": "apply", "entry": "0" * 16, "config_id": weak.config_id,
+            "profile_sha256": hashlib.sha256(profile.read_bytes()).hexdigest()}
+    (tmp_path / "forged.jsonl").write_text(json.dumps(line) + "\n")
+    assert audit_record(profile) is not None  # the log does "match"
+    suggestion = tmp_path / "s.toml"
+    suggestion.write_text('extends = "weak.toml"\nJ_MIN = 0.8\n')
+    with pytest.raises(BaselineRefused, match="built-in profile base it is judged against: J_CRITICAL = 0.1"):
+        gate_suggestion_file(str(suggestion))
 
 
 def test_learn_refuses_a_weakened_baseline_before_it_searches(tmp_path):

@@ -4,7 +4,8 @@ The gate's bounds check holds every parameter learning does not touch to the bas
 value. The baseline itself may be any config file, so its own non-learned parameters are
 judged against a trusted config: the nearest one along its `extends` chain that is a
 built-in profile (shipped with the tool) or an applied profile whose audit record matches
-its bytes (audit.py); `base` when there is none. A baseline that is weaker than that
+its bytes (audit.py) and that is no weaker than some built-in (a log line alone could be
+forged); `base` when there is none. A baseline that is weaker than that
 config in any of them is refused by name (BaselineRefused, exit code 2).
 
 "Weaker" per parameter (docs/engine.md §4-8): a lower J_CRITICAL,
@@ -61,7 +62,9 @@ def yardstick_for(baseline: Config) -> Yardstick:
             break
         found = audit_record(path)
         if found is not None:
-            return Yardstick(load_config(str(path)), f"applied profile {path} (audited in {found[1]})")
+            applied = load_config(str(path))
+            if _within_a_built_in(applied):
+                return Yardstick(applied, f"applied profile {path} (audited in {found[1]})")
         if current.extends is None:
             break
         current = load_config(_relative_to(current.extends, source))
@@ -83,6 +86,16 @@ def weakened(baseline: Config, reference: Config) -> list[str]:
         elif side is None and ours != theirs:
             problems.append(f"{name} = {_plain(ours)} differs from {_plain(theirs)}")
     return problems
+
+
+def _within_a_built_in(applied: Config) -> bool:
+    """An audit log is a file like any other, so a matching line alone could be forged.
+    What `apply` guarantees is transitive: a profile it wrote keeps its baseline's
+    non-learned parameters, and that baseline was no weaker than its own yardstick, down
+    to a built-in profile. So a genuine applied profile is no weaker than some built-in;
+    one that is weaker in a parameter than every built-in is no yardstick, whatever its
+    log says."""
+    return any(not weakened(applied, load_config(name)) for name in PROFILE_NAMES)
 
 
 def check_baseline(baseline: Config) -> Yardstick:
