@@ -15,7 +15,7 @@ from ami_engine.cli import app
 from ami_engine.config import PARAMS, ConfigError, load_config
 from ami_engine.gate import ApplyRefused, ApplyUsageError, apply_suggestion, approval, gate_suggestion_file, run_gate
 from ami_engine.gate.approval import AUDIT_LOG_NAME
-from ami_engine.gate.gate import CHECK_NAMES
+from ami_engine.gate.checks import CHECK_NAMES
 from ami_engine.io.tomlfile import dumps_toml
 from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
 from ami_engine.suggestion import Suggestion

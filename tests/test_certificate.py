@@ -20,9 +20,9 @@ from ami_engine.gate.certificate import (
     mean_upper,
     promise,
 )
-from ami_engine.gate.gate import check_certificate
+from ami_engine.gate.checks import check_certificate
 from ami_engine.learning.loss import LossWeights
-from ami_engine.learning.offline_loop import data_from_scenario, metrics_from_sums, split_states
+from ami_engine.learning.offline_loop import data_from_scenario, split_states
 from ami_engine.scenario import generate
 from ami_engine.suites import critical_set
 
@@ -60,7 +60,7 @@ def test_the_mean_bound_is_above_the_mean_and_tighter_than_hoeffding():
 def test_per_decision_losses_average_to_the_engines_L(held_out):
     for config in (BASE, LEARNED):
         sums = ScoreTable(held_out, BASE).evaluate([config])[0]
-        assert decision_losses(run(held_out, config), W).mean() == pytest.approx(metrics_from_sums(sums, W)["L"])
+        assert decision_losses(run(held_out, config), W).mean() == pytest.approx(sums.loss(W))
 
 
 def test_a_config_against_itself_is_certified_with_a_bound_of_zero(held_out):

@@ -19,7 +19,8 @@ from ami_engine.gate import (
     run_gate,
 )
 from ami_engine.gate.audit import AUDIT_LOG_NAME, audit_record
-from ami_engine.gate.gate import CHECK_NAMES, check_critical_floor, check_heldout_loss, suggestion_baseline
+from ami_engine.gate.checks import CHECK_NAMES, check_critical_floor, check_heldout_loss
+from ami_engine.gate.suggestions import suggestion_baseline
 from ami_engine.gate.yardstick import check_baseline
 from ami_engine.io.states import read_states, write_states
 from ami_engine.io.stateset import STATE_FIELDS

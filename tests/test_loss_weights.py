@@ -2,21 +2,15 @@
 
 import tomllib
 
-import numpy as np
 import pytest
 
 from ami_engine.config import load_config
-from ami_engine.engine import kernel as K
+from ami_engine.engine import ScoreTable
 from ami_engine.gate import gate_suggestion_file
 from ami_engine.io.tomlfile import dumps_toml
 from ami_engine.learning.loss import LossWeights, loss
-from ami_engine.learning.offline_loop import (
-    LearnSettings,
-    data_from_scenario,
-    learn,
-    losses_from_sums,
-    metrics_from_sums,
-)
+from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
+from ami_engine.scenario import generate
 
 BASE = load_config("base")
 
@@ -50,14 +44,16 @@ def test_L_with_a_fourth_weight_subtracts_the_non_fail_reward():
 
 
 def test_the_learning_loop_computes_L_with_the_fourth_weight():
-    sums = np.zeros((2, K.N_SUMS))
-    sums[:, K.S_N] = 10
-    sums[0, [K.S_L0, K.S_L1, K.S_L2, K.S_CUS, K.S_DISTORTION]] = [5, 3, 2, 4.0, 0.5]
-    sums[1, [K.S_L0, K.S_L1, K.S_L2, K.S_CUS, K.S_DISTORTION]] = [1, 1, 8, 9.0, 0.1]
+    states = generate("chaos", 400, 2)
+    configs = [BASE, BASE.replace(J_MIN=0.5, H_MAX=0.4)]
+    sums = ScoreTable(states, BASE).evaluate(configs)
     w = LossWeights(1.5, 1.0, 0.5, 0.8)
-    one = metrics_from_sums(sums[0], w)
-    assert one["L"] == pytest.approx(1.5 * 0.2 + 0.4 + 0.5 * 0.05 - 0.8 * (0.5 + 0.5 * 0.3))
-    assert losses_from_sums(sums, w) == pytest.approx([one["L"], metrics_from_sums(sums[1], w)["L"]])
+    for j, one in enumerate(sums):
+        l0, l1, _ = one.level_rates
+        expected = 1.5 * one.fail_safe_rate + one.mean_cus + 0.5 * one.clamp_distortion - 0.8 * (l0 + 0.5 * l1)
+        assert one.figures(w)["L"] == pytest.approx(expected)
+        assert sums.loss(w)[j] == one.figures(w)["L"]
+    assert sums.loss(w)[0] != sums.loss(LossWeights(1.5, 1.0, 0.5))[0]
 
 
 def _learn(weights):

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config
-from .engine import ActionSpace
-from .engine import kernel as K
+from .engine import TIE, ActionSpace, confidence_and_margin, is_candidate
 from .engine.scores import score_action, selection_score
 from .io import parquet
 from .io.files import InputError, display_name, open_binary
@@ -38,16 +37,16 @@ def explain_decision(state_row: np.ndarray, config: Config, trace: dict[str, Any
     for a, action in enumerate(space.actions):
         W, J, H, C = score_action(state_row, *action)
         S = selection_score(W, J, H, C, space.score_weights)
-        conf, margin = K.confidence_and_margin(W, J, H, C, cfg)
+        conf, margin = confidence_and_margin(W, J, H, C, cfg)
         rows.append({"index": a, "action": action.tolist(), "W": W, "J": J, "H": H, "C": C, "S": S,
-                     "candidate": bool(K.is_candidate(J, H, C, cfg)), "margin": margin, "confidence": conf,
+                     "candidate": bool(is_candidate(J, H, C, cfg)), "margin": margin, "confidence": conf,
                      "fails": _fails(J, H, C, config)})
     candidates = sorted((r for r in rows if r["candidate"]), key=lambda r: (-r["S"], r["index"]))
     for rank, r in enumerate(candidates, start=1):
         r["rank"] = rank
     distinct: list[float] = []
     for r in candidates:
-        if not distinct or r["S"] < distinct[-1] - K.TIE:
+        if not distinct or r["S"] < distinct[-1] - TIE:
             distinct.append(r["S"])
     out: dict[str, Any] = {
         "state": dict(zip(STATE_FIELDS, map(float, state_row))),
@@ -73,7 +72,7 @@ def explain_decision(state_row: np.ndarray, config: Config, trace: dict[str, Any
             out["AS_norm"] = 1 - math.exp(-config["UNCERTAINTY_AS_LAMBDA"] * out["AS"])
         else:
             out["DE_norm"], out["AS"], out["AS_norm"] = 0.0, None, 1.0
-        ties = [r for r in candidates if r["S"] >= candidates[0]["S"] - K.TIE]
+        ties = [r for r in candidates if r["S"] >= candidates[0]["S"] - TIE]
         out["selected"] = min(ties, key=lambda r: r["index"])
     else:
         out["no_candidate"] = no_candidate_text(config, trace)

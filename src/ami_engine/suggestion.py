@@ -33,7 +33,7 @@ from .io.tomlfile import dumps_toml, parse_toml
 
 if TYPE_CHECKING:
     from .io.stateset import StateSet
-    from .learning.offline_loop import LearnData
+    from .learning.data import LearnData
 
 
 
@@ -222,13 +222,8 @@ class Suggestion:
     def data(self, override: str | Path | None = None) -> LearnData | None:
         """The data the suggestion was learned on, or None when it names none. `override`
         points at a copy of its data file (accepted only with the same SHA-256)."""
-        from .learning.offline_loop import (
-            LearnError,
-            data_from_scenario,
-            data_from_states_file,
-            data_from_traces_file,
-            meta_field,
-        )
+        from .learning.data import data_from_scenario, data_from_states_file, data_from_traces_file, meta_field
+        from .learning.settings import LearnError
 
         table = self._table("data")
         if table is None:
@@ -273,7 +268,7 @@ class Suggestion:
     def held_out(self, override: str | Path | None = None) -> StateSet | None:
         """The held-out states the suggestion was gated on, rebuilt from [meta.data] and
         [meta.split]; None when it names no data."""
-        from .learning.offline_loop import split_states
+        from .learning.split import split_states
 
         data_meta, split_meta = self.meta.get("data"), self.meta.get("split")
         if data_meta is None and split_meta is None:

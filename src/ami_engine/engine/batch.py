@@ -16,6 +16,7 @@ from ..io.traces import TraceColumns
 from ..io.traces import trace_records as _io_trace_records
 from . import kernel
 from .scores import action_grid
+from .sums import EngineSums
 
 BLOCK = 256  # states per parallel work item in the pre-decision pass
 _PRE_BYTES_PER_DECISION = 4 + 1 + 1 + 8 * kernel.PRE_FLOATS
@@ -259,11 +260,11 @@ class ScoreTable:
                       + _Streams.bytes_per_config(self.n_streams, window))
         return max(1, memory_bytes // max(1, per_config))
 
-    def evaluate(self, configs: Sequence[Config], *, memory_bytes: int = 128 << 20) -> np.ndarray:
-        """Per-config sums over all states (columns: kernel.S_*), shape (len(configs), N_SUMS)."""
+    def evaluate(self, configs: Sequence[Config], *, memory_bytes: int = 128 << 20) -> EngineSums:
+        """Each config's sums over all states, in the order of `configs` (`result[i]`: config i's)."""
         cfgs = self._check(configs)
         if not cfgs.shape[0]:
-            return np.zeros((0, kernel.N_SUMS))
+            return EngineSums.empty()
         step = self.chunk_size(memory_bytes, int(cfgs[:, kernel.WINDOW].max()))
         nothing = _Outputs(0, 0, full=False)
         totals = []
@@ -274,7 +275,7 @@ class ScoreTable:
                 _finish(part.values, self.space, chunk, part.layout, self._pre(part, chunk), part.start, streams,
                         nothing)
             totals.append(streams.totals())
-        return np.concatenate(totals)
+        return EngineSums(np.concatenate(totals))
 
     def run(self, config: Config) -> TraceColumns:
         """Full per-decision columns of one config through the sweep path."""

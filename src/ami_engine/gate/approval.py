@@ -44,7 +44,9 @@ from .audit import (
     fsync_folder,
     sha256_bytes,
 )
-from .gate import GateReport, GateThresholds, gate_suggestion
+from .gate import GateThresholds
+from .suggestions import gate_suggestion
+from .verdict import GateReport
 
 __all__ = ["AUDIT_LOG_NAME", "ApplyRefused", "ApplyResult", "ApplyUsageError", "apply_suggestion"]
 

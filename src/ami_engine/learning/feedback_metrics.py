@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from ..figures import FAIL_SAFE_LEVEL, N_LEVELS, Figures
 from ..io import parquet
 from ..io.files import (
     DEFAULT_BLOCK_BYTES,
@@ -46,16 +47,16 @@ from ..io.files import (
 from ..io.parquet import is_parquet
 from ..io.traces import RequiredTraceRecord, action_matrix, iter_trace_blocks
 
-FAIL_SAFE_LEVEL = 2
-N_LEVELS = 3
 # Below this many blocks a file is read in this process: starting workers would cost more.
 _MIN_BLOCKS_TO_SHARE = 4
 _TASKS_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
-class MetricSums:
-    """Counts and sums over a set of decisions; add two to get those of both sets.
+class MetricSums(Figures):
+    """Counts and sums over a set of decisions; add two to get those of both sets. The
+    figures (fail_safe_rate, mean_cus, clamp_distortion, level_rates, loss) are those of
+    figures.Figures, read from these exact sums.
 
     The rates are NaN for an empty set (there is no rate of nothing). `n_null_confidence`
     counts the records whose confidence is null.
@@ -97,21 +98,14 @@ class MetricSums:
         # A fraction divided by an integer and rounded once: the correctly rounded rate.
         return float(Fraction(total) / self.n) if self.n else math.nan
 
-    @property
-    def fail_safe_rate(self) -> float:
-        return self._per_record(self.n_level[FAIL_SAFE_LEVEL])
+    def _level_total(self, level: int) -> int:
+        return self.n_level[level]
 
-    @property
-    def mean_cus(self) -> float:
-        return self._per_record(self.exact_cus)
+    def _cus_total(self) -> Fraction:
+        return self.exact_cus
 
-    @property
-    def clamp_distortion(self) -> float:
-        return self._per_record(self.exact_distortion)
-
-    @property
-    def level_rates(self) -> tuple[float, float, float]:
-        return tuple(self._per_record(c) for c in self.n_level)  # type: ignore[return-value]
+    def _distortion_total(self) -> Fraction:
+        return self.exact_distortion
 
     @property
     def human_escalation_rate(self) -> float:
@@ -342,4 +336,6 @@ def _sums_of_range(path: str, first_block: int, stop_block: int, block_bytes: in
     return result
 
 
-__all__ = ["MetricSums", "clamp_distortions", "exact_sum", "metrics_from_traces", "sums_from_columns"]
+__all__ = [
+    "FAIL_SAFE_LEVEL", "MetricSums", "clamp_distortions", "exact_sum", "metrics_from_traces", "sums_from_columns",
+]

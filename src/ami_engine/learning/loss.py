@@ -13,6 +13,7 @@ With w4 = 0 (the default) the two are the same L, and the weights are written as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,12 @@ class LossWeights:
         """[w1, w2, w3], and w4 after them only when it is not 0."""
         weights = [self.fail_safe_rate, self.mean_cus, self.clamp_distortion]
         return weights + [self.non_fail_reward] if self.non_fail_reward else weights
+
+    def of(self, figures: Any) -> Any:
+        """L of a set of decisions from its figures (figures.Figures: one config's, or arrays of many)."""
+        level0, level1 = figures.level_rates[:2] if self.non_fail_reward else (None, None)
+        return loss(figures.fail_safe_rate, figures.mean_cus, figures.clamp_distortion, self,
+                    level0_rate=level0, level1_rate=level1)
 
 
 def loss(fail_safe_rate, mean_cus, clamp_distortion, weights: LossWeights = LossWeights(), *,

@@ -25,237 +25,30 @@ gate was given: the candidate is not accepted, whatever its figures).
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from .. import ENGINE_MODEL, __version__
+from .. import ENGINE_MODEL
 from ..config import Config
-from ..engine import REASONS, ScoreTable, run
-from ..engine import kernel as K
-from ..gate.certificate import DEFAULT_DELTA, check_delta, promise
-from ..gate.constraints import CriticalFloor, regression_failures
-from ..io.files import STDIO, read_once
-from ..io.stateset import STATE_FIELDS, StateSet
-from ..scenario import generate
-from ..suites import critical_set, profile_suite
-from .loss import LossWeights, loss
+from ..engine import ScoreTable
+from ..io.stateset import StateSet
+from ..suites import critical_set
+from .bounds import check_delta
+from .constraints import regression_failures
+from .data import LearnData, data_from_scenario, data_from_states_file, data_from_traces_file, meta_field
+from .needless import NEEDLESS_DEFINITION, needless_fail_safes
 from .policy_optimizer import SearchSpace, make_strategy
+from .result import ACCEPTED, NO_IMPROVEMENT, NOT_GATED, REJECTED, LearnResult, worse_figures
+from .result import build_result as _result
+from .settings import DEFAULT_BATCH, MAX_GATE_TRIES, LearnError, LearnSettings
+from .split import Split, split_states
 from .study import StudyStore, make_fingerprint
-
-DEFAULT_BATCH = 32
-MAX_GATE_TRIES = 3
-ACCEPTED, REJECTED, NO_IMPROVEMENT, NOT_GATED = "accepted", "rejected", "no improvement", "not gated"
-
-
-class LearnError(ValueError):
-    """The loop cannot run on this input (exit code 2)."""
-
-
-# ------------------------------------------------------------------------------ data
-
-
-@dataclass(frozen=True)
-class LearnData:
-    """The states to learn from, and where they came from (for the suggestion's [meta])."""
-
-    states: StateSet
-    source: str  # "scenario", "states" or "traces"
-    description: str
-    sha256: str
-    path: str | None = None
-    scenario: dict[str, Any] | None = None
-    drop_unknown: bool = False  # unknown keys of the states file were left out on request
-
-    def meta(self) -> dict[str, Any]:
-        _, n_streams = self.states.stream_codes()
-        out: dict[str, Any] = {"source": self.source, "description": self.description, "sha256": self.sha256,
-                               "n_records": len(self.states), "n_streams": n_streams}
-        if self.path is not None:
-            out["path"] = self.path
-        if self.scenario is not None:
-            out["scenario"] = self.scenario
-        if self.drop_unknown:
-            out["drop_unknown"] = True
-        return out
-
-
-def data_from_scenario(name: str, n: int, seed: int, streams: int = 8) -> LearnData:
-    states = generate(name, n, seed, streams)
-    digest = hashlib.sha256(np.ascontiguousarray(states.values).tobytes()).hexdigest()
-    return LearnData(states, "scenario", f"scenario {name}, n={n}, seed={seed}, streams={streams}", digest,
-                     scenario={"name": name, "n": n, "seed": seed, "streams": streams})
-
-
-def data_from_states_file(path: str, *, drop_unknown: bool = False) -> LearnData:
-    """The states of a states file (`-` = stdin) or Parquet data set; a file is read once,
-    and its SHA-256 is that of the bytes the states were read from. With `drop_unknown`,
-    keys that are not part of a state are left out (and recorded, so that the data can be
-    rebuilt the same way)."""
-    from ..io.parquet import dataset_sha256, is_parquet
-    from ..io.states import read_states
-
-    if is_parquet(path):
-        return LearnData(read_states(path, drop_unknown=drop_unknown), "states", f"states {path}",
-                         dataset_sha256(path), path=path, drop_unknown=drop_unknown)
-    loaded = read_once(path)
-    return LearnData(read_states(loaded, drop_unknown=drop_unknown), "states", f"states file {loaded.name}",
-                     loaded.sha256, path=_named_path(path), drop_unknown=drop_unknown)
-
-
-def data_from_traces_file(path: str) -> LearnData:
-    """Replay: the states carried by a traces file (`-` = stdin), stream by stream in file
-    order; read once, like a states file."""
-    from ..io.parquet import dataset_sha256, is_parquet
-    from ..io.traces import read_trace_states
-
-    if is_parquet(path):
-        found, name, digest = read_trace_states(path), str(path), dataset_sha256(path)
-    else:
-        loaded = read_once(path)
-        found, name, digest = read_trace_states(loaded), loaded.name, loaded.sha256
-    if found.n_records == 0:
-        raise LearnError(f"{path}: no traces in the file")
-    if found.missing:
-        raise LearnError(
-            f"{path}: {found.missing} of {found.n_records} records carry no `state` (first: line "
-            f"{found.first_missing}); traces without states give metrics only: use `ami-engine metrics` on this "
-            "file, or pass the states with --states")
-    return LearnData(found.states, "traces", f"traces file {name} (replayed)", digest,
-                     path=_named_path(path))
-
-
-def _named_path(path: str) -> str | None:
-    """The path to record in a suggestion; None for stdin, which cannot be read again."""
-    return None if path == STDIO else path
-
-
-def meta_field(table: Any, key: str, kind: type, where: str) -> Any:
-    """`table[key]` when it is of `kind` (an integer is not a bool), else a LearnError naming it."""
-    value = table.get(key) if isinstance(table, dict) else None
-    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
-        shown = "missing" if value is None else f"got {value!r}"
-        raise LearnError(f"meta.{where}.{key}: expected {_KIND_NAMES[kind]}, {shown}")
-    return value
-
-
-_KIND_NAMES = {dict: "a table", str: "a text", int: "an integer >= 0"}
-
-
-# ----------------------------------------------------------------------------- split
-
-
-@dataclass(frozen=True)
-class Split:
-    train: np.ndarray  # positions in the data, input order kept
-    held_out: np.ndarray
-    method: str  # "by_stream" or "in_time"
-    train_fraction: float
-    seed: int
-
-    def meta(self) -> dict[str, Any]:
-        return {"method": self.method, "train_fraction": self.train_fraction, "seed": self.seed,
-                "n_train": int(self.train.size), "n_heldout": int(self.held_out.size)}
-
-
-def split_states(states: StateSet, seed: int, train_fraction: float = 0.8) -> Split:
-    """docs/learning.md §2: with 5 or more streams whole streams go to one side (the seeded shuffle
-    of streams whose train share comes nearest the fraction); with fewer, each stream's
-    first `train_fraction` of decisions trains and the rest is held out."""
-    if not 0.0 < train_fraction < 1.0:
-        raise LearnError(f"split: train fraction must be in (0, 1), got {train_fraction}")
-    codes, n_streams = states.stream_codes()
-    n = len(states)
-    if n < 2:
-        raise LearnError(f"data: {n} state(s); at least 2 are needed for a train/held-out split")
-    if n_streams >= 5:
-        sizes = np.bincount(codes, minlength=n_streams)
-        shuffled = np.random.default_rng(seed).permutation(n_streams)
-        cum = np.cumsum(sizes[shuffled])[:-1]  # at least one stream each side
-        k = int(np.argmin(np.abs(cum - train_fraction * n))) + 1
-        in_train = np.zeros(n_streams, dtype=bool)
-        in_train[shuffled[:k]] = True
-        mask = in_train[codes]
-        method = "by_stream"
-    else:
-        mask = np.zeros(n, dtype=bool)
-        for s in range(n_streams):
-            pos = np.flatnonzero(codes == s)
-            mask[pos[: int(math.floor(train_fraction * pos.size + 0.5))]] = True
-        method = "in_time"
-        if mask.all() or not mask.any():
-            raise LearnError("split: too few states to hold any out")
-    return Split(np.flatnonzero(mask), np.flatnonzero(~mask), method, train_fraction, seed)
-
-
-# ------------------------------------------------------------------------- evaluation
-
-
-def metrics_from_sums(sums: np.ndarray, weights: LossWeights) -> dict[str, Any]:
-    """The feedback metrics and L from one row of engine sums."""
-    n = sums[K.S_N]
-    out = {
-        "fail_safe_rate": sums[K.S_L2] / n,
-        "mean_cus": sums[K.S_CUS] / n,
-        "clamp_distortion": sums[K.S_DISTORTION] / n,
-    }
-    level_rates = [float(sums[K.S_L0 + j] / n) for j in range(3)]
-    out = {"L": float(loss(out["fail_safe_rate"], out["mean_cus"], out["clamp_distortion"], weights,
-                           level0_rate=level_rates[0], level1_rate=level_rates[1])),
-           **{k: float(v) for k, v in out.items()}}
-    out["level_rates"] = level_rates
-    out["human_escalation_rate"] = float(sums[K.S_L2] / n)
-    out["n"] = int(n)
-    return out
-
-
-def losses_from_sums(sums: np.ndarray, weights: LossWeights) -> np.ndarray:
-    n = sums[:, K.S_N]
-    return loss(sums[:, K.S_L2] / n, sums[:, K.S_CUS] / n, sums[:, K.S_DISTORTION] / n, weights,
-                level0_rate=sums[:, K.S_L0] / n, level1_rate=sums[:, K.S_L1] / n)
 
 
 def with_learned(baseline: Config, row: np.ndarray, space: SearchSpace) -> Config:
     return baseline.replace(**space.to_dict(row))
-
-
-# --------------------------------------------------------------------------- search
-
-
-@dataclass
-class LearnSettings:
-    strategy: str = "tpe"
-    budget: int = 300
-    seed: int = 0
-    batch_size: int = DEFAULT_BATCH
-    weights: LossWeights = field(default_factory=LossWeights)
-    train_fraction: float = 0.8
-    critical: CriticalFloor = field(default_factory=CriticalFloor)
-    strategy_options: dict[str, Any] = field(default_factory=dict)
-    delta: float = DEFAULT_DELTA  # the suggestion's promise holds at 1 - delta
-
-    @property
-    def gate_delta(self) -> float:
-        """The certificate's delta for each finalist the gate tries (Bonferroni)."""
-        return self.delta / MAX_GATE_TRIES
-
-
-@dataclass
-class LearnResult:
-    suggestion: Config
-    suggestion_toml: dict[str, Any]
-    history: list[dict[str, Any]]
-    gate: Any  # GateReport
-    accepted: bool
-    needless: dict[str, Any]
-    summary: dict[str, Any]
-    held_out: StateSet
-    status: str = ACCEPTED
-    grid_note: str | None = None
 
 
 def _fingerprint(data: LearnData, baseline: Config, settings: LearnSettings, regression: StateSet | None) -> str:
@@ -349,7 +142,7 @@ def learn(
 
     X_all = np.concatenate(X_hist)
     y_all = np.concatenate(y_hist)
-    base_L = float(losses_from_sums(train_table.evaluate([baseline]), settings.weights)[0])
+    base_L = float(train_table.evaluate([baseline]).loss(settings.weights)[0])
     order = np.argsort(y_all, kind="stable")
     # Only a candidate that beats the baseline's own training loss is worth suggesting.
     better = [int(i) for i in order if y_all[i] < base_L - 1e-12 * max(1.0, abs(base_L))]
@@ -379,12 +172,11 @@ def learn(
 
 
 def _evaluate_batch(configs, train_table, crit_table, crit_base, reg_table, regression, settings):
-    sums = train_table.evaluate(configs)
-    losses = losses_from_sums(sums, settings.weights)
+    losses = train_table.evaluate(configs).loss(settings.weights)
     crit_sums = crit_table.evaluate(configs)
     # The floor on confidence bounds, as the gate's certificate judges it (not on point estimates).
     ok = settings.critical.certified(crit_sums, crit_base, settings.gate_delta)
-    rates, mean_h = settings.critical.figures(crit_sums)
+    rates, mean_h = crit_sums.fail_safe_rate, crit_sums.mean_H
     extras = []
     for j, cfg in enumerate(configs):
         reg_fail = 0
@@ -407,8 +199,8 @@ def _step_best(best, X, y):
 
 def _history_line(step, row, baseline, space, train_table, held_table, weights) -> dict[str, Any]:
     cfg = with_learned(baseline, row, space)
-    train = metrics_from_sums(train_table.evaluate([cfg])[0], weights)
-    held = metrics_from_sums(held_table.evaluate([cfg])[0], weights)
+    train = train_table.evaluate([cfg])[0].figures(weights)
+    held = held_table.evaluate([cfg])[0].figures(weights)
     line: dict[str, Any] = {"step": step}
     line.update({k: train[k] for k in ("L", "fail_safe_rate", "mean_cus", "clamp_distortion")})
     line.update(space.to_dict(row))
@@ -416,170 +208,10 @@ def _history_line(step, row, baseline, space, train_table, held_table, weights) 
     return line
 
 
-# ------------------------------------------------------------------ needless fail-safes
-
-
-def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, bins: int = 10) -> dict[str, Any]:
-    """docs/learning.md §8: the decisions that are L2 under the baseline and not under the
-    suggestion, by the baseline's reason and by state region."""
-    base = run(states, baseline)
-    sugg = run(states, suggestion)
-    base_l2 = base.level == 2
-    removed = base_l2 & (sugg.level < 2)
-    still = base_l2 & (sugg.level == 2)
-    by_reason = {REASONS[r]: int(np.sum(removed & (base.reason == r))) for r in range(len(REASONS))}
-    by_reason = {k: v for k, v in by_reason.items() if v}
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    fields, histograms, contrasts = [], {}, []
-    values = states.values
-    for j, name in enumerate(STATE_FIELDS):
-        col = values[:, j]
-        mean_all = float(col.mean())
-        mean_removed = float(col[removed].mean()) if removed.any() else None
-        mean_still = float(col[still].mean()) if still.any() else None
-        fields.append({"field": name, "mean_needless": mean_removed, "mean_all": mean_all,
-                       "mean_still_l2": mean_still})
-        histograms[name] = {"edges": [float(e) for e in edges],
-                            "all": np.histogram(col, edges)[0].tolist(),
-                            "needless": np.histogram(col[removed], edges)[0].tolist()}
-        if mean_removed is not None:
-            spread = float(col.std()) or 1.0
-            contrasts.append(((mean_removed - mean_all) / spread, name, mean_removed, mean_all))
-    contrasts.sort(key=lambda c: -abs(c[0]))
-    summary = [
-        f"{name} is {'high' if z > 0 else 'low'} (mean {m:.2f} vs {a:.2f} over all states)"
-        for z, name, m, a in contrasts[:3] if abs(z) >= 0.1
-    ]
-    n_removed = int(removed.sum())
-    from ..check import check_columns
-
-    broken = {v.line for v in check_columns(sugg, suggestion)}
-    return {
-        "definition": NEEDLESS_DEFINITION,
-        "meet_invariants": int(n_removed - sum(1 for i in broken if removed[i])),
-        "margins": {"J_minus_J_MIN": _spread(sugg.J[removed] - suggestion["J_MIN"]),
-                    "H_MAX_minus_H": _spread(suggestion["H_MAX"] - sugg.H[removed])},
-        "count": n_removed,
-        "baseline_l2": int(base_l2.sum()),
-        "n": len(states),
-        "rate": n_removed / len(states),
-        "by_reason": by_reason,
-        "new_level": {"0": int(np.sum(removed & (sugg.level == 0))), "1": int(np.sum(removed & (sugg.level == 1)))},
-        "fields": fields,
-        "histograms": histograms,
-        "summary": summary,
-        "_mask": removed,
-    }
-
-
-NEEDLESS_DEFINITION = (
-    "A baseline fail-safe is needless when the suggestion decides the same state without a fail-safe and "
-    "that decision meets every invariant of the engine under the learned thresholds, which stay inside "
-    "their safety bounds: its final action has J >= J_MIN, H <= H_MAX, C_MIN <= C <= C_MAX, J >= J_CRITICAL, "
-    "H <= H_CRITICAL and a confidence of at least CONFIDENCE_ESCALATION_FORCE.")
-
-
-def _spread(x: np.ndarray) -> dict[str, float] | dict[str, str]:
-    """min, 10th percentile, median and max of a margin (how close decisions sit to a bound)."""
-    if not x.size:
-        return {"n": 0}
-    q = np.quantile(x, [0.0, 0.1, 0.5, 1.0])
-    return {"n": int(x.size), "min": float(q[0]), "p10": float(q[1]), "median": float(q[2]), "max": float(q[3])}
-
-
-# --------------------------------------------------------------------------- result
-
-
-def _scenario_figures(baseline: Config, suggestion: Config, weights: LossWeights) -> dict[str, Any]:
-    out = {}
-    for name, states in profile_suite().items():
-        table = ScoreTable(states, baseline)
-        sums = table.evaluate([baseline, suggestion])
-        entry = {}
-        for label, row in zip(("baseline", "suggestion"), sums):
-            m = metrics_from_sums(row, weights)
-            m["mean_H"] = float(row[K.S_H_FINAL] / row[K.S_N])
-            entry[label] = m
-        out[name] = entry
-    return out
-
-
-def _result(data, baseline, settings, split, space, chosen, train_table, held_table, history, gate_report,
-            status, note=None) -> LearnResult:
-    accepted = status == ACCEPTED
-    w = settings.weights
-    metrics = {}
-    for part, table in (("train", train_table), ("heldout", held_table)):
-        sums = table.evaluate([baseline, chosen])
-        metrics[part] = {"baseline": metrics_from_sums(sums[0], w), "suggestion": metrics_from_sums(sums[1], w)}
-    needless = needless_fail_safes(data.states, baseline, chosen)
-    row = space.from_dict(chosen.learned())
-    meta: dict[str, Any] = {
-        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tool_version": __version__,
-        "engine_model": ENGINE_MODEL,
-        "baseline": baseline.source,
-        "baseline_config_id": baseline.config_id,
-        "config_id": chosen.config_id,
-        "seed": settings.seed,
-        "strategy": settings.strategy,
-        "strategy_options": dict(settings.strategy_options),
-        "budget": settings.budget,
-        "batch_size": settings.batch_size,
-        "loss_weights": w.as_list(),
-        "params_on_bound": space.on_bound(row),
-        "baseline_params": baseline.learned(),
-        "bounds": {k: list(v) for k, v in space.bounds.items()},
-        "critical_floor": {"factor": settings.critical.factor, "margin": settings.critical.margin},
-        "data": data.meta(),
-        "split": split.meta(),
-        "metrics": metrics,
-        "scenarios": _scenario_figures(baseline, chosen, w),
-        "needless": {k: v for k, v in needless.items() if not k.startswith("_")},
-    }
-    meta["status"] = status
-    if note is not None:
-        meta["strategy_note"] = note
-    meta["worse"] = worse_figures(metrics, meta["scenarios"])
-    if gate_report is not None:
-        meta["gate"] = gate_report.to_meta()
-        certificate = _certificate_meta(gate_report, settings)
-        if certificate is not None:
-            meta["certificate"] = certificate
-    doc: dict[str, Any] = {"extends": baseline.source}
-    doc.update(chosen.learned())
-    doc["meta"] = meta
-    summary = {"accepted": accepted, "status": status, "metrics": metrics, "needless": meta["needless"]}
-    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary, held_table.states, status,
-                       note)
-
-
-def _certificate_meta(gate_report, settings: LearnSettings) -> dict[str, Any] | None:
-    """The certificate check's figure, its verdict and its promise in words, for [meta]."""
-    try:
-        check = gate_report.check("certificate")
-    except KeyError:
-        return None
-    out = {**check.figure, "passed": check.passed, "bonferroni_finalists": MAX_GATE_TRIES,
-           "family_delta": settings.delta}
-    if check.passed:
-        out["promise"] = promise(check.figure, settings.delta)
-    return out
-
-
-# The figures of a data set that learning may make worse (higher); each is compared per data set.
-_WATCHED = ("L", "fail_safe_rate", "mean_cus", "clamp_distortion")
-
-
-def worse_figures(metrics: dict[str, Any], scenarios: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every figure that is higher under the suggestion than under the baseline, on the
-    training data, the held-out data and each scenario profile (mean H too, on those)."""
-    out = []
-    parts = [(part, m) for part, m in metrics.items()] + [(f"{name} profile", m) for name, m in scenarios.items()]
-    for label, m in parts:
-        names = _WATCHED + (("mean_H",) if "mean_H" in m["baseline"] else ())
-        for name in names:
-            before, after = m["baseline"][name], m["suggestion"][name]
-            if after > before + 1e-12:
-                out.append({"data": label, "figure": name, "baseline": before, "suggestion": after})
-    return out
+# The names of the pipeline's other steps, as this module has always offered them.
+__all__ = [
+    "ACCEPTED", "DEFAULT_BATCH", "MAX_GATE_TRIES", "NEEDLESS_DEFINITION", "NOT_GATED", "NO_IMPROVEMENT", "REJECTED",
+    "LearnData", "LearnError", "LearnResult", "LearnSettings", "Split", "data_from_scenario", "data_from_states_file",
+    "data_from_traces_file", "learn", "meta_field", "needless_fail_safes", "split_states", "with_learned",
+    "worse_figures",
+]

@@ -1,0 +1,102 @@
+"""The states to learn from: a scenario, a states file or replayed traces, each read once
+and recorded (source, SHA-256) so that a suggestion names the data it was learned on."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..io.files import STDIO, read_once
+from ..io.stateset import StateSet
+from ..scenario import generate
+from .settings import LearnError
+
+
+@dataclass(frozen=True)
+class LearnData:
+    """The states to learn from, and where they came from (for the suggestion's [meta])."""
+
+    states: StateSet
+    source: str  # "scenario", "states" or "traces"
+    description: str
+    sha256: str
+    path: str | None = None
+    scenario: dict[str, Any] | None = None
+    drop_unknown: bool = False  # unknown keys of the states file were left out on request
+
+    def meta(self) -> dict[str, Any]:
+        _, n_streams = self.states.stream_codes()
+        out: dict[str, Any] = {"source": self.source, "description": self.description, "sha256": self.sha256,
+                               "n_records": len(self.states), "n_streams": n_streams}
+        if self.path is not None:
+            out["path"] = self.path
+        if self.scenario is not None:
+            out["scenario"] = self.scenario
+        if self.drop_unknown:
+            out["drop_unknown"] = True
+        return out
+
+
+def data_from_scenario(name: str, n: int, seed: int, streams: int = 8) -> LearnData:
+    states = generate(name, n, seed, streams)
+    digest = hashlib.sha256(np.ascontiguousarray(states.values).tobytes()).hexdigest()
+    return LearnData(states, "scenario", f"scenario {name}, n={n}, seed={seed}, streams={streams}", digest,
+                     scenario={"name": name, "n": n, "seed": seed, "streams": streams})
+
+
+def data_from_states_file(path: str, *, drop_unknown: bool = False) -> LearnData:
+    """The states of a states file (`-` = stdin) or Parquet data set; a file is read once,
+    and its SHA-256 is that of the bytes the states were read from. With `drop_unknown`,
+    keys that are not part of a state are left out (and recorded, so that the data can be
+    rebuilt the same way)."""
+    from ..io.parquet import dataset_sha256, is_parquet
+    from ..io.states import read_states
+
+    if is_parquet(path):
+        return LearnData(read_states(path, drop_unknown=drop_unknown), "states", f"states {path}",
+                         dataset_sha256(path), path=path, drop_unknown=drop_unknown)
+    loaded = read_once(path)
+    return LearnData(read_states(loaded, drop_unknown=drop_unknown), "states", f"states file {loaded.name}",
+                     loaded.sha256, path=_named_path(path), drop_unknown=drop_unknown)
+
+
+def data_from_traces_file(path: str) -> LearnData:
+    """Replay: the states carried by a traces file (`-` = stdin), stream by stream in file
+    order; read once, like a states file."""
+    from ..io.parquet import dataset_sha256, is_parquet
+    from ..io.traces import read_trace_states
+
+    if is_parquet(path):
+        found, name, digest = read_trace_states(path), str(path), dataset_sha256(path)
+    else:
+        loaded = read_once(path)
+        found, name, digest = read_trace_states(loaded), loaded.name, loaded.sha256
+    if found.n_records == 0:
+        raise LearnError(f"{path}: no traces in the file")
+    if found.missing:
+        raise LearnError(
+            f"{path}: {found.missing} of {found.n_records} records carry no `state` (first: line "
+            f"{found.first_missing}); traces without states give metrics only: use `ami-engine metrics` on this "
+            "file, or pass the states with --states")
+    return LearnData(found.states, "traces", f"traces file {name} (replayed)", digest,
+                     path=_named_path(path))
+
+
+def _named_path(path: str) -> str | None:
+    """The path to record in a suggestion; None for stdin, which cannot be read again."""
+    return None if path == STDIO else path
+
+
+def meta_field(table: Any, key: str, kind: type, where: str) -> Any:
+    """`table[key]` when it is of `kind` (an integer is not a bool), else a LearnError naming it."""
+    value = table.get(key) if isinstance(table, dict) else None
+    if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+        shown = "missing" if value is None else f"got {value!r}"
+        raise LearnError(f"meta.{where}.{key}: expected {_KIND_NAMES[kind]}, {shown}")
+    return value
+
+
+_KIND_NAMES = {dict: "a table", str: "a text", int: "an integer >= 0"}
