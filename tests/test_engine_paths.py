@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ami_engine.config import LEARNED_BOUNDS, load_config
-from ami_engine.engine import ScoreTable, run
+from ami_engine.engine import REASONS, ScoreTable, run
 from ami_engine.engine import kernel as K
 from ami_engine.scenario import generate
 
@@ -42,17 +42,19 @@ def test_sums_equal_the_metrics_of_the_full_columns():
     states = generate("chaos", 1500, 2, streams=4)
     configs = random_configs(load_config("base"), 20, 3)
     sums = ScoreTable(states, configs[0]).evaluate(configs)
+    assert len(sums) == len(configs)
     for row, cfg in zip(sums, configs):
         cols = run(states, cfg)
-        assert row[K.S_N] == len(states)
-        assert row[K.S_L2] == np.sum(cols.level == 2)
-        assert row[K.S_L1] == np.sum(cols.level == 1)
-        assert row[K.S_CUS] == pytest.approx(cols.cus.sum(), abs=1e-9)
+        n = len(states)
+        assert row.n == n
+        assert row.n_fail_safe == np.sum(cols.level == 2)
+        assert row.level_rates == tuple(np.sum(cols.level == level) / n for level in range(3))
+        assert row.mean_cus == pytest.approx(cols.cus.mean(), abs=1e-12)
         dist = np.where(cols.soft_clamp, np.abs(cols.final_action - cols.raw_action).mean(axis=1), 0.0)
-        assert row[K.S_DISTORTION] == pytest.approx(dist.sum(), abs=1e-9)
-        assert row[K.S_H_FINAL] == pytest.approx(cols.H.sum(), abs=1e-9)
-        for r in range(len(K.REASONS)):
-            assert row[K.S_REASON + r] == np.sum(cols.reason == r)
+        assert row.clamp_distortion == pytest.approx(dist.mean(), abs=1e-12)
+        assert row.soft_clamp_rate == np.sum(cols.soft_clamp) / n
+        assert row.mean_H == pytest.approx(cols.H.mean(), abs=1e-12)
+        assert row.reason_counts == {name: np.sum(cols.reason == r) for r, name in enumerate(REASONS)}
 
 
 def test_chunking_the_configs_does_not_change_the_sums():
@@ -61,7 +63,7 @@ def test_chunking_the_configs_does_not_change_the_sums():
     table = ScoreTable(states, configs[0])
     whole = table.evaluate(configs)
     tiny = table.evaluate(configs, memory_bytes=1)  # one config per kernel call
-    assert np.array_equal(whole, tiny)
+    assert whole == tiny
 
 
 def test_configs_with_another_grid_are_refused_by_a_score_table():
@@ -110,8 +112,8 @@ def test_sweep_with_mixed_c_bounds_in_one_chunk_equals_direct_runs():
     sums = ScoreTable(states, base).evaluate(configs)
     for row, cfg in zip(sums, configs):
         cols = run(states, cfg)
-        assert row[K.S_L2] == np.sum(cols.level == 2) and row[K.S_L1] == np.sum(cols.level == 1)
-        assert row[K.S_CUS] == pytest.approx(cols.cus.sum(), abs=1e-9)
+        assert row.level_rates[2] == np.mean(cols.level == 2) and row.level_rates[1] == np.mean(cols.level == 1)
+        assert row.mean_cus == pytest.approx(cols.cus.mean(), abs=1e-12)
 
 
 def lattice_states(n, seed, share):
@@ -139,7 +141,8 @@ def test_group_summary_equals_the_per_config_scan_where_ties_abound():
         for cfg in configs:
             assert_same_columns(grouped.run(cfg), scanned.run(cfg))
             assert_same_columns(grouped.run(cfg), run(states, cfg))
-        np.testing.assert_allclose(grouped.evaluate(configs), scanned.evaluate(configs), rtol=0, atol=1e-9)
+        np.testing.assert_allclose(grouped.evaluate(configs).to_array(), scanned.evaluate(configs).to_array(), rtol=0,
+                                   atol=1e-9)
 
 
 def test_group_summary_declines_ties_it_cannot_summarise():
@@ -176,8 +179,8 @@ def test_a_table_kept_in_parts_gives_the_same_bytes_as_a_whole_one():
     whole = ScoreTable(states, base)
     parts = ScoreTable(states, base, memory_bytes=100 * 8300)  # about 100 states a part
     assert whole.part_states == len(states) and parts.part_states < 120
-    assert np.array_equal(parts.evaluate(configs), whole.evaluate(configs))
-    assert np.array_equal(parts.evaluate(configs, memory_bytes=1), whole.evaluate(configs))
+    assert parts.evaluate(configs) == whole.evaluate(configs)
+    assert parts.evaluate(configs, memory_bytes=1) == whole.evaluate(configs)
     for cfg in configs[-2:]:
         a, b = parts.run(cfg), whole.run(cfg)
         assert_same_columns(a, b)
