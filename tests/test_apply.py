@@ -13,19 +13,17 @@ from typer.testing import CliRunner
 
 from ami_engine.cli import app
 from ami_engine.config import PARAMS, ConfigError, load_config
-from ami_engine.gate import ApplyRefused, ApplyUsageError, apply_suggestion, approval, gate_suggestion_file, run_gate
+from ami_engine.gate import ApplyRefused, ApplyUsageError, apply_suggestion, approval, gate_suggestion_file
 from ami_engine.gate.approval import AUDIT_LOG_NAME
 from ami_engine.gate.checks import CHECK_NAMES
 from ami_engine.io.tomlfile import dumps_toml
-from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
 from ami_engine.suggestion import Suggestion
 
 
 @pytest.fixture(scope="module")
-def suggestion(tmp_path_factory):
+def suggestion(tmp_path_factory, gated_learning):
     """A real suggestion from learn, as `learn --out` writes it."""
-    result = learn(data_from_scenario("chaos", 1500, 4), load_config("base"),
-                   LearnSettings(strategy="random", budget=16, seed=4), gate_fn=run_gate)
+    result = gated_learning
     assert result.accepted
     path = tmp_path_factory.mktemp("s") / "suggestion.toml"
     path.write_text(dumps_toml(result.suggestion_toml))

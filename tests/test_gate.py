@@ -27,10 +27,8 @@ from ami_engine.io.stateset import STATE_FIELDS
 from ami_engine.io.tomlfile import dumps_toml
 from ami_engine.learning.loss import LossWeights
 from ami_engine.learning.offline_loop import (
-    LearnSettings,
     data_from_scenario,
     data_from_states_file,
-    learn,
     split_states,
 )
 from ami_engine.scenario import generate
@@ -44,8 +42,8 @@ def held_out():
     return generate("balanced", 1000, 2)
 
 
-def test_gate_accepts_base_against_itself_and_shows_every_check(held_out):
-    report = run_gate(BASE, BASE, held_out=held_out)
+def test_gate_accepts_base_against_itself_and_shows_every_check(base_gate):
+    report = base_gate
     assert report.verdict == "ACCEPT" and report.accepted and report.failed == []
     assert [c.name for c in report.checks] == list(CHECK_NAMES) == [
         "bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression", "certificate"]
@@ -65,9 +63,8 @@ def test_gate_accepts_base_against_itself_and_shows_every_check(held_out):
     assert "ACCEPT" in text and all(name in text for name in CHECK_NAMES)
 
 
-def test_gate_accepts_a_real_suggestion_from_learn():
-    result = learn(data_from_scenario("balanced", 2000, 1), BASE, LearnSettings(strategy="random", budget=24, seed=1),
-                   gate_fn=run_gate)
+def test_gate_accepts_a_real_suggestion_from_learn(gated_learning):
+    result = gated_learning
     assert result.accepted
     assert result.suggestion_toml["meta"]["gate"]["verdict"] == "ACCEPT"
     assert run_gate(result.suggestion, BASE, held_out=result.held_out).verdict == "ACCEPT"
@@ -103,12 +100,12 @@ def test_a_heldout_tolerance_lets_a_slightly_worse_config_through(held_out):
         GateThresholds(heldout_tolerance=-0.1)
 
 
-def test_removing_nearly_all_critical_fail_safes_is_rejected_by_the_critical_floor():
+def test_removing_nearly_all_critical_fail_safes_is_rejected_by_the_critical_floor(base_gate):
     loose = BASE.replace(J_MIN=0.50, H_MAX=0.50)  # J_MIN at its lower bound, H_MAX at its upper
     report = run_gate(loose, BASE)
     assert report.verdict == "REJECT" and report.failed == ["critical_floor", "certificate"]
     check = report.check("critical_floor")
-    floor = 0.25 * check_critical_floor(BASE, BASE, CriticalFloor()).figure["fail_safe_rate"]
+    floor = 0.25 * base_gate.check("critical_floor").figure["fail_safe_rate"]
     assert check.figure["fail_safe_rate"] < floor
     assert "fail-safe rate >=" in check.threshold and "mean H <=" in check.threshold
 

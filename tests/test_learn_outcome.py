@@ -80,9 +80,8 @@ def test_the_learn_summary_fits_80_columns_opens_with_the_promise_and_defines_ne
     assert "[meta.certificate]" in doc and "promise = " in doc
 
 
-def test_the_suggestion_records_the_certificate_and_the_report_opens_with_it():
-    result = learn(data_from_scenario("chaos", 1500, 4), BASE, LearnSettings(strategy="random", budget=16, seed=4),
-                   gate_fn=run_gate)
+def test_the_suggestion_records_the_certificate_and_the_report_opens_with_it(gated_learning):
+    result = gated_learning
     meta = result.suggestion_toml["meta"]
     cert = meta["certificate"]
     assert result.accepted and cert["passed"] and cert["family_delta"] == 0.05
