@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import run
+from ..figures import FAIL_SAFE_LEVEL
 from ..learning.bounds import (
     BOOTSTRAP_SEED,
     DEFAULT_DELTA,
@@ -28,6 +30,10 @@ from ..learning.bounds import (
     mean_upper,
     promise,
 )
+from ..learning.constraints import critical_tallies
+from ..learning.feedback_metrics import clamp_distortions
+from ..learning.loss import loss
+from ..suites import critical_set
 
 LOSS_TOLERANCE = 0.01  # the suggestion may be at most 1% worse than the baseline, with confidence
 NA = "n/a"
@@ -177,10 +183,6 @@ def _shortfall(what: str, seen: str, need: int | None, unit: str, have: int) -> 
 
 def certify(config, baseline, *, held_out, weights, critical, delta: float = DEFAULT_DELTA) -> Certificate:
     """The certificate of `config` against `baseline` (held_out: a StateSet or None)."""
-    from ..engine import run
-    from ..learning.constraints import critical_tallies
-    from ..suites import critical_set
-
     delta = check_delta(delta)
     n_heldout = point = lower = None
     block = block_length(max(int(config["CUS_MEAN_WINDOW"]), int(baseline["CUS_MEAN_WINDOW"])))
@@ -202,10 +204,6 @@ def certify(config, baseline, *, held_out, weights, critical, delta: float = DEF
 
 def decision_losses(cols, weights) -> np.ndarray:
     """Each decision's contribution to L: L of a set of decisions is the mean of these."""
-    from ..figures import FAIL_SAFE_LEVEL
-    from ..learning.feedback_metrics import clamp_distortions
-    from ..learning.loss import loss
-
     distortion = clamp_distortions(cols.soft_clamp, cols.raw_action, cols.final_action)
     return loss((cols.level == FAIL_SAFE_LEVEL).astype(float), cols.cus, distortion, weights,
                 level0_rate=(cols.level == 0).astype(float), level1_rate=(cols.level == 1).astype(float))
