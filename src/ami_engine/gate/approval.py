@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import PROFILE_NAMES, Config, parse_config, profile_search_path
+from ..errors import GateRejected, UsageError
 from ..io.files import temp_path_for
 from ..io.stateset import StateSet
 from ..io.tomlfile import dumps_toml
@@ -49,12 +50,15 @@ from .gate import GateReport, GateThresholds, gate_suggestion
 __all__ = ["AUDIT_LOG_NAME", "ApplyRefused", "ApplyResult", "ApplyUsageError", "apply_suggestion"]
 
 
-class ApplyRefused(Exception):
+class ApplyRefused(GateRejected):
     """The suggestion is not written, and nothing else is (exit code 1: the gate refused)."""
 
 
-class ApplyUsageError(ApplyRefused):
+class ApplyUsageError(ApplyRefused, UsageError):
     """A usage error of `apply` (exit code 2): an option names what is wrong."""
+
+    exit_code = UsageError.exit_code
+    label = UsageError.label
 
 
 @dataclass(frozen=True)

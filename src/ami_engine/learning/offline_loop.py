@@ -37,6 +37,7 @@ from .. import ENGINE_MODEL, __version__
 from ..config import Config
 from ..engine import REASONS, ScoreTable, run
 from ..engine import kernel as K
+from ..errors import InputError
 from ..gate.certificate import DEFAULT_DELTA, check_delta, promise
 from ..gate.constraints import CriticalFloor, regression_failures
 from ..io.files import STDIO, read_once
@@ -44,15 +45,15 @@ from ..io.stateset import STATE_FIELDS, StateSet
 from ..scenario import generate
 from ..suites import critical_set, profile_suite
 from .loss import LossWeights, loss
-from .policy_optimizer import SearchSpace, make_strategy
-from .study import StudyStore, make_fingerprint
+from .policy_optimizer import SearchSpace, Strategy, make_strategy, settle_strategy
+from .study import StudyLocation, StudyStore, make_fingerprint
 
 DEFAULT_BATCH = 32
 MAX_GATE_TRIES = 3
 ACCEPTED, REJECTED, NO_IMPROVEMENT, NOT_GATED = "accepted", "rejected", "no improvement", "not gated"
 
 
-class LearnError(ValueError):
+class LearnError(InputError):
     """The loop cannot run on this input (exit code 2)."""
 
 
@@ -228,7 +229,12 @@ def with_learned(baseline: Config, row: np.ndarray, space: SearchSpace) -> Confi
 
 @dataclass
 class LearnSettings:
-    strategy: str = "tpe"
+    """How to search. `strategy` is a strategy's name (with `strategy_options`) or a
+    strategy object (policy_optimizer.Strategy, seeded with `seed`); an object stands for
+    its name and options, which the study's fingerprint and the suggestion record, and is
+    kept as `strategy_object` to do the search."""
+
+    strategy: str | Strategy = "tpe"
     budget: int = 300
     seed: int = 0
     batch_size: int = DEFAULT_BATCH
@@ -237,6 +243,11 @@ class LearnSettings:
     critical: CriticalFloor = field(default_factory=CriticalFloor)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     delta: float = DEFAULT_DELTA  # the suggestion's promise holds at 1 - delta
+    strategy_object: Strategy | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.strategy, self.strategy_options, self.strategy_object = settle_strategy(
+            self.strategy, self.strategy_options, seed=self.seed, given=self.strategy_object)
 
     @property
     def gate_delta(self) -> float:
@@ -275,15 +286,16 @@ def learn(
     settings: LearnSettings,
     *,
     regression: StateSet | None = None,
-    study: str | None = None,
+    study: str | StudyLocation | None = None,
     gate_fn: Callable[..., Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     existing_study: str = "resume",
 ) -> LearnResult:
     """Search the seven learned parameters; return the best candidate the gate accepts.
 
-    `study` keeps the finished batches (see StudyStore.open); `existing_study` says what
-    to do with a study already there: "resume" it, start it over ("fresh") or "refuse"."""
+    `study` keeps the finished batches: a path or URL, or a storage object such as
+    study.JournalStorage (see StudyStore.open); `existing_study` says what to do with a
+    study already there: "resume" it, start it over ("fresh") or "refuse"."""
     if settings.budget < 1:
         raise LearnError(f"budget: must be >= 1, got {settings.budget}")
     if settings.batch_size < 1:
@@ -295,7 +307,8 @@ def learn(
     split = split_states(data.states, settings.seed, settings.train_fraction)
     train, held_out = data.states.subset(split.train), data.states.subset(split.held_out)
     space = SearchSpace()
-    strategy = make_strategy(settings.strategy, space, seed=settings.seed, budget=settings.budget,
+    strategy = make_strategy(settings.strategy_object or settings.strategy, space, seed=settings.seed,
+                             budget=settings.budget,
                              **settings.strategy_options)
     train_table = ScoreTable(train, baseline)
     held_table = ScoreTable(held_out, baseline)
