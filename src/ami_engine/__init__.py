@@ -15,8 +15,9 @@ Each name is imported on first use, so `import ami_engine` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+# typing and importlib are left unimported until needed: `import ami_engine` (and so every
+# command's start-up) pays for nothing it does not use.
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 ENGINE_MODEL = "ami-v1"
@@ -78,6 +79,8 @@ _PUBLIC: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import PROFILE_NAMES, Config, ConfigError, load_config, parse_config
     from .engine import ScoreTable, decide, run, trace_records
     from .errors import AmiEngineError, GateRejected, InputError, UsageError
@@ -104,7 +107,9 @@ def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
     globals()[name] = value
     return value
 
