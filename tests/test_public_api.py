@@ -17,6 +17,14 @@ def test_every_public_name_resolves():
     assert set(ae.__all__) <= set(dir(ae))
 
 
+def test_the_io_layer_names_its_public_api():
+    import ami_engine.io as io
+
+    for name in io.__all__:
+        assert getattr(io, name) is not None, name
+    assert io.read_traces is ae.read_traces and io.InputError is ae.InputError
+
+
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError):
         ae.no_such_name  # noqa: B018

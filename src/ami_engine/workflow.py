@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cli_options import option_name
 from .config import PROFILE_NAMES, Config
 from .errors import UsageError
 
@@ -96,8 +95,8 @@ def plan_learn(
     """Check a run's options before any work, so that a run refused here changes no file."""
     if sum(x is not None for x in (states, traces, scenario)) != 1:
         raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
-    _one_dash("input can be read from stdin", states=states, traces=traces, regression=regression)
-    _one_dash("output can be written to stdout", out=out, history=history, report=report)
+    _one_dash("input can be read from stdin", {"--states": states, "--traces": traces, "--regression": regression})
+    _one_dash("output can be written to stdout", {"--out": out, "--history": history, "--report": report})
     _refuse_profile_path(out)
     location, existing = _study_plan(study, out, resume, fresh)
     if drop_unknown and states is None:
@@ -199,9 +198,10 @@ def _outputs(job: LearnJob, result: Any) -> dict[str, bytes | None]:
     return outputs
 
 
-def _one_dash(what: str, **paths: Any) -> None:
-    """stdin is read once and stdout holds one file: at most one of `paths` may be `-`."""
-    named = [option_name(k) for k, v in paths.items() if v is not None and str(v) == "-"]
+def _one_dash(what: str, paths: dict[str, str | None]) -> None:
+    """stdin is read once and stdout holds one file: at most one of `paths` (option -> value)
+    may be `-`."""
+    named = [option for option, v in paths.items() if v is not None and str(v) == "-"]
     if len(named) > 1:
         raise UsageError(f"{' and '.join(named)}: only one {what} (-)")
 

@@ -72,7 +72,10 @@ class StudyBusyError(StudyError):
 
 @dataclass(frozen=True)
 class StudyLocation:
-    """Where a study is kept: `kind` is "journal", "postgresql", "sqlite" or "memory"."""
+    """Where a study is kept: `kind` is "journal", "postgresql", "sqlite" or "memory".
+
+    Build one with study_location(path or URL) or with one of the storage classes below;
+    each opens its own optuna storage (`optuna_storage`)."""
 
     text: str
     kind: str
@@ -87,6 +90,26 @@ class StudyLocation:
     @property
     def is_file(self) -> bool:
         return self.path is not None
+
+    def optuna_storage(self) -> Any:
+        """The optuna storage that holds the study (opened; released with _release)."""
+        raise NotImplementedError(f"{type(self).__name__} opens no optuna storage")
+
+    def _check_folder(self) -> None:
+        if self.path is not None and not self.path.parent.is_dir():
+            raise StudyError(f"study {self}: folder {str(self.path.parent)!r} does not exist")
+
+    def _database(self) -> Any:
+        import optuna
+
+        self._check_folder()
+        try:
+            return optuna.storages.RDBStorage(self.url)
+        except ImportError as exc:
+            raise StudyError(f"study {self}: {exc}; install the cluster extra: pip install "
+                             "'ami-engine[cluster]'") from None
+        except Exception as exc:  # connection and driver errors of the database
+            raise StudyError(f"study {self}: cannot open the database: {_first_line(exc)}") from None
 
 
 def _hide_password(url: str) -> str:
@@ -105,6 +128,13 @@ class JournalStorage(StudyLocation):
         text = os.fspath(path)
         super().__init__(text, "journal", path=Path(text).resolve())
 
+    def optuna_storage(self) -> Any:
+        from optuna.storages.journal import JournalFileBackend
+        from optuna.storages.journal import JournalStorage as OptunaJournalStorage
+
+        self._check_folder()
+        return OptunaJournalStorage(JournalFileBackend(str(self.path)))
+
 
 class SqliteStorage(StudyLocation):
     """A study in an SQLite file, given as a path or as a `sqlite:///PATH` URL."""
@@ -120,6 +150,9 @@ class SqliteStorage(StudyLocation):
             path, text = text, f"sqlite:///{text}"
         super().__init__(text, "sqlite", path=Path(path).resolve(), url=text)
 
+    def optuna_storage(self) -> Any:
+        return self._database()
+
 
 class PostgresStorage(StudyLocation):
     """A study in a PostgreSQL database, shared by runs on several hosts."""
@@ -131,12 +164,20 @@ class PostgresStorage(StudyLocation):
         # SQLAlchemy's default PostgreSQL driver is psycopg2; this package uses psycopg 3.
         super().__init__(url, "postgresql", url="postgresql+psycopg://" + rest)
 
+    def optuna_storage(self) -> Any:
+        return self._database()
+
 
 class InMemoryStorage(StudyLocation):
     """A study kept in memory: gone when the run ends (no resume)."""
 
     def __init__(self) -> None:
         super().__init__("memory", "memory")
+
+    def optuna_storage(self) -> Any:
+        import optuna
+
+        return optuna.storages.InMemoryStorage()
 
 
 # Where a study is kept, as an object (like optuna's storages): pass one of the classes
@@ -202,23 +243,7 @@ def _sqlite_has_studies(path: Path) -> bool:
 
 
 def _storage_of(location: StudyLocation) -> Any:
-    import optuna
-
-    if location.kind == "memory":
-        return optuna.storages.InMemoryStorage()
-    if location.path is not None and not location.path.parent.is_dir():
-        raise StudyError(f"study {location}: folder {str(location.path.parent)!r} does not exist")
-    if location.kind == "journal":
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        return JournalStorage(JournalFileBackend(str(location.path)))
-    try:
-        return optuna.storages.RDBStorage(location.url)
-    except ImportError as exc:
-        raise StudyError(f"study {location}: {exc}; install the cluster extra: pip install "
-                         "'ami-engine[cluster]'") from None
-    except Exception as exc:  # connection and driver errors of the database
-        raise StudyError(f"study {location}: cannot open the database: {_first_line(exc)}") from None
+    return location.optuna_storage()
 
 
 def _first_line(exc: BaseException) -> str:
