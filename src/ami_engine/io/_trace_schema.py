@@ -144,7 +144,7 @@ def _required_spec(f: TraceField) -> tuple[Any, ...]:
     return (f.name, _read_type(f), f.absent_means)
 
 
-_StateOut = msgspec.defstruct("_StateOut", [(name, float) for name in STATE_FIELDS], gc=False)
+StateOut = msgspec.defstruct("StateOut", [(name, float) for name in STATE_FIELDS], gc=False)
 
 _WRITE_TYPES: dict[str, Any] = {
     "t": Any,
@@ -232,6 +232,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "REQUIRED_FIELDS",
     "RequiredTraceRecord",
+    "StateOut",
     "TRACE_SCHEMA",
     "TraceField",
     "TraceOut",

@@ -27,7 +27,6 @@ from ._trace_schema import (
     ACTION_SIZE,
     FIELD_NAMES,
     FIELDS,
-    REASONS,
     REPAIRS,
     REQUIRED_COLUMNS,
     TRACE_SCHEMA,
@@ -548,29 +547,19 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
 def write_traces(path: str | os.PathLike[str], cols: Any, states: StateSet, *, config_id: str, model: str,
                  chaos: bool) -> None:
     """The engine's decisions (TraceColumns on `states`) as a traces Parquet file."""
-    from .traces import TraceChunk
+    from .traces import TraceChunk, decided_columns
 
     n = len(cols)
     if len(states) != n:
         raise ValueError(f"{n} decisions but {len(states)} states")
-    reasons = np.asarray(REASONS, dtype=object)
 
     def chunks() -> Iterator[Any]:
         for start in range(0, max(n, 1), ROW_GROUP_ROWS):
             part = slice(start, min(start + ROW_GROUP_ROWS, n))
             k = part.stop - part.start
-            yield TraceChunk(
-                line=np.arange(part.start, part.stop) + 1, t=np.zeros(k), t_values=cols.t[part],
-                cus=cols.cus[part], delta_cus=cols.delta_cus[part], cus_mean=cols.cus_mean[part],
-                raw_action=cols.raw_action[part], final_action=cols.final_action[part],
-                soft_clamp=cols.soft_clamp[part], level=cols.level[part], confidence=cols.confidence[part],
-                delta_confidence=cols.delta_confidence[part], human_escalation=cols.human_escalation[part],
-                chaos=np.full(k, bool(chaos)), reason=reasons[cols.reason[part]].tolist(), cus_raw=cols.cus_raw[part],
-                W=cols.W[part], J=cols.J[part], H=cols.H[part], C=cols.C[part], stream=states.streams[part],
-                id=states.ids[part], state=states.values[part], has_state=np.ones(k, dtype=bool),
-                config_id=[config_id] * k, model=[model] * k,
-                input_repairs=None if states.repairs is None else [r or None for r in states.repairs[part]],
-            )
+            c = decided_columns(cols, states, part, config_id=config_id, model=model, chaos=chaos)
+            yield TraceChunk(line=np.arange(part.start, part.stop) + 1, t=np.zeros(k), t_values=c.pop("t"),
+                             has_state=np.ones(k, dtype=bool), **c)
 
     write_trace_chunks(path, chunks, source=os.fspath(path))
 

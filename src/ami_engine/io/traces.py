@@ -39,10 +39,10 @@ from ._trace_schema import (
     REQUIRED_FIELDS,
     TRACE_SCHEMA,
     RequiredTraceRecord,
+    StateOut,
     TraceOut,
     TraceRecord,
     TraceState,
-    _StateOut,
 )
 from .stateset import STATE_FIELDS, StateSet
 
@@ -94,27 +94,44 @@ def encode_traces(
     if len(states) != n:
         raise ValueError(f"{n} decisions but {len(states)} states")
     encoder = msgspec.json.Encoder()
-    reason_names = np.asarray(REASONS, dtype=object)
-    repairs = states.repairs if states.repairs is not None else repeat(None, n)
-    repairs = [r or None for r in repairs]
     for start in range(0, n, chunk_records):
         part = slice(start, min(start + chunk_records, n))
         with gc_paused():
-            values = {
-                "t": cols.t[part],
-                "chaos": repeat(bool(chaos)),
-                "model": repeat(model),
-                "reason": reason_names[cols.reason[part]].tolist(),
-                "stream": states.streams[part],
-                "id": states.ids[part],
-                "state": starmap(_StateOut, states.values[part].tolist()),
-                "config_id": repeat(config_id),
-                "input_repairs": repairs[part],
-            }
-            records = list(map(TraceOut, *(values[name] if name in values else getattr(cols, name)[part].tolist()
-                                            for name in FIELD_NAMES)))
+            columns = decided_columns(cols, states, part, config_id=config_id, model=model, chaos=chaos)
+            records = list(map(TraceOut, *(_plain(name, columns[name], part) for name in FIELD_NAMES)))
             encoded = encoder.encode_lines(records)
         yield encoded
+
+
+_REASON_NAMES = np.asarray(REASONS, dtype=object)
+
+
+def decided_columns(cols: TraceColumns, states: StateSet, part: slice, *, config_id: str, model: str,
+                    chaos: bool) -> dict[str, Any]:
+    """Field -> values of the trace records `part` of a run, for every field of the schema:
+    NumPy arrays for numbers (NaN for null), lists for the others; `input_repairs` is None
+    when no state was repaired."""
+    k = part.stop - part.start
+    given: dict[str, Any] = {
+        "chaos": np.full(k, bool(chaos)),
+        "model": [model] * k,
+        "reason": _REASON_NAMES[cols.reason[part]].tolist(),
+        "stream": states.streams[part],
+        "id": states.ids[part],
+        "state": states.values[part],
+        "config_id": [config_id] * k,
+        "input_repairs": None if states.repairs is None else [r or None for r in states.repairs[part]],
+    }
+    return {name: given[name] if name in given else getattr(cols, name)[part] for name in FIELD_NAMES}
+
+
+def _plain(name: str, values: Any, part: slice) -> Iterable[Any]:
+    """A column of decided_columns as the values a written record takes."""
+    if name == "state":
+        return starmap(StateOut, values.tolist())
+    if values is None:
+        return repeat(None, part.stop - part.start)
+    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def trace_records(
@@ -460,6 +477,7 @@ __all__ = [
     "TraceState",
     "TraceStates",
     "action_matrix",
+    "decided_columns",
     "encode_traces",
     "iter_trace_blocks",
     "iter_trace_chunks",
