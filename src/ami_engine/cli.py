@@ -23,9 +23,10 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from . import ENGINE_MODEL, __version__
-from .cli_options import Check, UsageError, check_options, learn_scenario_size, option_name
-from .config import PROFILE_NAMES, Config, ConfigError, load_config, profile_text
-from .io.tomlfile import dumps_toml, plain_data, toml_ready
+from .cli_options import Check, check_options, learn_scenario_size
+from .config import PROFILE_NAMES, Config, load_config, profile_text
+from .errors import AmiEngineError, InputError, UsageError
+from .io.tomlfile import plain_data
 
 
 class _Commands(TyperGroup):
@@ -39,8 +40,8 @@ class _Commands(TyperGroup):
             if not _is_parser_usage_error(exc):
                 raise
             where = getattr(getattr(exc, "ctx", None), "command_path", None) or ctx.command_path
-            print_error("error:", f"{exc.format_message()} (see {where} --help)")  # type: ignore[attr-defined]
-            raise typer.Exit(2) from None
+            print_error(UsageError.label, f"{exc.format_message()} (see {where} --help)")  # type: ignore[attr-defined]
+            raise typer.Exit(UsageError.exit_code) from None
 
 
 def _is_parser_usage_error(exc: BaseException) -> bool:
@@ -87,11 +88,18 @@ DROP_UNKNOWN_HELP = ("Leave out state keys that are not part of a state (e.g. `s
 
 def input_errors() -> tuple[type[BaseException], ...]:
     """The errors a command reports as bad input or usage (exit code 2)."""
-    from .io.files import InputError
-    from .learning.offline_loop import LearnError
-    from .learning.study import StudyMismatchError
+    return (InputError, UsageError, OSError)
 
-    return (InputError, ConfigError, LearnError, StudyMismatchError, UsageError, OSError)
+
+def report_error(exc: AmiEngineError | OSError) -> int:
+    """Print what a command refused, on one line, and return its exit code: the one place
+    where errors become exit codes (errors.py has the table). An operating-system error on
+    a file is bad input, named like one."""
+    if isinstance(exc, AmiEngineError):
+        print_error(exc.label, exc)
+        return exc.exit_code
+    print_error(InputError.label, exc)
+    return InputError.exit_code
 
 
 def one_line(text: str) -> str:
@@ -111,7 +119,8 @@ def print_error(label: str, problem: BaseException | str) -> None:
 
 def _command(fn: Callable[..., Any] | None = None, **checks: Check | None) -> Any:
     """Check the options (cli_options.OPTION_CHECKS, with `checks` changing some for this
-    command), then run it; bad input or usage is one line on stderr and exit code 2."""
+    command), then run it; what it refuses is one line on stderr and its exit code
+    (report_error)."""
     if fn is None:
         return functools.partial(_command, **checks)
     from .cli_options import OPTION_CHECKS
@@ -124,9 +133,8 @@ def _command(fn: Callable[..., Any] | None = None, **checks: Check | None) -> An
         try:
             check_options(kwargs, own)
             return fn(*args, **kwargs)
-        except input_errors() as exc:
-            print_error("error:", exc)
-            raise typer.Exit(2) from None
+        except (AmiEngineError, OSError) as exc:
+            raise typer.Exit(report_error(exc)) from None
 
     return wrapper
 
@@ -210,10 +218,11 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
             from .learning.study import finished_evaluations
+            from .workflow import study_path
 
             finished = 0
             with contextlib.suppress(Exception):  # no study yet, or none readable: nothing finished
-                finished = finished_evaluations(_study_path(kwargs.get("study"), kwargs["out"])) or 0
+                finished = finished_evaluations(study_path(kwargs.get("study"), kwargs["out"])) or 0
             err_console.print(f"interrupted after {finished} of {kwargs.get('budget')} evaluations; continue with: "
                               f"{_resume_command()}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(130) from None
@@ -577,88 +586,21 @@ def learn(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Learn a suggested config from states, a scenario or replayable traces. Nothing is applied."""
-    from .gate import run_gate
-    from .gate.constraints import CriticalFloor
-    from .io.files import write_outputs
-    from .learning.loss import LossWeights
-    from .learning.offline_loop import LearnSettings, data_from_scenario, data_from_states_file, data_from_traces_file
-    from .learning.offline_loop import learn as run_learn
-    from .learning.study import StudyError
+    from .workflow import plan_learn, run_learn_job
 
-    given = [x is not None for x in (states, traces, scenario)]
-    if sum(given) != 1:
-        raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
-    _one_dash("input can be read from stdin", states=states, traces=traces, regression=regression)
-    _one_dash("output can be written to stdout", out=out, history=history, report=report)
-    _refuse_profile_path(out)
-    study_path, existing_study = _study_plan(study, out, resume, fresh)
-    if drop_unknown and states is None:
-        raise UsageError("--drop-unknown applies to --states FILE only")
+    def text(path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
+    job = plan_learn(out=out, states=text(states), traces=text(traces), scenario=scenario, n=n, seed=seed,
+                     streams=streams, strategy=strategy, budget=budget, batch_size=batch_size,
+                     train_fraction=train_fraction, regression=text(regression), perturb=perturb,
+                     step_scale=step_scale, points_per_axis=points_per_axis, history=history, report=report,
+                     study=study, resume=resume, fresh=fresh, drop_unknown=drop_unknown)
     baseline = _config(profile, config)
-    from .gate.yardstick import check_baseline
-
-    check_baseline(baseline)  # a suggestion learned from a weakened baseline would never pass the gate
-    try:
-        w = LossWeights.parse(weights)
-        crit = CriticalFloor(critical_factor, critical_margin)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    options: dict[str, Any] = {}
-    if strategy == "random" and perturb:
-        options = {"mode": "perturb", "step_scale": step_scale}
-    if strategy == "grid" and points_per_axis is not None:
-        options = {"points_per_axis": points_per_axis}
-    if scenario is not None:
-        if n is None:
-            raise UsageError("--scenario needs --n N")
-        try:
-            data = data_from_scenario(scenario, n, seed, streams)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    elif states is not None:
-        data = data_from_states_file(str(states), drop_unknown=drop_unknown)
-    else:
-        data = data_from_traces_file(str(traces))
-    regression_states = None
-    if regression is not None:
-        from .io.states import read_states
-
-        regression_states = read_states(str(regression), allow_expect_level=True)
-    settings = LearnSettings(strategy=strategy, budget=budget, seed=seed, batch_size=batch_size, weights=w,
-                             train_fraction=train_fraction, critical=crit, strategy_options=options)
-    if "://" not in study_path:
-        Path(study_path).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with _progress("learning", budget) as progress:
-            result = run_learn(data, baseline, settings, regression=regression_states, study=study_path,
-                               gate_fn=run_gate, progress=progress, existing_study=existing_study)
-    except StudyError as exc:  # the study was taken, or changed, since the checks above
-        raise UsageError(str(exc)) from None
-    # The outputs of a run are one set, written together: the history, the report and the
-    # suggestion when the gate ACCEPTed one. On REJECT there is no suggestion, and a
-    # suggestion at --out from an earlier run is removed rather than left beside this
-    # run's history and report.
-    outputs: dict[str, bytes | None] = {}
-    if history is not None:
-        outputs[history] = b"".join(json.dumps(plain_data(h), separators=(", ", ": ")).encode() + b"\n"
-                                    for h in result.history)
-    if result.accepted:
-        from .suggestion import suggestion_document
-
-        outputs[out] = dumps_toml(suggestion_document(result.suggestion_toml, out, regression=regression)).encode()
-    else:
-        outputs[out] = None
-    earlier = not result.accepted and out != "-" and Path(out).is_file()
-    if report is not None:
-        from .engine import run as engine_run
-        from .engine import trace_records
-        from .report import render_report
-
-        # The trace panels show the suggestion deciding the held-out data.
-        held = result.held_out
-        records = trace_records(engine_run(held, result.suggestion), held, result.suggestion)
-        outputs[report] = render_report(toml_ready(result.suggestion_toml), result.history, records).encode()
-    write_outputs(outputs)
+    with _progress("learning", budget) as progress:
+        outcome = run_learn_job(job, baseline, weights=weights, critical_factor=critical_factor,
+                                critical_margin=critical_margin, progress=progress)
+    result, earlier = outcome.result, outcome.removed_earlier
     if as_json:
         print(json.dumps(plain_data({"accepted": result.accepted, "status": result.status,
                                     "suggestion": out if result.accepted else None, **result.suggestion_toml})))
@@ -672,43 +614,6 @@ def learn(
         raise typer.Exit(1)
 
 
-def _one_dash(what: str, **paths: Any) -> None:
-    """stdin is read once and stdout holds one file: at most one of `paths` may be `-`."""
-    named = [option_name(k) for k, v in paths.items() if v is not None and str(v) == "-"]
-    if len(named) > 1:
-        raise UsageError(f"{' and '.join(named)}: only one {what} (-)")
-
-
-def _study_path(study: str | None, out: str) -> str:
-    return study or (str(Path(out).with_suffix("")) + ".study.journal")
-
-
-def _study_plan(study: str | None, out: str, resume: bool, fresh: bool) -> tuple[str, str]:
-    """The study location and what to do with an existing study there: checked before
-    any work, so that a run refused here changes no file."""
-    from .learning.study import (
-        FRESH,
-        REFUSE,
-        RESUME,
-        StudyError,
-        StudyExistsError,
-        finished_evaluations,
-        study_location,
-    )
-
-    if resume and fresh:
-        raise UsageError("--resume and --fresh are mutually exclusive")
-    path = _study_path(study, out)
-    try:
-        location = study_location(path)
-        finished = finished_evaluations(location)
-    except StudyError as exc:
-        raise UsageError(f"--study: {exc}") from None
-    if finished is not None and not (resume or fresh):
-        raise UsageError(str(StudyExistsError(location, finished)))
-    return path, RESUME if resume else FRESH if fresh else REFUSE
-
-
 def _resume_command() -> str:
     """The command line of this run, asking to resume it."""
     import shlex
@@ -717,17 +622,6 @@ def _resume_command() -> str:
     if "--resume" not in args:
         args.append("--resume")
     return shlex.join(["ami-engine", *args])
-
-
-def _refuse_profile_path(out: str) -> None:
-    """A suggestion is never written over a built-in profile."""
-    from importlib import resources
-
-    target = Path(out).resolve()
-    profiles = resources.files("ami_engine.config").joinpath("profiles")
-    for name in PROFILE_NAMES:
-        if target == Path(str(profiles.joinpath(f"{name}.toml"))).resolve():
-            raise UsageError(f"--out {out}: refusing to write over the built-in profile {name}")
 
 
 _METRIC_NAMES = {"L": "L", "fail_safe_rate": "fail-safe rate", "mean_cus": "mean CUS",
@@ -866,17 +760,10 @@ def apply(
     the output is locked against a concurrent apply. Exit 1 when the gate REJECTs it, 2
     for a usage error (an existing --out without --force, an empty --approved-by)."""
 
-    from .gate.approval import ApplyRefused, ApplyUsageError, apply_suggestion
+    from .gate.approval import apply_suggestion
 
-    try:
-        result = apply_suggestion(suggestion, approved_by=approved_by, out=out, force=force, audit_log=audit_log,
-                                  baseline=baseline, regression=str(regression) if regression else None, data=data)
-    except ApplyUsageError as exc:
-        print_error("error:", exc)
-        raise typer.Exit(2) from None
-    except ApplyRefused as exc:
-        print_error("refused:", exc)
-        raise typer.Exit(1) from None
+    result = apply_suggestion(suggestion, approved_by=approved_by, out=out, force=force, audit_log=audit_log,
+                              baseline=baseline, regression=str(regression) if regression else None, data=data)
     out_console.print(f"profile written to {result.profile_path}; audit line appended to {result.audit_log}",
                       highlight=False, markup=False)
 

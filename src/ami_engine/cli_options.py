@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .scenario import LEARN_BYTES_PER_STATE, MAX_STREAMS, SCENARIOS, check_scenario_size
 
 INT64_MAX = 2**63 - 1
@@ -21,10 +22,6 @@ MAX_BUDGET = 1_000_000
 MAX_BATCH = 100_000
 MAX_POINTS_PER_AXIS = 100  # 100**7 grid points still index in 64 bits
 _NAME_MAX = 255  # bytes in one file name on the usual file systems
-
-
-class UsageError(ValueError):
-    """Bad option value or combination of options (exit code 2)."""
 
 
 Check = Callable[[Any], None]

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InputError
+
 # The seven parameters the offline loop may change, with the bounds it must respect
 # (docs/engine.md §14). Order is the canonical order used in files and arrays.
 LEARNED_BOUNDS: dict[str, tuple[float, float]] = {
@@ -25,7 +27,7 @@ LEARNED_BOUNDS: dict[str, tuple[float, float]] = {
 LEARNED_PARAMS: tuple[str, ...] = tuple(LEARNED_BOUNDS)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config value is unknown, of the wrong type or outside its domain."""
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import PROFILE_NAMES, Config, parse_config, profile_search_path
+from ..errors import GateRejected, UsageError
 from ..io.files import temp_path_for
 from ..io.stateset import StateSet
 from ..io.tomlfile import dumps_toml
@@ -51,12 +52,15 @@ from .verdict import GateReport
 __all__ = ["AUDIT_LOG_NAME", "ApplyRefused", "ApplyResult", "ApplyUsageError", "apply_suggestion"]
 
 
-class ApplyRefused(Exception):
+class ApplyRefused(GateRejected):
     """The suggestion is not written, and nothing else is (exit code 1: the gate refused)."""
 
 
-class ApplyUsageError(ApplyRefused):
+class ApplyUsageError(ApplyRefused, UsageError):
     """A usage error of `apply` (exit code 2): an option names what is wrong."""
+
+    exit_code = UsageError.exit_code
+    label = UsageError.label
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
+
 AUDIT_LOG_NAME = "ami-engine-audit.jsonl"
 
 
-class AuditLogError(ValueError):
+class AuditLogError(InputError):
     """The audit log cannot take a line (exit code 2): nothing is written."""
 
 

@@ -23,8 +23,10 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
+from ..errors import InputError
 from . import parquet
-from .files import InputError, atomic_output, display_name, open_binary
+from ._atomic import atomic_output
+from ._open import display_name, open_binary
 
 STATES, TRACES = "states", "traces"
 

@@ -12,7 +12,8 @@ import json
 import os
 from typing import Any
 
-from .files import InputError, display_name, read_bytes
+from ..errors import InputError
+from ._open import display_name, read_bytes
 
 _REQUIRED = ("step", "L")
 

@@ -20,35 +20,35 @@ from typing import Any
 
 import numpy as np
 
-from .files import InputError, os_input_error, temp_path_for
+from ..errors import InputError
+from ._atomic import temp_path_for
+from ._errors import os_input_error
+from ._trace_schema import (
+    ACTION_SIZE,
+    FIELD_NAMES,
+    FIELDS,
+    REPAIRS,
+    REQUIRED_COLUMNS,
+    TRACE_SCHEMA,
+    arrow_nullable,
+    arrow_type,
+    names_of,
+)
 from .stateset import STATE_FIELDS, StateSet
 
 PARQUET_SUFFIX = ".parquet"
 BATCH_ROWS = 65536
 ROW_GROUP_ROWS = 65536
 _COMPRESSION = "snappy"  # decodes faster than zstd, for 10% more bytes
-ACTION_SIZE = 4
 
-# Trace columns in the key order of the JSONL writer; `required` as docs/formats.md has them.
-TRACE_COLUMNS: tuple[str, ...] = (
-    "t", "cus", "cus_raw", "delta_cus", "cus_mean", "raw_action", "final_action", "soft_clamp", "level",
-    "confidence", "delta_confidence", "human_escalation", "chaos", "model", "reason", "W", "J", "H", "C",
-    "stream", "id", "state", "config_id", "input_repairs",
-)
-# Required columns; `chaos` may be absent (read as false) and `confidence` null, so that
-# traces of engines that leave them out stay readable.
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "t", "cus", "delta_cus", "cus_mean", "raw_action", "final_action", "soft_clamp", "level",
-    "confidence", "delta_confidence", "human_escalation",
-)
-_NULLABLE_REQUIRED = frozenset({"delta_cus", "delta_confidence", "confidence"})
-_UNIT_COLUMNS = frozenset({"cus", "cus_mean", "confidence", "cus_raw"})
-_FLOAT_COLUMNS = frozenset({"cus", "cus_raw", "delta_cus", "cus_mean", "confidence", "delta_confidence",
-                            "W", "J", "H", "C"})
-_BOOL_COLUMNS = frozenset({"soft_clamp", "human_escalation", "chaos"})
-_TEXT_COLUMNS = frozenset({"model", "reason", "config_id"})
-_KEY_COLUMNS = frozenset({"stream", "id"})
-_REPAIRS = frozenset({"filled", "clipped"})
+# Trace columns in the key order of the JSONL writer (the trace schema's order).
+TRACE_COLUMNS: tuple[str, ...] = FIELD_NAMES
+_UNIT_COLUMNS = names_of("unit")
+_FLOAT_COLUMNS = names_of("unit", "number")
+_BOOL_COLUMNS = names_of("bool")
+_TEXT_COLUMNS = names_of("text")
+_KEY_COLUMNS = names_of("key")
+_REPAIRS = frozenset(REPAIRS)
 STATE_EXTRA_COLUMNS: tuple[str, ...] = ("stream", "t", "id", "expect_level_min")
 
 
@@ -327,7 +327,7 @@ def _repairs(b: _Batch, arr: Any) -> list[dict[str, str] | None]:
     if pa.types.is_null(arr.type):
         return [None] * len(arr)
     if not pa.types.is_map(arr.type):
-        b.type_problem(arr, "input_repairs", "a map of field names to \"filled\" or \"clipped\"")
+        b.type_problem(arr, "input_repairs", "a map of field names to " + " or ".join(f'"{r}"' for r in REPAIRS))
         return [None] * len(arr)
     out: list[dict[str, str] | None] = []
     for i, row in enumerate(arr.to_pylist()):
@@ -338,7 +338,7 @@ def _repairs(b: _Batch, arr: Any) -> list[dict[str, str] | None]:
         if any(v not in _REPAIRS for v in entry.values()):
             mask = np.zeros(len(arr), dtype=bool)
             mask[i] = True
-            b.note(mask, "input_repairs", "not one of the allowed values (filled, clipped)", [row] * len(arr))
+            b.note(mask, "input_repairs", f"not one of the allowed values ({', '.join(REPAIRS)})", [row] * len(arr))
         out.append(entry)
     return out
 
@@ -431,8 +431,7 @@ def _trace_column(b: _Batch, name: str, arr: Any, any_level: bool) -> Any:
     if name == "t":
         return _t(b, arr)
     if name in _FLOAT_COLUMNS:
-        return _floats(b, arr, name, nullable=name in _NULLABLE_REQUIRED or name not in REQUIRED_COLUMNS,
-                       unit=name in _UNIT_COLUMNS)
+        return _floats(b, arr, name, nullable=arrow_nullable(FIELDS[name]), unit=name in _UNIT_COLUMNS)
     if name in _BOOL_COLUMNS:
         return _bools(b, arr, name)
     if name == "level":
@@ -458,16 +457,8 @@ def trace_chunks(path: str | os.PathLike[str], *, any_level: bool = False,
 
     for block in iter_trace_blocks(path, any_level=any_level, batch_rows=batch_rows):
         c = block.columns
-        yield TraceChunk(
-            line=block.index + 1, t=c["t"], t_values=c["t_values"], cus=c["cus"], delta_cus=c["delta_cus"],
-            cus_mean=c["cus_mean"], raw_action=c["raw_action"], final_action=c["final_action"],
-            soft_clamp=c["soft_clamp"], level=c["level"], confidence=c["confidence"],
-            delta_confidence=c["delta_confidence"], human_escalation=c["human_escalation"], chaos=c["chaos"],
-            reason=c.get("reason"), cus_raw=c.get("cus_raw"), W=c.get("W"), J=c.get("J"), H=c.get("H"),
-            C=c.get("C"), stream=c.get("stream"), id=c.get("id"), state=c.get("state"),
-            has_state=c.get("has_state"), config_id=c.get("config_id"), model=c.get("model"),
-            input_repairs=c.get("input_repairs"),
-        )
+        yield TraceChunk(line=block.index + 1, **{name: c.get(name) for name in (*TRACE_COLUMNS, "t_values",
+                                                                                    "has_state")})
 
 
 def chunk_records(chunk: Any, columns: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -492,7 +483,7 @@ def chunk_records(chunk: Any, columns: Iterable[str] | None = None) -> list[dict
             lists[name] = plain
         else:
             lists[name] = list(value)
-    keep_null = {"delta_cus", "delta_confidence", "confidence", "stream", "id"}
+    keep_null = {f.name for f in TRACE_SCHEMA if f.nullable}
     names = list(lists)
     records = []
     for i in range(n):
@@ -556,29 +547,19 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
 def write_traces(path: str | os.PathLike[str], cols: Any, states: StateSet, *, config_id: str, model: str,
                  chaos: bool) -> None:
     """The engine's decisions (TraceColumns on `states`) as a traces Parquet file."""
-    from .traces import REASONS, TraceChunk
+    from .traces import TraceChunk, decided_columns
 
     n = len(cols)
     if len(states) != n:
         raise ValueError(f"{n} decisions but {len(states)} states")
-    reasons = np.asarray(REASONS, dtype=object)
 
     def chunks() -> Iterator[Any]:
         for start in range(0, max(n, 1), ROW_GROUP_ROWS):
             part = slice(start, min(start + ROW_GROUP_ROWS, n))
             k = part.stop - part.start
-            yield TraceChunk(
-                line=np.arange(part.start, part.stop) + 1, t=np.zeros(k), t_values=cols.t[part],
-                cus=cols.cus[part], delta_cus=cols.delta_cus[part], cus_mean=cols.cus_mean[part],
-                raw_action=cols.raw_action[part], final_action=cols.final_action[part],
-                soft_clamp=cols.soft_clamp[part], level=cols.level[part], confidence=cols.confidence[part],
-                delta_confidence=cols.delta_confidence[part], human_escalation=cols.human_escalation[part],
-                chaos=np.full(k, bool(chaos)), reason=reasons[cols.reason[part]].tolist(), cus_raw=cols.cus_raw[part],
-                W=cols.W[part], J=cols.J[part], H=cols.H[part], C=cols.C[part], stream=states.streams[part],
-                id=states.ids[part], state=states.values[part], has_state=np.ones(k, dtype=bool),
-                config_id=[config_id] * k, model=[model] * k,
-                input_repairs=None if states.repairs is None else [r or None for r in states.repairs[part]],
-            )
+            c = decided_columns(cols, states, part, config_id=config_id, model=model, chaos=chaos)
+            yield TraceChunk(line=np.arange(part.start, part.stop) + 1, t=np.zeros(k), t_values=c.pop("t"),
+                             has_state=np.ones(k, dtype=bool), **c)
 
     write_trace_chunks(path, chunks, source=os.fspath(path))
 
@@ -726,23 +707,12 @@ class TraceLayout:
 
     def schema(self) -> Any:
         pa = _pa()
-        action = pa.list_(pa.float64(), ACTION_SIZE)
-        state = pa.struct([pa.field(f, pa.float64(), nullable=False) for f in STATE_FIELDS])
-        types = {
-            "t": self.t, "raw_action": action, "final_action": action, "level": pa.int8(),
-            "model": pa.string(), "reason": pa.string(), "config_id": pa.string(),
-            "stream": self.stream, "id": self.id, "state": state, "input_repairs": pa.map_(pa.string(), pa.string()),
-        }
+        varying = {"t": self.t, "stream": self.stream, "id": self.id}
         fields = []
         for name in self.columns:
-            if name in _BOOL_COLUMNS:
-                kind = pa.bool_()
-            elif name in _FLOAT_COLUMNS:
-                kind = pa.float64()
-            else:
-                kind = types[name]
-            required = name in REQUIRED_COLUMNS + ("chaos",) and name not in _NULLABLE_REQUIRED
-            fields.append(pa.field(name, kind, nullable=not required))
+            f = FIELDS[name]
+            kind = varying[name] if name in varying else arrow_type(f)
+            fields.append(pa.field(name, kind, nullable=arrow_nullable(f)))
         return pa.schema(fields)
 
     def widen(self, other: TraceLayout) -> TraceLayout:
@@ -766,7 +736,7 @@ def trace_layout(chunk: Any) -> TraceLayout:
     present = []
     for name in TRACE_COLUMNS:
         value = getattr(chunk, name, None)
-        if name in REQUIRED_COLUMNS or name == "chaos":
+        if FIELDS[name].required:
             present.append(name)
         elif value is not None and (not isinstance(value, list) or name in _KEY_COLUMNS
                                     or any(v is not None for v in value)):

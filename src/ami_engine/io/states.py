@@ -22,16 +22,12 @@ import msgspec
 import numpy as np
 from msgspec import UNSET, UnsetType
 
+from ..errors import InputError
 from . import parquet
-from .files import (
-    InputError,
-    atomic_output,
-    decode_block,
-    display_name,
-    explain_validation,
-    iter_decoded_lines,
-    read_bytes,
-)
+from ._atomic import atomic_output
+from ._blocks import decode_block, iter_decoded_lines
+from ._errors import explain_validation
+from ._open import display_name, read_bytes
 from .stateset import STATE_FIELDS, StateSet
 
 FILL_VALUE = 0.5

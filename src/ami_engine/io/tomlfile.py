@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import tomli_w
 
-from .files import InMemoryFile, InputError, display_name, read_text
+from ..errors import InputError
+from ._open import InMemoryFile, display_name, read_text
 
 
 def parse_toml(text: str, where: str) -> dict[str, Any]:

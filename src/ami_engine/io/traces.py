@@ -18,61 +18,33 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from itertools import chain, compress, repeat, starmap
 from operator import attrgetter
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 import numpy as np
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET
 
+from ..errors import InputError
 from . import parquet
-from .files import (
-    DECODE_ERRORS,
-    DEFAULT_BLOCK_BYTES,
-    DecodedBlock,
-    InputError,
-    atomic_output,
-    decode_block,
-    display_name,
-    gc_paused,
-    iter_blocks,
-    iter_decoded_lines,
-    open_binary,
+from ._atomic import atomic_output
+from ._blocks import DEFAULT_BLOCK_BYTES, DecodedBlock, decode_block, gc_paused, iter_blocks, iter_decoded_lines
+from ._errors import DECODE_ERRORS
+from ._open import display_name, open_binary
+from ._trace_schema import (
+    ABSENT_MEANS,
+    ACTION_SIZE,
+    FIELD_NAMES,
+    REASON_CODES,
+    REASONS,
+    REQUIRED_FIELDS,
+    TRACE_SCHEMA,
+    RequiredTraceRecord,
+    StateOut,
+    TraceOut,
+    TraceRecord,
+    TraceState,
 )
 from .stateset import STATE_FIELDS, StateSet
-
-# Rules that set a decision's level (docs/engine.md §8-10), in the order of their codes.
-REASONS: tuple[str, ...] = (
-    "normal",
-    "no_clear_leader",
-    "drift",
-    "j_critical",
-    "h_critical",
-    "low_confidence",
-    "divergence",
-    "clamp_violation",
-    "no_valid_candidate",
-)
-REASON_CODES: dict[str, int] = {name: code for code, name in enumerate(REASONS)}
-
-# The fields of the Phase 4.7.1 format, in this engine's key order. Every one must be
-# present when reading, except those of ABSENT_MEANS.
-REQUIRED_FIELDS: tuple[str, ...] = (
-    "t",
-    "cus",
-    "delta_cus",
-    "cus_mean",
-    "raw_action",
-    "final_action",
-    "soft_clamp",
-    "level",
-    "confidence",
-    "delta_confidence",
-    "human_escalation",
-    "chaos",
-)
-# Phase 4.7.1 fields that a record may leave out, and the value that absence means.
-ABSENT_MEANS: dict[str, Any] = {"chaos": False}
-ACTION_SIZE = 4
 
 
 @dataclass
@@ -108,39 +80,6 @@ class TraceColumns:
 
 # ---------------------------------------------------------------------------- writing
 
-_StateOut = msgspec.defstruct("_StateOut", [(name, float) for name in STATE_FIELDS], gc=False)
-
-
-class _TraceOut(msgspec.Struct, omit_defaults=True, gc=False):
-    """One written record; the field order here is the key order of the file."""
-
-    t: Any
-    cus: float
-    cus_raw: float
-    # NaN is written as null by msgspec: exactly what a missing delta means in a trace.
-    delta_cus: float
-    cus_mean: float
-    raw_action: list[float]
-    final_action: list[float]
-    soft_clamp: bool
-    level: int
-    confidence: float
-    delta_confidence: float
-    human_escalation: bool
-    chaos: bool
-    model: str
-    reason: str
-    W: float
-    J: float
-    H: float
-    C: float
-    stream: Any
-    id: Any
-    state: Any
-    config_id: str
-    input_repairs: dict[str, str] | None = None
-
-
 def encode_traces(
     cols: TraceColumns,
     states: StateSet,
@@ -155,43 +94,44 @@ def encode_traces(
     if len(states) != n:
         raise ValueError(f"{n} decisions but {len(states)} states")
     encoder = msgspec.json.Encoder()
-    reason_names = np.asarray(REASONS, dtype=object)
-    repairs = states.repairs if states.repairs is not None else repeat(None, n)
-    repairs = [r or None for r in repairs]
     for start in range(0, n, chunk_records):
         part = slice(start, min(start + chunk_records, n))
         with gc_paused():
-            records = list(
-                map(
-                    _TraceOut,
-                    cols.t[part],
-                    cols.cus[part].tolist(),
-                    cols.cus_raw[part].tolist(),
-                    cols.delta_cus[part].tolist(),
-                    cols.cus_mean[part].tolist(),
-                    cols.raw_action[part].tolist(),
-                    cols.final_action[part].tolist(),
-                    cols.soft_clamp[part].tolist(),
-                    cols.level[part].tolist(),
-                    cols.confidence[part].tolist(),
-                    cols.delta_confidence[part].tolist(),
-                    cols.human_escalation[part].tolist(),
-                    repeat(bool(chaos)),
-                    repeat(model),
-                    reason_names[cols.reason[part]].tolist(),
-                    cols.W[part].tolist(),
-                    cols.J[part].tolist(),
-                    cols.H[part].tolist(),
-                    cols.C[part].tolist(),
-                    states.streams[part],
-                    states.ids[part],
-                    starmap(_StateOut, states.values[part].tolist()),
-                    repeat(config_id),
-                    repairs[part],
-                )
-            )
+            columns = decided_columns(cols, states, part, config_id=config_id, model=model, chaos=chaos)
+            records = list(map(TraceOut, *(_plain(name, columns[name], part) for name in FIELD_NAMES)))
             encoded = encoder.encode_lines(records)
         yield encoded
+
+
+_REASON_NAMES = np.asarray(REASONS, dtype=object)
+
+
+def decided_columns(cols: TraceColumns, states: StateSet, part: slice, *, config_id: str, model: str,
+                    chaos: bool) -> dict[str, Any]:
+    """Field -> values of the trace records `part` of a run, for every field of the schema:
+    NumPy arrays for numbers (NaN for null), lists for the others; `input_repairs` is None
+    when no state was repaired."""
+    k = part.stop - part.start
+    given: dict[str, Any] = {
+        "chaos": np.full(k, bool(chaos)),
+        "model": [model] * k,
+        "reason": _REASON_NAMES[cols.reason[part]].tolist(),
+        "stream": states.streams[part],
+        "id": states.ids[part],
+        "state": states.values[part],
+        "config_id": [config_id] * k,
+        "input_repairs": None if states.repairs is None else [r or None for r in states.repairs[part]],
+    }
+    return {name: given[name] if name in given else getattr(cols, name)[part] for name in FIELD_NAMES}
+
+
+def _plain(name: str, values: Any, part: slice) -> Iterable[Any]:
+    """A column of decided_columns as the values a written record takes."""
+    if name == "state":
+        return starmap(StateOut, values.tolist())
+    if values is None:
+        return repeat(None, part.stop - part.start)
+    return values.tolist() if isinstance(values, np.ndarray) else values
 
 
 def trace_records(
@@ -225,50 +165,6 @@ def write_traces(
 
 
 # ---------------------------------------------------------------------------- reading
-
-_Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
-_Action = tuple[float, float, float, float]
-
-TraceState = msgspec.defstruct("TraceState", [(name, _Unit) for name in STATE_FIELDS], gc=False)
-
-
-class RequiredTraceRecord(msgspec.Struct, gc=False):
-    """The Phase 4.7.1 fields of a record; every other key is skipped unread.
-
-    `confidence` is None where the trace says null: the original engine writes that for a
-    decision where no action passed its filter and its fail-safe did not fire. No metric
-    reads it; the invariants that involve it cannot be checked on such a record."""
-
-    t: int | float
-    cus: _Unit
-    delta_cus: float | None
-    cus_mean: _Unit
-    raw_action: _Action
-    final_action: _Action
-    soft_clamp: bool
-    level: Literal[0, 1, 2]
-    confidence: _Unit | None
-    delta_confidence: float | None
-    human_escalation: bool
-    chaos: bool = ABSENT_MEANS["chaos"]
-
-
-class TraceRecord(RequiredTraceRecord, gc=False):
-    """A whole record: the required fields and those this engine adds, each optional."""
-
-    model: str | UnsetType = UNSET
-    reason: str | UnsetType = UNSET
-    cus_raw: _Unit | UnsetType = UNSET
-    W: float | UnsetType = UNSET
-    J: float | UnsetType = UNSET
-    H: float | UnsetType = UNSET
-    C: float | UnsetType = UNSET
-    stream: str | int | None | UnsetType = UNSET
-    id: str | int | None | UnsetType = UNSET
-    state: TraceState | UnsetType = UNSET  # type: ignore[valid-type]
-    config_id: str | UnsetType = UNSET
-    input_repairs: dict[str, Literal["filled", "clipped", "dropped"]] | UnsetType = UNSET
-
 
 @dataclass
 class TraceChunk:
@@ -337,36 +233,13 @@ class TraceChunk:
             state_values = np.full((n, len(STATE_FIELDS)), np.nan)
             state_values[has_state] = _matrix(map(attrgetter(*STATE_FIELDS), present), len(present),
                                               len(STATE_FIELDS))
-        t_values = list(map(attrgetter("t"), records))
-        return cls(
-            line=line,
-            t=np.array(t_values, dtype=np.float64),
-            t_values=t_values,
-            cus=_floats(records, "cus"),
-            delta_cus=np.array(list(map(attrgetter("delta_cus"), records)), dtype=np.float64),
-            cus_mean=_floats(records, "cus_mean"),
-            raw_action=action_matrix(records, "raw_action"),
-            final_action=action_matrix(records, "final_action"),
-            soft_clamp=_bools(records, "soft_clamp"),
-            level=np.fromiter(map(attrgetter("level"), records), dtype=np.int8, count=n),
-            confidence=_floats_or_nan(records, "confidence"),
-            delta_confidence=np.array(list(map(attrgetter("delta_confidence"), records)), dtype=np.float64),
-            human_escalation=_bools(records, "human_escalation"),
-            chaos=_bools(records, "chaos"),
-            reason=_optional(records, "reason"),
-            cus_raw=_optional_floats(records, "cus_raw"),
-            W=_optional_floats(records, "W"),
-            J=_optional_floats(records, "J"),
-            H=_optional_floats(records, "H"),
-            C=_optional_floats(records, "C"),
-            stream=_optional(records, "stream"),
-            id=_optional(records, "id"),
-            state=state_values,
-            has_state=has_state,
-            config_id=_optional(records, "config_id"),
-            model=_optional(records, "model"),
-            input_repairs=_optional(records, "input_repairs"),
-        )
+        columns: dict[str, Any] = {"line": line, "state": state_values, "has_state": has_state}
+        for f in TRACE_SCHEMA:
+            if f.name not in columns:
+                columns[f.name] = _COLUMN_READERS[f.kind, f.required](records, f.name)
+        columns["t_values"] = columns["t"]
+        columns["t"] = np.array(columns["t"], dtype=np.float64)
+        return cls(**columns)
 
     @classmethod
     def concat(cls, chunks: list[TraceChunk]) -> TraceChunk:
@@ -436,6 +309,36 @@ def _optional(records: list[Any], name: str) -> list[Any] | None:
 def _optional_floats(records: list[Any], name: str) -> np.ndarray | None:
     values = _optional(records, name)
     return None if values is None else np.array(values, dtype=np.float64)
+
+
+def _levels(records: list[Any], name: str) -> np.ndarray:
+    return np.fromiter(map(attrgetter(name), records), dtype=np.int8, count=len(records))
+
+
+def _values(records: list[Any], name: str) -> list[Any]:
+    return list(map(attrgetter(name), records))
+
+
+def _actions(records: list[Any], name: str) -> np.ndarray:
+    return action_matrix(records, name)
+
+
+# (kind, required) -> how a field's column is built from decoded records. A required
+# number that may be null reads as NaN there; an optional field is None when no record of
+# the chunk has it. `state` is read apart (a matrix and which rows have one).
+_COLUMN_READERS: dict[tuple[str, bool], Any] = {
+    ("t", True): _values,
+    ("unit", True): _floats_or_nan,
+    ("number", True): _floats_or_nan,
+    ("action", True): _actions,
+    ("bool", True): _bools,
+    ("level", True): _levels,
+    ("unit", False): _optional_floats,
+    ("number", False): _optional_floats,
+    ("text", False): _optional,
+    ("key", False): _optional,
+    ("repairs", False): _optional,
+}
 
 
 def iter_trace_blocks(
@@ -571,8 +474,10 @@ __all__ = [
     "TraceChunk",
     "TraceColumns",
     "TraceRecord",
+    "TraceState",
     "TraceStates",
     "action_matrix",
+    "decided_columns",
     "encode_traces",
     "iter_trace_blocks",
     "iter_trace_chunks",

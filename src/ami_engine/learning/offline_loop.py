@@ -44,7 +44,7 @@ from .result import ACCEPTED, NO_IMPROVEMENT, NOT_GATED, REJECTED, LearnResult, 
 from .result import build_result as _result
 from .settings import DEFAULT_BATCH, MAX_GATE_TRIES, LearnError, LearnSettings
 from .split import Split, split_states
-from .study import StudyStore, make_fingerprint
+from .study import StudyLocation, StudyStore, make_fingerprint
 
 
 def with_learned(baseline: Config, row: np.ndarray, space: SearchSpace) -> Config:
@@ -68,15 +68,16 @@ def learn(
     settings: LearnSettings,
     *,
     regression: StateSet | None = None,
-    study: str | None = None,
+    study: str | StudyLocation | None = None,
     gate_fn: Callable[..., Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     existing_study: str = "resume",
 ) -> LearnResult:
     """Search the seven learned parameters; return the best candidate the gate accepts.
 
-    `study` keeps the finished batches (see StudyStore.open); `existing_study` says what
-    to do with a study already there: "resume" it, start it over ("fresh") or "refuse"."""
+    `study` keeps the finished batches: a path or URL, or a storage object such as
+    study.JournalStorage (see StudyStore.open); `existing_study` says what to do with a
+    study already there: "resume" it, start it over ("fresh") or "refuse"."""
     if settings.budget < 1:
         raise LearnError(f"budget: must be >= 1, got {settings.budget}")
     if settings.batch_size < 1:
@@ -88,7 +89,8 @@ def learn(
     split = split_states(data.states, settings.seed, settings.train_fraction)
     train, held_out = data.states.subset(split.train), data.states.subset(split.held_out)
     space = SearchSpace()
-    strategy = make_strategy(settings.strategy, space, seed=settings.seed, budget=settings.budget,
+    strategy = make_strategy(settings.strategy_object or settings.strategy, space, seed=settings.seed,
+                             budget=settings.budget,
                              **settings.strategy_options)
     train_table = ScoreTable(train, baseline)
     held_table = ScoreTable(held_out, baseline)

@@ -496,13 +496,19 @@ STRATEGIES: dict[str, type[Strategy]] = {
 
 
 def make_strategy(
-    name: str, space: SearchSpace | None = None, *, seed: int, budget: int | None = None, **options: Any
+    name: str | Strategy, space: SearchSpace | None = None, *, seed: int, budget: int | None = None, **options: Any
 ) -> Strategy:
     """The strategy called `name` over `space` (the learned bounds when None).
 
     `budget` (total candidates of the run) is accepted by every strategy; only grid uses it,
     to size its default grid. Other options are the strategy's own (see its OPTIONS).
+
+    `name` may also be a strategy object, as optuna takes a sampler object: it is used as
+    it is, once it is found to search `space` with `seed` and `options` (the run's
+    fingerprint records them, so they must be the strategy's own).
     """
+    if isinstance(name, Strategy):
+        return _given_strategy(name, SearchSpace() if space is None else space, seed, options)
     cls = STRATEGIES.get(name)
     if cls is None:
         raise ValueError(f"strategy: unknown {name!r}; choose one of {', '.join(STRATEGIES)}")
@@ -511,3 +517,41 @@ def make_strategy(
         have = ", ".join(cls.OPTIONS) or "none"
         raise ValueError(f"strategy {name!r}: unknown option(s) {', '.join(unknown)}; its options: {have}")
     return cls(SearchSpace() if space is None else space, seed=seed, budget=budget, **options)
+
+
+def _given_strategy(strategy: Strategy, space: SearchSpace, seed: int, options: Mapping[str, Any]) -> Strategy:
+    if strategy.space != space:
+        raise ValueError(f"strategy: searches {strategy.space!r}, not the run's {space!r}")
+    if strategy.seed != seed:
+        raise ValueError(f"strategy: seeded with {strategy.seed}, but the run's seed is {seed}; one seed seeds "
+                         "the whole run")
+    strategy_spec(strategy, options)
+    return strategy
+
+
+def strategy_spec(strategy: str | Strategy, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The name and options that describe `strategy` (a name with its options, or an object)."""
+    if isinstance(strategy, Strategy):
+        if options and dict(options) != strategy.options:
+            raise ValueError(f"strategy options: {dict(options)!r} differ from the strategy object's own "
+                             f"{strategy.options!r}; set options on the object")
+        return strategy.name, dict(strategy.options)
+    return strategy, dict(options)
+
+
+def settle_strategy(
+    strategy: str | Strategy, options: Mapping[str, Any], *, seed: int, given: Strategy | None = None
+) -> tuple[str, dict[str, Any], Strategy | None]:
+    """(name, options, object) of a run's strategy, given by name or as an object.
+
+    An object stands for its name and options (what a run records); it must search the
+    learned bounds with the run's `seed`. `given` is an object settled before: kept while
+    `strategy` still names it."""
+    if isinstance(strategy, Strategy):
+        given = strategy
+    elif given is not None and strategy != given.name:
+        given = None  # another strategy was named since
+    if given is not None:
+        make_strategy(given, seed=seed, **options)
+        return *strategy_spec(given, options), given
+    return *strategy_spec(strategy, options), None

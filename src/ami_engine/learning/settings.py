@@ -5,21 +5,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import InputError
 from .bounds import DEFAULT_DELTA
 from .constraints import CriticalFloor
 from .loss import LossWeights
+from .policy_optimizer import Strategy, settle_strategy
 
 DEFAULT_BATCH = 32
 MAX_GATE_TRIES = 3
 
 
-class LearnError(ValueError):
+class LearnError(InputError):
     """The loop cannot run on this input (exit code 2)."""
 
 
 @dataclass
 class LearnSettings:
-    strategy: str = "tpe"
+    """How to search. `strategy` is a strategy's name (with `strategy_options`) or a
+    strategy object (policy_optimizer.Strategy, seeded with `seed`); an object stands for
+    its name and options, which the study's fingerprint and the suggestion record, and is
+    kept as `strategy_object` to do the search."""
+
+    strategy: str | Strategy = "tpe"
     budget: int = 300
     seed: int = 0
     batch_size: int = DEFAULT_BATCH
@@ -28,6 +35,11 @@ class LearnSettings:
     critical: CriticalFloor = field(default_factory=CriticalFloor)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     delta: float = DEFAULT_DELTA  # the suggestion's promise holds at 1 - delta
+    strategy_object: Strategy | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.strategy, self.strategy_options, self.strategy_object = settle_strategy(
+            self.strategy, self.strategy_options, seed=self.seed, given=self.strategy_object)
 
     @property
     def gate_delta(self) -> float:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ami_engine.errors import UsageError
 from ami_engine.learning.policy_optimizer import SearchSpace, quiet_optuna
 
 DEFAULT_STUDY_NAME = "ami_engine_learning"
@@ -48,7 +49,7 @@ _POSTGRES_SCHEMES = ("postgresql", "postgresql+psycopg", "postgres")
 REFUSE, RESUME, FRESH = "refuse", "resume", "fresh"
 
 
-class StudyError(ValueError):
+class StudyError(UsageError):
     """The study location cannot be used as asked (bad input or usage: exit code 2)."""
 
 
@@ -71,7 +72,10 @@ class StudyBusyError(StudyError):
 
 @dataclass(frozen=True)
 class StudyLocation:
-    """Where a study is kept: `kind` is "journal", "postgresql", "sqlite" or "memory"."""
+    """Where a study is kept: `kind` is "journal", "postgresql", "sqlite" or "memory".
+
+    Build one with study_location(path or URL) or with one of the storage classes below;
+    each opens its own optuna storage (`optuna_storage`)."""
 
     text: str
     kind: str
@@ -87,6 +91,26 @@ class StudyLocation:
     def is_file(self) -> bool:
         return self.path is not None
 
+    def optuna_storage(self) -> Any:
+        """The optuna storage that holds the study (opened; released with _release)."""
+        raise NotImplementedError(f"{type(self).__name__} opens no optuna storage")
+
+    def _check_folder(self) -> None:
+        if self.path is not None and not self.path.parent.is_dir():
+            raise StudyError(f"study {self}: folder {str(self.path.parent)!r} does not exist")
+
+    def _database(self) -> Any:
+        import optuna
+
+        self._check_folder()
+        try:
+            return optuna.storages.RDBStorage(self.url)
+        except ImportError as exc:
+            raise StudyError(f"study {self}: {exc}; install the cluster extra: pip install "
+                             "'ami-engine[cluster]'") from None
+        except Exception as exc:  # connection and driver errors of the database
+            raise StudyError(f"study {self}: cannot open the database: {_first_line(exc)}") from None
+
 
 def _hide_password(url: str) -> str:
     from sqlalchemy.engine import make_url
@@ -97,23 +121,86 @@ def _hide_password(url: str) -> str:
         return url
 
 
-def study_location(url_or_path: str | os.PathLike[str] | None) -> StudyLocation:
+class JournalStorage(StudyLocation):
+    """A study in an optuna journal file (the default: one file, safe to copy or move)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        text = os.fspath(path)
+        super().__init__(text, "journal", path=Path(text).resolve())
+
+    def optuna_storage(self) -> Any:
+        from optuna.storages.journal import JournalFileBackend
+        from optuna.storages.journal import JournalStorage as OptunaJournalStorage
+
+        self._check_folder()
+        return OptunaJournalStorage(JournalFileBackend(str(self.path)))
+
+
+class SqliteStorage(StudyLocation):
+    """A study in an SQLite file, given as a path or as a `sqlite:///PATH` URL."""
+
+    def __init__(self, path_or_url: str | os.PathLike[str]) -> None:
+        text = os.fspath(path_or_url)
+        if "://" in text:
+            rest = text.split("://", 1)[1]
+            if not rest.startswith("/") or rest == "/":
+                raise StudyError(f"study {text!r}: a sqlite URL names a file, as sqlite:///PATH")
+            path = rest[1:]
+        else:
+            path, text = text, f"sqlite:///{text}"
+        super().__init__(text, "sqlite", path=Path(path).resolve(), url=text)
+
+    def optuna_storage(self) -> Any:
+        return self._database()
+
+
+class PostgresStorage(StudyLocation):
+    """A study in a PostgreSQL database, shared by runs on several hosts."""
+
+    def __init__(self, url: str) -> None:
+        scheme, rest = url.split("://", 1) if "://" in url else ("", "")
+        if scheme.lower() not in _POSTGRES_SCHEMES:
+            raise StudyError(f"study {_hide_password(url)!r}: expected a postgresql:// URL")
+        # SQLAlchemy's default PostgreSQL driver is psycopg2; this package uses psycopg 3.
+        super().__init__(url, "postgresql", url="postgresql+psycopg://" + rest)
+
+    def optuna_storage(self) -> Any:
+        return self._database()
+
+
+class InMemoryStorage(StudyLocation):
+    """A study kept in memory: gone when the run ends (no resume)."""
+
+    def __init__(self) -> None:
+        super().__init__("memory", "memory")
+
+    def optuna_storage(self) -> Any:
+        import optuna
+
+        return optuna.storages.InMemoryStorage()
+
+
+# Where a study is kept, as an object (like optuna's storages): pass one of the classes
+# above wherever a study location is taken, or give a path or URL to study_location.
+StudyStorage = StudyLocation
+
+
+def study_location(url_or_path: str | os.PathLike[str] | StudyLocation | None) -> StudyLocation:
     """Parse a study location: None (memory), a file path (journal), a `postgresql://`
-    URL or a `sqlite:///` URL. Any other scheme is a StudyError."""
+    URL or a `sqlite:///` URL; a storage object is returned as it is. Any other scheme is
+    a StudyError."""
+    if isinstance(url_or_path, StudyLocation):
+        return url_or_path
     if url_or_path is None:
-        return StudyLocation("memory", "memory")
+        return InMemoryStorage()
     text = os.fspath(url_or_path)
     if "://" not in text:
-        return StudyLocation(text, "journal", path=Path(text).resolve())
+        return JournalStorage(text)
     scheme = text.split("://", 1)[0].lower()
     if scheme in _POSTGRES_SCHEMES:
-        # SQLAlchemy's default PostgreSQL driver is psycopg2; this package uses psycopg 3.
-        return StudyLocation(text, "postgresql", url="postgresql+psycopg://" + text.split("://", 1)[1])
+        return PostgresStorage(text)
     if scheme == "sqlite":
-        rest = text.split("://", 1)[1]
-        if not rest.startswith("/") or rest == "/":
-            raise StudyError(f"study {text!r}: a sqlite URL names a file, as sqlite:///PATH")
-        return StudyLocation(text, "sqlite", path=Path(rest[1:]).resolve(), url=text)
+        return SqliteStorage(text)
     raise StudyError(f"study {text!r}: unknown storage scheme {scheme!r}; give a file path (a journal file) "
                      "or a postgresql:// URL")
 
@@ -156,23 +243,7 @@ def _sqlite_has_studies(path: Path) -> bool:
 
 
 def _storage_of(location: StudyLocation) -> Any:
-    import optuna
-
-    if location.kind == "memory":
-        return optuna.storages.InMemoryStorage()
-    if location.path is not None and not location.path.parent.is_dir():
-        raise StudyError(f"study {location}: folder {str(location.path.parent)!r} does not exist")
-    if location.kind == "journal":
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        return JournalStorage(JournalFileBackend(str(location.path)))
-    try:
-        return optuna.storages.RDBStorage(location.url)
-    except ImportError as exc:
-        raise StudyError(f"study {location}: {exc}; install the cluster extra: pip install "
-                         "'ami-engine[cluster]'") from None
-    except Exception as exc:  # connection and driver errors of the database
-        raise StudyError(f"study {location}: cannot open the database: {_first_line(exc)}") from None
+    return location.optuna_storage()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -191,7 +262,7 @@ def finished_evaluations(
     """The finished evaluations of the study at a location, or None when there is none.
 
     A file that is not a study store is a StudyError: nothing is opened or written then."""
-    location = url_or_path if isinstance(url_or_path, StudyLocation) else study_location(url_or_path)
+    location = study_location(url_or_path)
     if location.kind == "memory":
         return None
     if location.is_file and not _check_study_file(location):
@@ -325,7 +396,7 @@ class StudyStore:
             raise ValueError(f"fingerprint: expected a non-empty string, got {fingerprint!r}")
         if existing not in (RESUME, FRESH, REFUSE):
             raise ValueError(f"existing: expected one of resume, fresh, refuse, got {existing!r}")
-        location = url_or_path if isinstance(url_or_path, StudyLocation) else study_location(url_or_path)
+        location = study_location(url_or_path)
         space = SearchSpace() if space is None else space
         bounds = {k: list(v) for k, v in space.bounds.items()}
         if location.is_file:

@@ -1,0 +1,150 @@
+"""Opening input the way every command does: `-` is stdin, gzip is read transparently
+(by suffix or by its magic bytes), and a file read once can stand in for its path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import sys
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+from ._errors import InputError, os_input_error
+
+STDIO = "-"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def display_name(path: str | os.PathLike[str] | InMemoryFile) -> str:
+    """How a path is named in messages: `<stdin>` for `-`."""
+    if isinstance(path, InMemoryFile):
+        return path.name
+    return "<stdin>" if str(path) == STDIO else str(path)
+
+
+@dataclass(frozen=True)
+class InMemoryFile:
+    """The raw bytes of a file (or of stdin), read once, standing in for its path.
+
+    A reader given one reads these bytes instead of opening a path again, so that what is
+    hashed and what is parsed are the same bytes, and stdin can be read more than once.
+    """
+
+    name: str
+    raw: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.raw).hexdigest()
+
+
+def read_once(path: str | os.PathLike[str]) -> InMemoryFile:
+    """The raw (still compressed) bytes of `path` (`-` = stdin) in memory."""
+    source = display_name(path)
+    if str(path) == STDIO:
+        return InMemoryFile(source, sys.stdin.buffer.read())
+    try:
+        with open(path, "rb") as raw:
+            return InMemoryFile(source, raw.read())
+    except OSError as exc:
+        raise os_input_error(exc, source) from None
+
+
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+@contextmanager
+def open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[bytes]]:
+    """The decompressed bytes of `path` (`-` = stdin; gzip recognised by suffix or magic bytes).
+
+    A file that cannot be opened, or gzip data that is corrupt or cut short, is an
+    InputError naming the file, whenever the reading finds it.
+    """
+    source = display_name(path)
+    try:
+        with _open_binary(path) as stream:
+            yield stream
+    except _GZIP_ERRORS as exc:
+        problem = "cut short" if isinstance(exc, EOFError) else str(exc).removeprefix("Error -3 while decompressing")
+        raise InputError(source, None, None, f"not valid gzip data ({problem.strip(' :')})") from None
+    except OSError as exc:
+        raise os_input_error(exc, source) from None
+
+
+@contextmanager
+def _open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[bytes]]:
+    if isinstance(path, InMemoryFile):
+        stream: IO[bytes] = io.BufferedReader(io.BytesIO(path.raw))  # type: ignore[arg-type]
+        gz = path.name.endswith(".gz") or path.raw[:2] == _GZIP_MAGIC
+    elif str(path) == STDIO:
+        stream = sys.stdin.buffer
+        if not isinstance(stream, io.BufferedReader):
+            stream = io.BufferedReader(stream)  # type: ignore[arg-type]
+        gz = stream.peek(2)[:2] == _GZIP_MAGIC
+    else:
+        stream = open(path, "rb")  # noqa: SIM115 - closed below
+        gz = str(path).endswith(".gz") or stream.peek(2)[:2] == _GZIP_MAGIC  # type: ignore[attr-defined]
+    try:
+        if gz:
+            with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+                yield unzipped  # type: ignore[misc]
+        else:
+            yield stream
+    finally:
+        if not isinstance(path, str | os.PathLike) or str(path) != STDIO:
+            stream.close()
+
+
+def is_plain_file(path: str | os.PathLike[str] | InMemoryFile) -> bool:
+    """True for a regular, uncompressed file: one that can be read from any offset."""
+    if isinstance(path, InMemoryFile) or str(path) == STDIO or str(path).endswith(".gz") or not os.path.isfile(path):
+        return False
+    with open(path, "rb") as raw:
+        return raw.read(2) != _GZIP_MAGIC
+
+
+def read_bytes(path: str | os.PathLike[str] | InMemoryFile) -> bytes:
+    """The whole (decompressed) content of `path`."""
+    with open_binary(path) as stream:
+        return stream.read()
+
+
+def read_text(path: str | os.PathLike[str] | InMemoryFile) -> str:
+    """The whole (decompressed) content of `path` as UTF-8 text; bad UTF-8 is an InputError
+    naming the line."""
+    data = read_bytes(path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(display_name(path), line, None, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+
+
+def open_text_lines(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[str]:
+    """The lines of `path` as text, line ends included (`-` = stdin, `.gz` decompressed)."""
+    with open_binary(path) as stream:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(display_name(path), number, None, "not UTF-8 text") from None
+            yield text
+
+
+__all__ = [
+    "STDIO",
+    "InMemoryFile",
+    "display_name",
+    "is_plain_file",
+    "open_binary",
+    "open_text_lines",
+    "read_bytes",
+    "read_once",
+    "read_text",
+]
