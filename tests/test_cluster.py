@@ -67,7 +67,7 @@ def test_a_bad_cluster_spec_is_refused(text):
 
 
 def test_no_scheduler_at_the_address_is_a_cluster_error():
-    with pytest.raises(ClusterError, match="no Dask scheduler answered at tcp://127.0.0.1:9"):
+    with pytest.raises(ClusterError, match="no Dask scheduler answered"):
         with cluster_client("tcp://127.0.0.1:9", connect_timeout=0.5):
             pass
 

@@ -6,6 +6,8 @@ exactly), and decisions depend only on their own stream. Needs the `cluster` ext
 (`pip install 'ami-engine[cluster]'`)."""
 
 from ._evaluator import DaskShardEvaluator
+from ._metrics import metrics_on_cluster
+from ._run import run_on_cluster, stream_parts
 from ._spec import (
     INSTALL_HINT,
     ClusterError,
@@ -23,6 +25,9 @@ __all__ = [
     "DaskShardEvaluator",
     "cluster_client",
     "local_cluster_options",
+    "metrics_on_cluster",
     "require_dask",
+    "run_on_cluster",
+    "stream_parts",
     "worker_count",
 ]

@@ -97,7 +97,7 @@ def cluster_client(spec: str | ClusterSpec, *, connect_timeout: float = 10.0) ->
             try:
                 client = Client(spec.address, timeout=connect_timeout)
             except (OSError, TimeoutError) as exc:
-                raise ClusterError(f"no Dask scheduler answered at {spec.address} ({exc})") from None
+                raise ClusterError(f"no Dask scheduler answered ({exc})") from None
         try:
             yield client
         finally:
