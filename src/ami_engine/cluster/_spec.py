@@ -100,6 +100,10 @@ def cluster_client(spec: str | ClusterSpec, *, connect_timeout: float = 10.0) ->
                 raise ClusterError(f"no Dask scheduler answered ({exc})") from None
         try:
             yield client
+        except Exception as exc:
+            if type(exc).__name__ != "KilledWorker":
+                raise
+            raise ClusterError(f"a task was given up after its workers died again and again ({exc})") from None
         finally:
             client.close()
             if cluster is not None:
