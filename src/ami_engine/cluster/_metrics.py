@@ -75,9 +75,8 @@ def _sums_of_row_groups(part: _RowGroups) -> _Part:
 def _sums_of_batch(b: Any) -> MetricSums:
     c = {name: parquet._trace_column(b, name, b.batch.column(i), False) for i, name in enumerate(b.batch.schema.names)}
     b.raise_first()
-    clamped = c["soft_clamp"]
-    return fm._sums(c["level"], c["cus"], clamped, c["raw_action"][clamped], c["final_action"][clamped],
-                    int(np.count_nonzero(c["human_escalation"])))
+    return fm.sums_from_columns(c["level"], c["cus"], c["soft_clamp"], c["raw_action"], c["final_action"],
+                                c["human_escalation"])
 
 
 def _sums_of_blocks(part: _Blocks) -> _Part:
@@ -139,7 +138,7 @@ def metrics_on_cluster(client: Any, paths: Sequence[str], *,
         if str(path) == "-":
             raise ClusterError("the workers read files by path; stdin (-) cannot be shared out")
         if not os.path.exists(path):
-            raise InputError(display_name(path), None, None, "no such file")
+            fm.metrics_from_traces(path)  # says what is wrong with it, as without a cluster
     n_ranges = worker_count(client) * _RANGES_PER_WORKER
     plans = [_plan(os.fspath(p), n_ranges, block_bytes) for p in paths]
     with quiet():
