@@ -5,9 +5,11 @@ At each size, every step runs as a command of its own, under `/usr/bin/time -f '
 (wall seconds, and the largest resident set of one process), while the resident sets of
 the whole process tree (Dask workers included) are summed every 0.1 s for its peak:
 
-    run      ami-engine run --scenario chaos --n N --streams 1000 --out traces.parquet
+    run      ami-engine run --scenario chaos --n N --streams 1000 --out traces.parquet, and
+             with --cluster local:2 (the same file, checked)
     convert  ami-engine convert traces.parquet traces.jsonl   (the JSONL form of the same traces)
-    metrics  ami-engine metrics traces.parquet --json, and on traces.jsonl
+    metrics  ami-engine metrics traces.parquet --json, on traces.jsonl, and on the Parquet
+             with --cluster local:2 (the same figures, checked)
     learn    ami-engine learn --traces traces.parquet --budget 300, in one process and
              with --cluster local:2
 
@@ -15,7 +17,7 @@ and the held-out L reduction of each suggestion, 1 - L(suggestion) / L(baseline)
 held-out data, read from its [meta] (from the --json summary when no suggestion was
 written). The traces of a size are removed before the next size is made.
 
-    python benchmarks/bench_scale.py --sizes 20k,200k [--budget 300] [--workdir DIR] [--json out.json]
+    python benchmarks/bench_scale.py --sizes 20k,200k [--budget 300] [--no-learn] [--workdir DIR] [--json out.json]
 
 Prints a table; no assertions. Needs the cluster extra (pip install 'ami-engine[cluster]')
 for the --cluster steps and for psutil.
@@ -105,23 +107,37 @@ def held_out_reduction(suggestion: str, summary: str) -> float | None:
     return 1.0 - held["suggestion"]["L"] / held["baseline"]["L"]
 
 
+def _same_bytes(a: str, b: str) -> bool:
+    if not (os.path.exists(a) and os.path.exists(b)):
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return fa.read() == fb.read()
+
+
 def _content(path: str) -> list[str]:
     """A suggestion's lines but the time it was written."""
     with open(path) as fh:
         return [line for line in fh if not line.startswith("created = ")]
 
 
-def one_size(n: int, budget: int, workdir: str, cluster: str) -> list[dict[str, Any]]:
+def one_size(n: int, budget: int, workdir: str, cluster: str, learn: bool = True) -> list[dict[str, Any]]:
     rows = []
-    traces, jsonl = "traces.parquet", "traces.jsonl"
+    traces, jsonl, shared = "traces.parquet", "traces.jsonl", "traces-cluster.parquet"
     try:
         rows.append(step("run -> parquet", ["run", "--scenario", "chaos", "--n", str(n), "--seed", str(SEED),
                                             "--streams", str(STREAMS), "--chaos", "--out", traces], workdir))
+        rows.append(step(f"run -> parquet --cluster {cluster}",
+                         ["run", "--scenario", "chaos", "--n", str(n), "--seed", str(SEED), "--streams",
+                          str(STREAMS), "--chaos", "--out", shared, "--cluster", cluster], workdir))
+        rows[-1]["same_file"] = _same_bytes(os.path.join(workdir, traces), os.path.join(workdir, shared))
+        os.remove(os.path.join(workdir, shared))
         rows.append(step("convert -> jsonl", ["convert", traces, jsonl], workdir))
         rows.append(step("metrics parquet", ["metrics", traces, "--json"], workdir))
         rows.append(step("metrics jsonl", ["metrics", jsonl, "--json"], workdir))
+        rows.append(step(f"metrics parquet --cluster {cluster}", ["metrics", traces, "--json", "--cluster", cluster],
+                         workdir))
         os.remove(os.path.join(workdir, jsonl))
-        for label, extra in (("learn", []), (f"learn --cluster {cluster}", ["--cluster", cluster])):
+        for label, extra in (("learn", []), (f"learn --cluster {cluster}", ["--cluster", cluster])) if learn else ():
             out = os.path.join(workdir, "cluster" if extra else "alone", "suggestion.toml")
             os.makedirs(os.path.dirname(out), exist_ok=True)
             row = step(label, ["learn", "--traces", traces, "--budget", str(budget), "--seed", str(SEED),
@@ -132,16 +148,16 @@ def one_size(n: int, budget: int, workdir: str, cluster: str) -> list[dict[str, 
         if all(os.path.exists(p) for p in same):
             rows[-1]["same_suggestion"] = _content(same[0]) == _content(same[1])
     finally:
-        for name in (traces, jsonl, "alone", "cluster"):
+        for name in (traces, jsonl, shared, "alone", "cluster"):
             path = os.path.join(workdir, name)
             if os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.exists(path):
                 os.remove(path)
     by_step = {r["step"]: r for r in rows}
-    if "metrics jsonl" in by_step:
-        by_step["metrics jsonl"]["same_figures_as_parquet"] = \
-            by_step["metrics jsonl"]["stdout"] == by_step["metrics parquet"]["stdout"]
+    for name, row in by_step.items():
+        if name.startswith("metrics") and name != "metrics parquet":
+            row["same_figures_as_parquet"] = row["stdout"] == by_step["metrics parquet"]["stdout"]
     for row in rows:
         row["n"] = n
         row.pop("stdout", None)
@@ -152,7 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="20k,200k", help="comma-separated: 20k, 200k, 2M, 10M (or any N)")
     parser.add_argument("--budget", type=int, default=300, help="learn --budget")
-    parser.add_argument("--cluster", default="local:2", help="the --cluster of the second learn")
+    parser.add_argument("--cluster", default="local:2", help="the --cluster of the cluster steps")
+    parser.add_argument("--no-learn", action="store_true", help="leave out the learn steps")
     parser.add_argument("--workdir", default=None, help="where the traces go (default: a temporary folder)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
@@ -166,18 +183,20 @@ def main() -> None:
     try:
         for n in sizes:
             start = time.perf_counter()
-            rows = one_size(n, args.budget, workdir, args.cluster)
+            rows = one_size(n, args.budget, workdir, args.cluster, learn=not args.no_learn)
             all_rows.extend(rows)
             print(f"\n{n:,} decisions ({time.perf_counter() - start:.0f} s)")
-            print(f"  {'step':28s} {'exit':>4s} {'wall s':>8s} {'max proc MB':>12s} {'tree peak MB':>13s}  held-out L")
+            print(f"  {'step':36s} {'exit':>4s} {'wall s':>8s} {'max proc MB':>12s} {'tree peak MB':>13s}  held-out L")
             for r in rows:
                 red = r.get("heldout_L_reduction")
                 extra = "" if red is None else f"  -{red * 100:.1f}%"
                 if "same_figures_as_parquet" in r:
                     extra += f"  (same figures as Parquet: {r['same_figures_as_parquet']})"
+                if "same_file" in r:
+                    extra += f"  (same file as in one process: {r['same_file']})"
                 if "same_suggestion" in r:
                     extra += f"  (same suggestion as in one process, but its time: {r['same_suggestion']})"
-                print(f"  {r['step']:28s} {r['exit']:4d} {r['wall_s']:8.2f} {r['max_process_mb']:12.0f} "
+                print(f"  {r['step']:36s} {r['exit']:4d} {r['wall_s']:8.2f} {r['max_process_mb']:12.0f} "
                       f"{r['tree_peak_mb']:13.0f}{extra}")
     finally:
         if own:
