@@ -83,32 +83,34 @@ def cluster_client(spec: str | ClusterSpec, *, connect_timeout: float = 10.0) ->
     """A dask.distributed Client for `spec`; a local cluster it started is closed on exit."""
     spec = spec if isinstance(spec, ClusterSpec) else ClusterSpec.parse(spec)
     require_dask()
-    from distributed import Client, LocalCluster
+    from distributed import Client, KilledWorker, LocalCluster
 
-    cluster = None
     logger = logging.getLogger("distributed")
     level = logger.level
     logger.setLevel(logging.ERROR)  # its connection retries and worker restarts are not errors of ours
-    with quiet():
-        if spec.address is None:
-            cluster = LocalCluster(**local_cluster_options(spec.workers))
-            client = Client(cluster)
-        else:
-            try:
-                client = Client(spec.address, timeout=connect_timeout)
-            except (OSError, TimeoutError) as exc:
-                raise ClusterError(f"no Dask scheduler answered ({exc})") from None
-        try:
+    cluster = client = None
+    try:
+        with quiet():
+            if spec.address is None:
+                cluster = LocalCluster(**local_cluster_options(spec.workers))
+                client = Client(cluster)
+            else:
+                try:
+                    client = Client(spec.address, timeout=connect_timeout)
+                except (OSError, TimeoutError) as exc:
+                    raise ClusterError(f"no Dask scheduler answered ({exc})") from None
             yield client
-        except Exception as exc:
-            if type(exc).__name__ != "KilledWorker":
-                raise
-            raise ClusterError(f"a task was given up after its workers died again and again ({exc})") from None
-        finally:
+    except ImportError as exc:  # raised on a worker of a scheduler elsewhere
+        raise ClusterError(f"a worker cannot import what the task needs; install the same ami-engine on every "
+                           f"worker ({exc})") from None
+    except KilledWorker as exc:
+        raise ClusterError(f"a task was given up after its workers died again and again ({exc})") from None
+    finally:
+        if client is not None:
             client.close()
-            if cluster is not None:
-                cluster.close()
-            logger.setLevel(level)
+        if cluster is not None:
+            cluster.close()
+        logger.setLevel(level)
 
 
 def worker_count(client: Any) -> int:
