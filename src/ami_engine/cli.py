@@ -230,6 +230,25 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+@contextmanager
+def _cluster(spec: str | None) -> Iterator[Any]:
+    """A Dask client for `--cluster SPEC` (None without one); a local cluster is closed after."""
+    if spec is None:
+        yield None
+        return
+    from .cluster import ClusterError, cluster_client
+
+    try:
+        with cluster_client(spec) as client:
+            yield client
+    except ClusterError as exc:
+        raise UsageError(f"--cluster {spec}: {exc}") from None
+
+
+CLUSTER_HELP = ("Share the work out to a Dask cluster: local:N (N worker processes here) or tcp://HOST:PORT (a "
+                "running scheduler whose workers see the same files). Needs pip install 'ami-engine[cluster]'.")
+
+
 # ---------------------------------------------------------------------------- run
 
 
@@ -252,21 +271,32 @@ def run(
     fill_missing: Annotated[bool, typer.Option("--fill-missing", help="Fill missing state fields with 0.5.")] = False,
     clip: Annotated[bool, typer.Option("--clip", help="Clip out-of-range state values into [0, 1].")] = False,
     drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help=DROP_UNKNOWN_HELP)] = False,
+    cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP + " Streams are decided on the workers; "
+                                                "--out must be .parquet (the same file as without).")] = None,
 ) -> None:
     """Decide states under one config and write one DecisionTrace per decision."""
     from .engine import run as engine_run
     from .io.parquet import PARQUET_SUFFIX
     from .io.traces import encode_traces, write_traces
 
+    if cluster is not None and not out.lower().endswith(PARQUET_SUFFIX):
+        raise UsageError(f"--cluster: the workers write Parquet; give --out a .parquet file (got {out})")
     cfg = _config(profile, config)
     stateset = _states(states, scenario, n, seed, streams, fill_missing, clip, drop_unknown)
-    cols = engine_run(stateset, cfg)
-    if out.lower().endswith(PARQUET_SUFFIX):
-        write_traces(out, cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos)
+    if cluster is not None:
+        from .cluster import run_on_cluster
+
+        with _cluster(cluster) as client:
+            counts = run_on_cluster(client, stateset, cfg, out, chaos=chaos)
     else:
-        _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos))
-    if out != "-":
+        cols = engine_run(stateset, cfg)
+        if out.lower().endswith(PARQUET_SUFFIX):
+            write_traces(out, cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos)
+        else:
+            _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL,
+                                            chaos=chaos))
         counts = np.bincount(cols.level, minlength=3)
+    if out != "-":
         err_console.print(f"{len(stateset)} decisions -> {escape(out)}  "
                           f"(L0 {counts[0]}, L1 {counts[1]}, L2 {counts[2]})", highlight=False)
 
@@ -278,22 +308,36 @@ def run(
                     "Example:\nami-engine metrics traces.jsonl --weights 1.5,1.0,0.5 --json")
 @_command
 def metrics(
-    traces: Annotated[str, typer.Argument(help="Traces JSONL (`-` = stdin, .gz) or Parquet (file or folder).")],
+    traces: Annotated[list[str], typer.Argument(help="Traces JSONL (`-` = stdin, .gz) or Parquet (file or "
+                                                     "folder); several are taken together.")],
     weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "1.5,1.0,0.5",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP + " Each file is read in ranges on the "
+                                                "workers; the figures are the same bits.")] = None,
 ) -> None:
-    """Feedback metrics and loss of an existing traces file (any engine of the same format).
+    """Feedback metrics and loss of existing traces files (any engine of the same format).
 
     Records whose confidence is null (the original engine writes them) are counted and
     shown; no figure reads confidence."""
-    from .learning.feedback_metrics import metrics_from_traces
+    from .learning.feedback_metrics import MetricSums, metrics_from_traces
     from .learning.loss import LossWeights, loss
 
     try:
         w = LossWeights.parse(weights)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    sums = metrics_from_traces(traces)
+    if traces.count("-") > 1:
+        raise UsageError("TRACES: stdin (-) can be read once")
+    if cluster is not None:
+        from .cluster import metrics_on_cluster
+
+        with _cluster(cluster) as client:
+            parts = metrics_on_cluster(client, traces)
+    else:
+        parts = [metrics_from_traces(t) for t in traces]
+    sums = MetricSums()
+    for part in parts:
+        sums = sums + part
     result = {
         "records": sums.n,
         "L": loss(sums.fail_safe_rate, sums.mean_cus, sums.clamp_distortion, w,
@@ -310,7 +354,7 @@ def metrics(
     if as_json:
         print(json.dumps(plain_data(result)))
         return
-    table = Table(title=f"Feedback metrics: {escape(traces)}", show_header=True)
+    table = Table(title=f"Feedback metrics: {escape(', '.join(traces))}", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("records", str(result["records"]))
@@ -584,6 +628,8 @@ def learn(
     drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help="--states: leave out keys that are not part "
                                                "of a state (recorded in the suggestion's data).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP + " The training shards are kept on the "
+                                                "workers; the suggestion is the same bytes.")] = None,
 ) -> None:
     """Learn a suggested config from states, a scenario or replayable traces. Nothing is applied."""
     from .workflow import plan_learn, run_learn_job
@@ -597,9 +643,16 @@ def learn(
                      step_scale=step_scale, points_per_axis=points_per_axis, history=history, report=report,
                      study=study, resume=resume, fresh=fresh, drop_unknown=drop_unknown)
     baseline = _config(profile, config)
-    with _progress("learning", budget) as progress:
+    with _progress("learning", budget) as progress, _cluster(cluster) as client:
+        evaluator = None
+        if client is not None:
+            from .cluster import DaskShardEvaluator
+
+            def evaluator(shards, base):
+                return DaskShardEvaluator(client, shards, base)
+
         outcome = run_learn_job(job, baseline, weights=weights, critical_factor=critical_factor,
-                                critical_margin=critical_margin, progress=progress)
+                                critical_margin=critical_margin, progress=progress, evaluator=evaluator)
     result, earlier = outcome.result, outcome.removed_earlier
     if as_json:
         print(json.dumps(plain_data({"accepted": result.accepted, "status": result.status,

@@ -115,6 +115,17 @@ def output_path(value: Any) -> None:
         raise ValueError((exc.strerror or str(exc)).lower()) from None
 
 
+def cluster_spec(value: Any) -> None:
+    """local:N or tcp://HOST:PORT, and Dask installed to use it."""
+    from .cluster import ClusterError, ClusterSpec, require_dask
+
+    try:
+        ClusterSpec.parse(value)
+        require_dask()
+    except ClusterError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _strategies() -> tuple[str, ...]:
     from .learning.policy_optimizer import STRATEGIES
 
@@ -146,6 +157,7 @@ OPTION_CHECKS: dict[str, Check] = {
     "history": output_path,
     "report": output_path,
     "audit_log": output_path,
+    "cluster": cluster_spec,
 }
 
 

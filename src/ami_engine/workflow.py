@@ -120,8 +120,10 @@ def run_learn_job(
     critical_factor: float = 0.25,
     critical_margin: float = 0.02,
     progress: Callable[[int, int], None] | None = None,
+    evaluator: Callable[..., Any] | None = None,
 ) -> LearnOutcome:
-    """Run a planned job from `baseline` and write its outputs as one set."""
+    """Run a planned job from `baseline` and write its outputs as one set; `evaluator` is
+    passed to learn (e.g. shards kept on a Dask cluster)."""
     from .gate import run_gate
     from .gate.constraints import CriticalFloor
     from .gate.yardstick import check_baseline
@@ -148,7 +150,7 @@ def run_learn_job(
         Path(job.study).parent.mkdir(parents=True, exist_ok=True)
     # A StudyError here means the study was taken, or changed, since plan_learn checked it.
     result = learn(data, baseline, settings, regression=regression_states, study=job.study, gate_fn=run_gate,
-                   progress=progress, existing_study=job.existing_study)
+                   progress=progress, existing_study=job.existing_study, evaluator=evaluator)
     removed_earlier = not result.accepted and job.out != "-" and Path(job.out).is_file()
     write_outputs(_outputs(job, result))
     return LearnOutcome(result, removed_earlier)

@@ -72,12 +72,15 @@ def learn(
     gate_fn: Callable[..., Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     existing_study: str = "resume",
+    evaluator: Callable[..., Any] | None = None,
 ) -> LearnResult:
     """Search the seven learned parameters; return the best candidate the gate accepts.
 
     `study` keeps the finished batches: a path or URL, or a storage object such as
     study.JournalStorage (see StudyStore.open); `existing_study` says what to do with a
-    study already there: "resume" it, start it over ("fresh") or "refuse"."""
+    study already there: "resume" it, start it over ("fresh") or "refuse".
+    `evaluator(shards, baseline)` makes the evaluator of configs over shards of the
+    training states (e.g. cluster.DaskShardEvaluator); None evaluates in this process."""
     if settings.budget < 1:
         raise LearnError(f"budget: must be >= 1, got {settings.budget}")
     if settings.batch_size < 1:

@@ -1,0 +1,128 @@
+"""Evaluating configs on shards of states held by Dask workers.
+
+Each shard's ScoreTable is built by a task on one worker and kept there; a call sends the
+config matrix to the shards asked for and brings back per-config sums. The totals are
+added in ascending shard index from zeros, as the in-process evaluator adds them, so the
+result is the same bytes with any number of workers or none.
+
+The table is the result of a task, not data scattered from here: when a worker dies, the
+scheduler builds its tables again on the workers left (or on the worker that replaces it)
+from the task's own inputs, and the evaluations that were running are run again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import uuid4
+
+import numpy as np
+
+from ..config import Config, ConfigError
+from ..engine import ActionSpace, ScoreTable, kernel
+from ..io.stateset import StateSet
+from ._spec import quiet
+
+_BYTES_PER_STATE = 8 << 10  # a ScoreTable's size, about 8 KB per state (engine/batch.py)
+
+
+class _Shard:
+    """A shard's score table on a worker, and the baseline whose action grid it scores."""
+
+    def __init__(self, states: StateSet, baseline: Config) -> None:
+        self.table = ScoreTable(states, baseline)
+        self.baseline = baseline
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.table) * _BYTES_PER_STATE + self.table.states.values.nbytes
+
+
+class _Row:
+    """A config as the score table reads it: the baseline's action grid and score weights
+    (the caller checked that every config has those), and the kernel row sent over."""
+
+    def __init__(self, baseline: Config, row: list[float]) -> None:
+        self._baseline = baseline
+        self._row = row
+        self.source = baseline.source
+
+    def __getitem__(self, name: str) -> Any:
+        return self._baseline[name]
+
+    def kernel_row(self) -> list[float]:
+        return self._row
+
+
+def _register_size() -> None:
+    """Tell Dask a table is large, so that evaluations go to the worker that holds it
+    rather than the table to an idle worker."""
+    from dask.sizeof import sizeof
+
+    sizeof.register(_Shard)(lambda shard: shard.nbytes)
+
+
+def _build(states: StateSet, baseline: Config) -> _Shard:
+    _register_size()
+    return _Shard(states, baseline)
+
+
+def _evaluate(shard: _Shard, matrix: np.ndarray) -> np.ndarray:
+    return shard.table.evaluate([_Row(shard.baseline, row) for row in matrix.tolist()])
+
+
+class DaskShardEvaluator:
+    """Per-config sums over chosen shards of states, computed where the shards are kept.
+
+    `evaluate(configs, shards)` returns an array (len(configs), N_SUMS): the sums of
+    `ScoreTable(shard, baseline).evaluate(configs)` over the shards asked for, added in
+    ascending shard index starting from zeros. `close()` lets the workers drop the tables."""
+
+    def __init__(self, client: Any, shards: Sequence[StateSet], baseline: Config) -> None:
+        self._client = client
+        self._space = ActionSpace.of(baseline).key()
+        workers = sorted(client.scheduler_info().get("workers", {}))
+        token = uuid4().hex
+        with quiet():
+            # Spread the shards over the workers there are now; a worker that goes away
+            # takes its restriction with it, and its shards are built wherever there is room.
+            self._tables = [
+                client.submit(_build, shard, baseline, key=f"ami-score-table-{token}-{i}",
+                              workers=[workers[i % len(workers)]] if workers else None, allow_other_workers=True)
+                for i, shard in enumerate(shards)
+            ]
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def _matrix(self, configs: Sequence[Config]) -> np.ndarray:
+        for cfg in configs:
+            if ActionSpace.of(cfg).key() != self._space:
+                raise ConfigError(f"{cfg.source}: ACTION_GRID and SCORE_WEIGHTS must match the score table's")
+        return np.ascontiguousarray([c.kernel_row() for c in configs], dtype=np.float64)
+
+    def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> np.ndarray:
+        order = sorted(int(i) for i in shards)
+        if len(set(order)) != len(order) or any(not 0 <= i < len(self._tables) for i in order):
+            raise ValueError(f"shards must be distinct indices in [0, {len(self._tables)}), got {list(shards)}")
+        matrix = self._matrix(configs)
+        total = np.zeros((len(configs), kernel.N_SUMS))
+        if not len(configs) or not order:
+            return total
+        with quiet():
+            futures = [self._client.submit(_evaluate, self._tables[i], matrix, pure=False) for i in order]
+            parts = self._client.gather(futures)
+        for part in parts:
+            total = total + part
+        return total
+
+    def close(self) -> None:
+        for future in self._tables:
+            future.release()
+        self._tables = []
+
+    def __enter__(self) -> DaskShardEvaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,117 @@
+"""Where the work goes: a `--cluster` value, and a Dask client for it.
+
+`local:N` starts a Dask LocalCluster of N worker processes on this machine (one thread
+each, no dashboard, quiet logs), closed again when the work is done; `tcp://HOST:PORT`
+connects to a Dask scheduler that is already running (its workers must see the same
+files as this process, under the same paths).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+MAX_LOCAL_WORKERS = 256
+INSTALL_HINT = "pip install 'ami-engine[cluster]'"
+_ADDRESS = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})$")
+
+
+class ClusterError(ValueError):
+    """A `--cluster` value that is not usable: badly written, no Dask, no scheduler there."""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """`local:N` (workers = N, address None) or `tcp://HOST:PORT` (address, workers None)."""
+
+    workers: int | None = None
+    address: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ClusterSpec:
+        text = str(text).strip()
+        if text.startswith("local:"):
+            count = text[len("local:"):]
+            if not count.isdigit() or not 1 <= int(count) <= MAX_LOCAL_WORKERS:
+                raise ClusterError(f"local:N needs a number of workers N in [1, {MAX_LOCAL_WORKERS}]")
+            return cls(workers=int(count))
+        match = _ADDRESS.match(text)
+        if match is None:
+            raise ClusterError("must be local:N (N worker processes here) or tcp://HOST:PORT (a Dask scheduler)")
+        if not 1 <= int(match["port"]) <= 65535:
+            raise ClusterError("the port must be in [1, 65535]")
+        return cls(address=text)
+
+    def __str__(self) -> str:
+        return f"local:{self.workers}" if self.address is None else self.address
+
+
+def require_dask() -> None:
+    """Raise ClusterError (one line, with the install command) when Dask is not installed."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ClusterError(f"needs Dask, which is not installed: {INSTALL_HINT}") from None
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Dask's notes that a task carries its data (a shard's states do, by design: a lost
+    result is computed again from them) are not for the person at the terminal."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ll]arge object.*")
+        warnings.filterwarnings("ignore", message=".*[Ss]ending large graph.*")
+        yield
+
+
+def local_cluster_options(n_workers: int) -> dict[str, Any]:
+    """A LocalCluster of `n_workers` single-threaded processes on 127.0.0.1, no dashboard.
+    The scheduler's small HTTP endpoint takes a free port rather than the usual 8787,
+    which another cluster on the machine may hold."""
+    return dict(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address=None, scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                silence_logs=logging.ERROR)
+
+
+@contextmanager
+def cluster_client(spec: str | ClusterSpec, *, connect_timeout: float = 10.0) -> Iterator[Any]:
+    """A dask.distributed Client for `spec`; a local cluster it started is closed on exit."""
+    spec = spec if isinstance(spec, ClusterSpec) else ClusterSpec.parse(spec)
+    require_dask()
+    from distributed import Client, KilledWorker, LocalCluster
+
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # its connection retries and worker restarts are not errors of ours
+    cluster = client = None
+    try:
+        with quiet():
+            if spec.address is None:
+                cluster = LocalCluster(**local_cluster_options(spec.workers))
+                client = Client(cluster)
+            else:
+                try:
+                    client = Client(spec.address, timeout=connect_timeout)
+                except (OSError, TimeoutError) as exc:
+                    raise ClusterError(f"no Dask scheduler answered ({exc})") from None
+            yield client
+    except ImportError as exc:  # raised on a worker of a scheduler elsewhere
+        raise ClusterError(f"a worker cannot import what the task needs; install the same ami-engine on every "
+                           f"worker ({exc})") from None
+    except KilledWorker as exc:
+        raise ClusterError(f"a task was given up after its workers died again and again ({exc})") from None
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+        logger.setLevel(level)
+
+
+def worker_count(client: Any) -> int:
+    return max(1, len(client.scheduler_info().get("workers", {})))

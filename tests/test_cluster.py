@@ -1,0 +1,299 @@
+"""Work on a Dask cluster gives the same bytes as in one process (docs/scale.md): config
+sums over shards, with any number of workers and when a worker dies mid-evaluation."""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from distributed import Client, LocalCluster
+from typer.testing import CliRunner
+
+from ami_engine import ENGINE_MODEL
+from ami_engine.cli import app
+from ami_engine.cluster import (
+    ClusterError,
+    ClusterSpec,
+    DaskShardEvaluator,
+    cluster_client,
+    local_cluster_options,
+    metrics_on_cluster,
+    run_on_cluster,
+    stream_parts,
+)
+from ami_engine.config import LEARNED_BOUNDS, load_config
+from ami_engine.engine import ScoreTable, kernel, run
+from ami_engine.io.files import InputError
+from ami_engine.io.parquet import write_traces as write_parquet_traces
+from ami_engine.io.stateset import StateSet
+from ami_engine.io.traces import write_traces
+from ami_engine.learning.feedback_metrics import metrics_from_traces
+from ami_engine.scenario import generate
+
+BASE = load_config("base")
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(**local_cluster_options(2)) as cluster, Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shards():
+    states = generate("chaos", 3000, seed=3, streams=12)
+    codes, n_streams = states.stream_codes()
+    return [states.subset(np.flatnonzero(codes % 3 == k)) for k in range(3)]
+
+
+@pytest.fixture(scope="module")
+def configs():
+    base = load_config("base")
+    rng = np.random.default_rng(5)
+    out = [base]
+    for _ in range(7):
+        out.append(base.replace(**{k: float(rng.uniform(lo, hi)) for k, (lo, hi) in LEARNED_BOUNDS.items()}))
+    return out
+
+
+def _in_process(shards, baseline, configs, chosen):
+    total = np.zeros((len(configs), kernel.N_SUMS))
+    for i in sorted(chosen):
+        total = total + ScoreTable(shards[i], baseline).evaluate(configs)
+    return total
+
+
+# ------------------------------------------------------------------------- the spec
+
+
+@pytest.mark.parametrize("text, workers, address", [
+    ("local:1", 1, None), ("local:16", 16, None), ("tcp://127.0.0.1:8786", None, "tcp://127.0.0.1:8786"),
+    ("tcp://scheduler.example:8786", None, "tcp://scheduler.example:8786"),
+])
+def test_cluster_spec_names_local_workers_or_a_scheduler(text, workers, address):
+    spec = ClusterSpec.parse(text)
+    assert (spec.workers, spec.address) == (workers, address)
+    assert str(spec) == text
+
+
+@pytest.mark.parametrize("text", ["local", "local:0", "local:x", "local:-1", "local:257", "tcp://host",
+                                  "tcp://:8786", "tcp://host:0", "tcp://host:99999", "http://host:8786", "", "2"])
+def test_a_bad_cluster_spec_is_refused(text):
+    with pytest.raises(ClusterError):
+        ClusterSpec.parse(text)
+
+
+def test_no_scheduler_at_the_address_is_a_cluster_error():
+    with pytest.raises(ClusterError, match="no Dask scheduler answered"):
+        with cluster_client("tcp://127.0.0.1:9", connect_timeout=0.5):
+            pass
+
+
+# -------------------------------------------------------------------- the evaluator
+
+
+def test_shard_sums_equal_the_in_process_sums_bit_for_bit_on_two_workers(client, shards, configs):
+    baseline = configs[0]
+    with DaskShardEvaluator(client, shards, baseline) as evaluator:
+        for chosen in ([0, 1, 2], [2, 0], [1]):
+            got = evaluator.evaluate(configs, chosen)
+            assert got.shape == (len(configs), kernel.N_SUMS)
+            assert got.tobytes() == _in_process(shards, baseline, configs, chosen).tobytes()
+        # The tables stay where they were built: a second round sends only configs.
+        assert evaluator.evaluate(configs[:3], [0, 1, 2]).tobytes() == \
+            _in_process(shards, baseline, configs[:3], [0, 1, 2]).tobytes()
+        assert evaluator.evaluate([], [0]).shape == (0, kernel.N_SUMS)
+        with pytest.raises(ValueError):
+            evaluator.evaluate(configs, [0, 0])
+        with pytest.raises(ValueError):
+            evaluator.evaluate(configs, [3])
+
+
+def test_a_worker_killed_mid_evaluation_is_replaced_and_the_sums_are_the_same_bytes(client, configs):
+    baseline = configs[0]
+    states = generate("chaos", 6000, seed=4, streams=8)
+    codes, _ = states.stream_codes()
+    shards = [states.subset(np.flatnonzero(codes % 2 == k)) for k in range(2)]
+    many = configs * 20  # long enough an evaluation to be caught running
+    expected = _in_process(shards, baseline, many, [0, 1])
+    evaluator = DaskShardEvaluator(client, shards, baseline)
+    try:
+        evaluator.evaluate(many[:1], [0, 1])  # the tables are built and kept
+        pids_before = client.run(os.getpid)
+        result = {}
+        thread = threading.Thread(target=lambda: result.setdefault("sums", evaluator.evaluate(many, [0, 1])))
+        thread.start()
+        victim = None
+        while victim is None and thread.is_alive():
+            busy = [w for w, keys in client.processing().items() if any("_evaluate" in str(k) for k in keys)]
+            victim = busy[0] if busy else None
+            time.sleep(0.01)
+        assert victim is not None and thread.is_alive(), "the evaluation ended before a worker could be killed"
+        os.kill(pids_before[victim], signal.SIGKILL)
+        thread.join()
+        assert result["sums"].tobytes() == expected.tobytes()
+        client.wait_for_workers(2)
+        assert set(client.run(os.getpid).values()) != set(pids_before.values())  # a new process took its place
+    finally:
+        evaluator.close()
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def _awkward_states():
+    """States whose part files differ in layout: streams and ids missing in some streams,
+    times missing in some, repairs on a few."""
+    base = generate("chaos", 2400, seed=6, streams=8)
+    codes, _ = base.stream_codes()
+    streams = [None if c == 0 else f"s{c}" for c in codes.tolist()]
+    ids = [None if c in (1, 2) else i for i, c in enumerate(codes.tolist())]
+    t = [None if c in (3, 4) else i * 0.5 for i, c in enumerate(codes.tolist())]
+    repairs = [{"risk": "clipped"} if i % 97 == 0 else None for i in range(len(base))]
+    return StateSet(base.values, streams, t, ids, repairs)
+
+
+def test_parts_hold_whole_streams_in_input_order():
+    states = generate("chaos", 2000, seed=2, streams=9)
+    parts = stream_parts(states, 4)
+    codes, _ = states.stream_codes()
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(states)))
+    assert all((np.diff(p) > 0).all() for p in parts)
+    owners = [set(codes[p].tolist()) for p in parts]
+    assert sum(len(o) for o in owners) == len(set().union(*owners)) == 9
+
+
+def test_run_on_the_cluster_writes_the_file_run_writes_in_one_process(client, tmp_path):
+    states = _awkward_states()
+    here, there = tmp_path / "here.parquet", tmp_path / "there.parquet"
+    write_parquet_traces(here, run(states, BASE), states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=True)
+    counts = run_on_cluster(client, states, BASE, str(there), chaos=True)
+    assert there.read_bytes() == here.read_bytes()
+    levels = pq.read_table(here, columns=["level"]).column("level").to_numpy()
+    assert counts.tolist() == np.bincount(levels, minlength=3).tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here.parquet", "there.parquet"]  # no parts left
+
+
+def test_mixed_stream_types_are_refused_as_in_one_process(client, tmp_path):
+    states = generate("safe", 10, seed=1, streams=2)
+    states = StateSet(states.values, ["a"] * 5 + [7] * 5, states.t, states.ids)
+    out = tmp_path / "t.parquet"
+    with pytest.raises(InputError) as in_process:
+        write_parquet_traces(out, run(states, BASE), states, config_id=BASE.config_id, model=ENGINE_MODEL,
+                             chaos=False)
+    with pytest.raises(InputError) as on_cluster:
+        run_on_cluster(client, states, BASE, str(out))
+    assert str(on_cluster.value) == str(in_process.value) and ":6: stream: mixes" in str(in_process.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -------------------------------------------------------------------------- metrics
+
+
+@pytest.fixture(scope="module")
+def trace_files(tmp_path_factory):
+    """Chaos decisions as JSONL, gzip JSONL, and a folder of two Parquet files of many row groups."""
+    folder = tmp_path_factory.mktemp("traces")
+    states = generate("chaos", 3000, seed=7, streams=10)
+    cols = run(states, BASE)
+    paths = {"jsonl": folder / "t.jsonl", "gz": folder / "t.jsonl.gz", "parquet": folder / "t.parquet"}
+    for path in paths.values():
+        write_traces(path, cols, states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=True)
+    table = pq.read_table(paths["parquet"])
+    (folder / "set").mkdir()
+    pq.write_table(table.slice(0, 1700), folder / "set" / "day=1.parquet", row_group_size=100)
+    pq.write_table(table.slice(1700), folder / "set" / "day=2.parquet", row_group_size=100)
+    paths["set"] = folder / "set"
+    return paths
+
+
+def test_metric_sums_on_the_cluster_are_the_exact_sums_in_one_process(client, trace_files):
+    paths = [trace_files[k] for k in ("jsonl", "gz", "parquet", "set")]
+    got = metrics_on_cluster(client, [str(p) for p in paths], block_bytes=16 << 10)
+    assert got == [metrics_from_traces(p, workers=1) for p in paths]
+
+
+def test_a_bad_record_on_the_cluster_is_reported_as_in_one_process(client, trace_files, tmp_path):
+    lines = trace_files["jsonl"].read_text().splitlines()
+    record = json.loads(lines[2500])
+    record["level"] = 7
+    lines[2500] = json.dumps(record)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    table = pq.read_table(trace_files["parquet"])
+    levels = table.column("level").to_pylist()
+    levels[2345] = 9
+    table = table.set_column(table.schema.get_field_index("level"), "level",
+                             pa.array(levels, type=table.schema.field("level").type))
+    pq.write_table(table, tmp_path / "bad.parquet", row_group_size=100)
+    for path, where in ((bad, "bad.jsonl:2501: level"), (tmp_path / "bad.parquet", "bad.parquet row 2346: level")):
+        with pytest.raises(InputError) as in_process:
+            metrics_from_traces(path, workers=1)
+        with pytest.raises(InputError) as on_cluster:
+            metrics_on_cluster(client, [str(path)], block_bytes=16 << 10)
+        assert str(on_cluster.value) == str(in_process.value) and where in str(in_process.value)
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_run_and_metrics_with_cluster_give_the_same_file_and_figures(tmp_path, trace_files):
+    here, there = tmp_path / "here.parquet", tmp_path / "there.parquet"
+    args = ["run", "--scenario", "chaos", "--n", 2000, "--seed", 3, "--streams", 12]
+    assert invoke(*args, "--out", here).exit_code == 0
+    result = invoke(*args, "--out", there, "--cluster", "local:1")
+    assert result.exit_code == 0, result.output
+    assert there.read_bytes() == here.read_bytes()
+    files = [trace_files["jsonl"], trace_files["set"]]
+    alone = invoke("metrics", *files, "--json")
+    shared = invoke("metrics", *files, "--json", "--cluster", "local:1")
+    assert alone.exit_code == shared.exit_code == 0
+    assert shared.stdout == alone.stdout and json.loads(alone.stdout)["records"] == 6000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["metrics", "x.jsonl", "--cluster", "local:0"], "--cluster: local:N needs a number of workers"),
+    (["metrics", "x.jsonl", "--cluster", "localhost:8786"], "--cluster: must be local:N"),
+    (["run", "--scenario", "safe", "--n", 5, "--out", "t.jsonl", "--cluster", "local:1"],
+     "--cluster: the workers write Parquet"),
+])
+def test_a_bad_cluster_option_is_a_usage_error(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = invoke(*args)
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_dask_the_cluster_option_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    result = invoke("run", "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.parquet", "--cluster", "local:2")
+    assert result.exit_code == 2 and "pip install 'ami-engine[cluster]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_learn_with_cluster_hands_the_loop_an_evaluator_whose_sums_on_one_worker_are_the_same_bytes(
+        tmp_path, monkeypatch, shards, configs):
+    from ami_engine.learning import offline_loop
+
+    seen = {}
+
+    def loop(data, baseline, settings, **kwargs):
+        with kwargs["evaluator"](shards, baseline) as evaluator:
+            seen["sums"] = evaluator.evaluate(configs, [0, 1, 2])
+        raise offline_loop.LearnError("stopped after the evaluator was tried")
+
+    monkeypatch.setattr(offline_loop, "learn", loop)
+    result = invoke("learn", "--scenario", "chaos", "--n", 500, "--out", tmp_path / "s.toml", "--cluster", "local:1")
+    assert result.exit_code == 2 and "stopped after the evaluator was tried" in result.output
+    assert seen["sums"].tobytes() == _in_process(shards, configs[0], configs, [0, 1, 2]).tobytes()
