@@ -68,9 +68,10 @@ def configs():
 
 
 def _in_process(shards, baseline, configs, chosen):
+    """The contract: each shard's ScoreTable sums, added in ascending shard index from zeros."""
     total = np.zeros((len(configs), kernel.N_SUMS))
     for i in sorted(chosen):
-        total = total + ScoreTable(shards[i], baseline).evaluate(configs)
+        total = total + ScoreTable(shards[i], baseline).evaluate(configs).to_array()
     return total
 
 
@@ -108,12 +109,12 @@ def test_shard_sums_equal_the_in_process_sums_bit_for_bit_on_two_workers(client,
     with DaskShardEvaluator(client, shards, baseline) as evaluator:
         for chosen in ([0, 1, 2], [2, 0], [1]):
             got = evaluator.evaluate(configs, chosen)
-            assert got.shape == (len(configs), kernel.N_SUMS)
-            assert got.tobytes() == _in_process(shards, baseline, configs, chosen).tobytes()
+            assert got.to_array().shape == (len(configs), kernel.N_SUMS)
+            assert got.to_array().tobytes() == _in_process(shards, baseline, configs, chosen).tobytes()
         # The tables stay where they were built: a second round sends only configs.
-        assert evaluator.evaluate(configs[:3], [0, 1, 2]).tobytes() == \
+        assert evaluator.evaluate(configs[:3], [0, 1, 2]).to_array().tobytes() == \
             _in_process(shards, baseline, configs[:3], [0, 1, 2]).tobytes()
-        assert evaluator.evaluate([], [0]).shape == (0, kernel.N_SUMS)
+        assert len(evaluator.evaluate([], [0])) == 0
         with pytest.raises(ValueError):
             evaluator.evaluate(configs, [0, 0])
         with pytest.raises(ValueError):
@@ -142,7 +143,7 @@ def test_a_worker_killed_mid_evaluation_is_replaced_and_the_sums_are_the_same_by
         assert victim is not None and thread.is_alive(), "the evaluation ended before a worker could be killed"
         os.kill(pids_before[victim], signal.SIGKILL)
         thread.join()
-        assert result["sums"].tobytes() == expected.tobytes()
+        assert result["sums"].to_array().tobytes() == expected.tobytes()
         client.wait_for_workers(2)
         assert set(client.run(os.getpid).values()) != set(pids_before.values())  # a new process took its place
     finally:
@@ -296,4 +297,4 @@ def test_learn_with_cluster_hands_the_loop_an_evaluator_whose_sums_on_one_worker
     monkeypatch.setattr(offline_loop, "learn", loop)
     result = invoke("learn", "--scenario", "chaos", "--n", 500, "--out", tmp_path / "s.toml", "--cluster", "local:1")
     assert result.exit_code == 2 and "stopped after the evaluator was tried" in result.output
-    assert seen["sums"].tobytes() == _in_process(shards, configs[0], configs, [0, 1, 2]).tobytes()
+    assert seen["sums"].to_array().tobytes() == _in_process(shards, configs[0], configs, [0, 1, 2]).tobytes()

@@ -19,7 +19,7 @@ from uuid import uuid4
 import numpy as np
 
 from ..config import Config, ConfigError
-from ..engine import ActionSpace, ScoreTable, kernel
+from ..engine import ActionSpace, EngineSums, ScoreTable
 from ..io.stateset import StateSet
 from ._spec import quiet
 
@@ -67,14 +67,14 @@ def _build(states: StateSet, baseline: Config) -> _Shard:
     return _Shard(states, baseline)
 
 
-def _evaluate(shard: _Shard, matrix: np.ndarray) -> np.ndarray:
+def _evaluate(shard: _Shard, matrix: np.ndarray) -> EngineSums:
     return shard.table.evaluate([_Row(shard.baseline, row) for row in matrix.tolist()])
 
 
 class DaskShardEvaluator:
     """Per-config sums over chosen shards of states, computed where the shards are kept.
 
-    `evaluate(configs, shards)` returns an array (len(configs), N_SUMS): the sums of
+    `evaluate(configs, shards)` returns the EngineSums of the configs: the sums of
     `ScoreTable(shard, baseline).evaluate(configs)` over the shards asked for, added in
     ascending shard index starting from zeros. `close()` lets the workers drop the tables."""
 
@@ -101,20 +101,18 @@ class DaskShardEvaluator:
                 raise ConfigError(f"{cfg.source}: ACTION_GRID and SCORE_WEIGHTS must match the score table's")
         return np.ascontiguousarray([c.kernel_row() for c in configs], dtype=np.float64)
 
-    def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> np.ndarray:
+    def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums:
         order = sorted(int(i) for i in shards)
         if len(set(order)) != len(order) or any(not 0 <= i < len(self._tables) for i in order):
             raise ValueError(f"shards must be distinct indices in [0, {len(self._tables)}), got {list(shards)}")
         matrix = self._matrix(configs)
-        total = np.zeros((len(configs), kernel.N_SUMS))
+        total = EngineSums.zeros(len(configs))
         if not len(configs) or not order:
             return total
         with quiet():
             futures = [self._client.submit(_evaluate, self._tables[i], matrix, pure=False) for i in order]
             parts = self._client.gather(futures)
-        for part in parts:
-            total = total + part
-        return total
+        return EngineSums.merge([total, *parts])
 
     def close(self) -> None:
         for future in self._tables:

@@ -30,6 +30,11 @@ class EngineSums(Figures):
         return cls(np.zeros((0, kernel.N_SUMS)))
 
     @classmethod
+    def zeros(cls, n_configs: int) -> EngineSums:
+        """The sums of `n_configs` configs over no decision (where a merge starts)."""
+        return cls(np.zeros((n_configs, kernel.N_SUMS)))
+
+    @classmethod
     def merge(cls, parts: Sequence[EngineSums]) -> EngineSums:
         """The sums of the same configs over several parts of the data, added in the order given
         (so that the same parts always give the same bits)."""
