@@ -132,7 +132,7 @@ def escalate_scored(J, H, C, std, n_distinct, de, as_, cfg):
 # ------------------------------------------------------------------ pre-decision pass
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def score_state(st, actions, comp_of, comp_values, sw, j_min, h_max, c_min, c_max, s_out, j_out, h_out, c_comp,
                 order):
     """Section 3: the scores of one state's grid actions that can pass the candidate filter
@@ -145,21 +145,26 @@ def score_state(st, actions, comp_of, comp_values, sw, j_min, h_max, c_min, c_ma
     j_out, h_out, C per compassion value into c_comp, S of each action scored into s_out
     (by grid index) and those actions, in grid order, into order; returns their number."""
     g = comp_values.shape[0]
+    # The state's fields and the weights read once: for all the compiler knows, the stores
+    # below could change them.
+    context, risk, justice, social, harm_sens = st[CONTEXT], st[RISK], st[JUSTICE], st[SOCIAL], st[HARM_SENS]
+    weights = (sw[0], sw[1], sw[2], sw[3])
     for c in range(g):
         c_comp[c] = moral_C(st[PHYSICAL], st[COMPASSION], st[RESPONSIBILITY], st[EMPATHY], comp_values[c])
     m = 0
-    for first in range(0, actions.shape[0], g):
+    for group in range(actions.shape[0] // g):
+        first = group * g
         sev, comp, itv = actions[first, 0], actions[first, 1], actions[first, 2]
-        J = moral_J(st[CONTEXT], st[RISK], st[JUSTICE], sev, comp, itv)
-        H = moral_H(st[SOCIAL], st[HARM_SENS], sev, comp, itv)
+        J = moral_J(context, risk, justice, sev, comp, itv)
+        H = moral_H(social, harm_sens, sev, comp, itv)
         C = c_comp[comp_of[first]]
-        j_out[first // g] = J
-        h_out[first // g] = H
+        j_out[group] = J
+        h_out[group] = H
         if not candidate_filter(J, H, C, j_min, h_max, c_min, c_max):
             continue
         for a in range(first, first + g):
-            W = moral_W(st[RISK], sev, comp, itv, actions[a, 3])
-            s_out[a] = selection_score(W, J, H, C, sw)
+            W = moral_W(risk, sev, comp, itv, actions[a, 3])
+            s_out[a] = selection_score(W, J, H, C, weights)
             order[m] = a
             m += 1
     return m
