@@ -66,10 +66,11 @@ def explain_decision(state_row: np.ndarray, config: Config, trace: dict[str, Any
         best, _, de, as_ = R.selection(np.array([r["S"] for r in candidates]),
                                        np.array([r["index"] for r in candidates], dtype=np.int64),
                                        np.full(1, np.nan), np.arange(m, dtype=np.int64), m, cfg)
-        out["DE_norm"], out["AS_norm"] = float(de), float(as_)
-        out["AS"] = distinct[0] - distinct[1] if len(distinct) >= 2 else None
         if len(distinct) >= 2:
             out["softmax"] = _softmax(distinct, config["DE_TEMPERATURE"])
+        out["DE_norm"] = float(de)
+        out["AS"] = distinct[0] - distinct[1] if len(distinct) >= 2 else None
+        out["AS_norm"] = float(as_)
         out["selected"] = rows[best]
     else:
         out["no_candidate"] = no_candidate_text(config, trace)
