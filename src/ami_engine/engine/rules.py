@@ -143,7 +143,7 @@ def selection(ks, ka, ke, idx, m, cfg):
 # -------------------------------------------------------------------- §6 confidence
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def spread(W, J, H, C):
     """§6: the population std of (W, J, 1 - H, C)."""
     h = 1.0 - H
@@ -151,7 +151,7 @@ def spread(W, J, H, C):
     return math.sqrt(((W - mean) ** 2 + (J - mean) ** 2 + (h - mean) ** 2 + (C - mean) ** 2) / 4.0)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def confidence_from_spread(std, J, H, C, cfg):
     """§6 once the spread is known: base times a sigmoid of the margin clipped to [-1, 1].
 
@@ -201,7 +201,7 @@ def divergence(conf, de, n):
     return abs(conf - (1.0 - de)) if n >= 2 else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def combined_uncertainty(conf, margin, de, as_, cfg):
     """§7: CUS = c1*HI + c2*DE_norm + c3*(1 - AS_norm), HI = (1 - confidence) *
     (1 + sig(-UNCERTAINTY_MARGIN_K * margin)) / 2."""
@@ -260,7 +260,7 @@ def no_clear_leader(as_, cfg):
     return as_ < cfg[AS_SOFT]
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def escalation(J, H, conf, div, as_, cfg):
     """§8: the level and reason of the selected action, from the first rule of the table that
     fires."""
