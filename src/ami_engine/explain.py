@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from .config import Config
-from .engine import TIE, ActionSpace, confidence_and_margin, is_candidate
+from .engine import ActionSpace
+from .engine import rules as R
 from .engine.scores import score_action, selection_score
 from .io import parquet
 from .io.files import InputError, display_name, open_binary
@@ -37,16 +38,16 @@ def explain_decision(state_row: np.ndarray, config: Config, trace: dict[str, Any
     for a, action in enumerate(space.actions):
         W, J, H, C = score_action(state_row, *action)
         S = selection_score(W, J, H, C, space.score_weights)
-        conf, margin = confidence_and_margin(W, J, H, C, cfg)
+        conf, margin = R.confidence(W, J, H, C, cfg)
         rows.append({"index": a, "action": action.tolist(), "W": W, "J": J, "H": H, "C": C, "S": S,
-                     "candidate": bool(is_candidate(J, H, C, cfg)), "margin": margin, "confidence": conf,
-                     "fails": _fails(J, H, C, config)})
+                     "candidate": bool(R.is_candidate(J, H, C, cfg)), "margin": margin, "confidence": conf,
+                     "fails": _fails(J, H, C, cfg)})
     candidates = sorted((r for r in rows if r["candidate"]), key=lambda r: (-r["S"], r["index"]))
     for rank, r in enumerate(candidates, start=1):
         r["rank"] = rank
     distinct: list[float] = []
     for r in candidates:
-        if not distinct or r["S"] < distinct[-1] - TIE:
+        if not distinct or R.is_distinct(r["S"], distinct[-1]):
             distinct.append(r["S"])
     out: dict[str, Any] = {
         "state": dict(zip(STATE_FIELDS, map(float, state_row))),
@@ -59,21 +60,18 @@ def explain_decision(state_row: np.ndarray, config: Config, trace: dict[str, Any
         "trace": trace,
     }
     if candidates:
-        T = config["DE_TEMPERATURE"]
+        # The engine's own walk over the candidates (section 5 and 7): the selected action,
+        # DE_norm and AS_norm exactly as the direct path computes them.
+        m = len(candidates)
+        best, _, de, as_ = R.selection(np.array([r["S"] for r in candidates]),
+                                       np.array([r["index"] for r in candidates], dtype=np.int64),
+                                       np.full(1, np.nan), np.arange(m, dtype=np.int64), m, cfg)
         if len(distinct) >= 2:
-            top = distinct[0]
-            weights = [math.exp((d - top) / T) for d in distinct]
-            z = sum(weights)
-            p = [w / z for w in weights]
-            entropy = -sum(pi * math.log(pi) for pi in p if pi > 0)
-            out["softmax"] = p
-            out["DE_norm"] = entropy / math.log(len(distinct))
-            out["AS"] = distinct[0] - distinct[1]
-            out["AS_norm"] = 1 - math.exp(-config["UNCERTAINTY_AS_LAMBDA"] * out["AS"])
-        else:
-            out["DE_norm"], out["AS"], out["AS_norm"] = 0.0, None, 1.0
-        ties = [r for r in candidates if r["S"] >= candidates[0]["S"] - TIE]
-        out["selected"] = min(ties, key=lambda r: r["index"])
+            out["softmax"] = _softmax(distinct, config["DE_TEMPERATURE"])
+        out["DE_norm"] = float(de)
+        out["AS"] = distinct[0] - distinct[1] if len(distinct) >= 2 else None
+        out["AS_norm"] = float(as_)
+        out["selected"] = rows[best]
     else:
         out["no_candidate"] = no_candidate_text(config, trace)
     out["rule"] = _rule_text(trace, config, out.get("AS_norm"))
@@ -253,17 +251,28 @@ def _recorded(path: str | os.PathLike[str], line: int) -> dict[str, Any]:
     return out
 
 
-def _fails(J: float, H: float, C: float, config: Config) -> list[str]:
-    fails = []
-    if J < config["J_MIN"]:
-        fails.append("J < J_MIN")
-    if H > config["H_MAX"]:
-        fails.append("H > H_MAX")
-    if C < config["C_MIN"]:
-        fails.append("C < C_MIN")
-    if C > config["C_MAX"]:
-        fails.append("C > C_MAX")
-    return fails
+def _softmax(distinct: list[float], temperature: float) -> list[float]:
+    """The probabilities p_i of section 7 over the distinct scores, for display."""
+    weights = [math.exp((d - distinct[0]) / temperature) for d in distinct]
+    z = sum(weights)
+    return [w / z for w in weights]
+
+
+_INF = math.inf
+# Each bound of the candidate filter on its own: the engine's filter with the other three
+# bounds open (J_MIN, H_MAX, C_MIN, C_MAX offsets into the config row).
+_BOUNDS = (
+    ("J < J_MIN", lambda cfg: (cfg[R.J_MIN], _INF, -_INF, _INF)),
+    ("H > H_MAX", lambda cfg: (-_INF, cfg[R.H_MAX], -_INF, _INF)),
+    ("C < C_MIN", lambda cfg: (-_INF, _INF, cfg[R.C_MIN], _INF)),
+    ("C > C_MAX", lambda cfg: (-_INF, _INF, -_INF, cfg[R.C_MAX])),
+)
+
+
+def _fails(J: float, H: float, C: float, cfg: np.ndarray) -> list[str]:
+    """The bounds of the candidate filter that an action fails, each asked of the engine's
+    filter alone."""
+    return [name for name, bounds in _BOUNDS if not R.candidate_filter(J, H, C, *bounds(cfg))]
 
 
 def _rejection_counts(rows: list[dict[str, Any]]) -> dict[str, int]:

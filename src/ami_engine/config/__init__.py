@@ -12,12 +12,11 @@ from .loader import (
     profile_search_path,
     profile_text,
 )
-from .params import KERNEL_FLOATS, LEARNED_BOUNDS, LEARNED_PARAMS, PARAMS, ConfigError
+from .params import LEARNED_BOUNDS, LEARNED_PARAMS, PARAMS, ConfigError
 
 __all__ = [
     "Config",
     "ConfigError",
-    "KERNEL_FLOATS",
     "LEARNED_BOUNDS",
     "LEARNED_PARAMS",
     "PARAMS",

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..io.files import read_text
 from ..io.tomlfile import parse_toml
-from .params import KERNEL_FLOATS, LEARNED_BOUNDS, PARAMS, ConfigError, coerce_value
+from .params import KERNEL_ROW, LEARNED_BOUNDS, PARAMS, ConfigError, coerce_value
 
 PROFILE_NAMES: tuple[str, ...] = ("base", "production_safe", "high_critical", "chaos_tuning")
 PROFILES_ENV = "AMI_ENGINE_PROFILES"
@@ -79,11 +79,12 @@ class Config:
         return {k: float(self.values[k]) for k in LEARNED_BOUNDS}
 
     def kernel_row(self) -> list[float]:
-        """The scalar parameters in the order the batch kernel reads them."""
-        return [float(self.values[k]) for k in KERNEL_FLOATS] + [float(self.values["CUS_MEAN_WINDOW"])] + [
-            *self.values["CUS_WEIGHTS"],
-            *self.values["SAFE_ACTION"],
-        ]
+        """The parameters the engine's kernels read, as floats laid out as KERNEL_ROW."""
+        row: list[float] = []
+        for name, width in KERNEL_ROW:
+            value = self.values[name]
+            row += map(float, value) if width > 1 else [float(value)]
+        return row
 
 
 def _check_cross(values: Mapping[str, Any], where: str) -> None:

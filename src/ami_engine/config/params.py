@@ -7,6 +7,7 @@ live in LEARNED_BOUNDS below. Everything else reads these two.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -105,28 +106,36 @@ PARAMS: dict[str, ParamSpec] = {
     "SAFE_ACTION": ParamSpec("floats", _action),
 }
 
-# Scalar float parameters in the order the batch kernel reads them from a config row.
-KERNEL_FLOATS: tuple[str, ...] = (
-    "J_MIN",
-    "H_MAX",
-    "C_MIN",
-    "C_MAX",
-    "J_CRITICAL",
-    "H_CRITICAL",
-    "CONFIDENCE_ESCALATION_FORCE",
-    "DIVERGENCE_HARD_THRESHOLD",
-    "AS_SOFT_THRESHOLD",
-    "SIGMA_MAX",
-    "CONFIDENCE_MARGIN_K",
-    "UNCERTAINTY_MARGIN_K",
-    "UNCERTAINTY_AS_LAMBDA",
-    "DE_TEMPERATURE",
-    "SOFT_CLAMP_ALPHA",
-    "SOFT_CLAMP_BETA",
-    "SOFT_CLAMP_GAMMA",
-    "DELTA_CUS_THRESHOLD",
-    "CUS_MEAN_THRESHOLD",
+# The config row the engine's compiled kernels read (Config.kernel_row writes it): each
+# parameter with the number of floats it takes, in row order. ROW_OFFSET[name] is where a
+# parameter starts; ROW_LEN is the row's length. The one definition of the layout.
+KERNEL_ROW: tuple[tuple[str, int], ...] = (
+    ("J_MIN", 1),
+    ("H_MAX", 1),
+    ("C_MIN", 1),
+    ("C_MAX", 1),
+    ("J_CRITICAL", 1),
+    ("H_CRITICAL", 1),
+    ("CONFIDENCE_ESCALATION_FORCE", 1),
+    ("DIVERGENCE_HARD_THRESHOLD", 1),
+    ("AS_SOFT_THRESHOLD", 1),
+    ("SIGMA_MAX", 1),
+    ("CONFIDENCE_MARGIN_K", 1),
+    ("UNCERTAINTY_MARGIN_K", 1),
+    ("UNCERTAINTY_AS_LAMBDA", 1),
+    ("DE_TEMPERATURE", 1),
+    ("SOFT_CLAMP_ALPHA", 1),
+    ("SOFT_CLAMP_BETA", 1),
+    ("SOFT_CLAMP_GAMMA", 1),
+    ("DELTA_CUS_THRESHOLD", 1),
+    ("CUS_MEAN_THRESHOLD", 1),
+    ("CUS_MEAN_WINDOW", 1),
+    ("CUS_WEIGHTS", 3),
+    ("SAFE_ACTION", 4),
 )
+ROW_OFFSET: dict[str, int] = dict(zip([name for name, _ in KERNEL_ROW],
+                                      itertools.accumulate([width for _, width in KERNEL_ROW], initial=0)))
+ROW_LEN: int = sum(width for _, width in KERNEL_ROW)
 
 
 def coerce_value(name: str, raw: Any) -> Any:

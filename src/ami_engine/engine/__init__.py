@@ -1,8 +1,8 @@
-"""The AMI decision engine, model ami-v1 (docs/engine.md)."""
+"""The AMI decision engine, model ami-v1 (docs/engine.md): each rule one function in
+rules.py, the compiled paths in kernel.py, the Python API in batch.py."""
 
 from .batch import ActionSpace, ScoreTable, decide, run, run_records, trace_records
-from .kernel import REASONS, TIE, confidence_and_margin, is_candidate  # the last three: the rules `explain` shows
+from .kernel import REASONS
 from .sums import EngineSums
 
-__all__ = ["REASONS", "TIE", "ActionSpace", "EngineSums", "ScoreTable", "confidence_and_margin", "decide",
-           "is_candidate", "run", "run_records", "trace_records"]
+__all__ = ["REASONS", "ActionSpace", "EngineSums", "ScoreTable", "decide", "run", "run_records", "trace_records"]

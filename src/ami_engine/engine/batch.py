@@ -1,5 +1,5 @@
 """The engine's Python API: one config over a state set, many configs over a ScoreTable,
-and a single decision. All paths run the same compiled rules (kernel.py)."""
+and a single decision. All paths run the same compiled rules (rules.py, through kernel.py)."""
 
 from __future__ import annotations
 
@@ -302,36 +302,17 @@ def decide(state: Mapping[str, Any], config: Config, history: Sequence[float] | 
     pre = _Pre(1, 1)
     kernel.pre_direct(states.values, space.actions, space.comp_of, space.comp_values, space.score_weights,
                       cfgs[0], BLOCK, *pre.args())
-    window = int(config["CUS_MEAN_WINDOW"])
+    # The stream's window as the finish pass would hold it after `history`: value j at
+    # j % window, with len(history) decisions seen.
+    streams = _Streams(cfgs, 1)
     past = [float(x) for x in (history or [])]
-    ring = np.zeros(window)
+    window = streams.rings.shape[1]
     for j, value in enumerate(past):
-        ring[j % window] = value
-    final = np.empty(4)
-    raw = space.actions[pre.a[0, 0]]
-    delta_cus, cus_mean = kernel.drift_step(ring, len(past), pre.f[0, 0, 2])
-    level, reason, cus, confidence, dconf, clamped, W, J, H, C = kernel.settle(
-        states.values[0], raw, pre.level[0, 0], pre.reason[0, 0], pre.f[0, 0, 0], pre.f[0, 0, 2],
-        pre.f[0, 0, 3], pre.f[0, 0, 4], delta_cus, cus_mean, cfgs[0], final)
-    cols = TraceColumns(
-        t=_trace_times(states),
-        cus=np.array([cus]),
-        cus_raw=pre.f[0, :, 2].copy(),
-        delta_cus=np.array([delta_cus]),
-        cus_mean=np.array([cus_mean]),
-        confidence=np.array([confidence]),
-        delta_confidence=np.array([dconf]),
-        raw_action=raw[None, :].copy(),
-        final_action=final[None, :].copy(),
-        soft_clamp=np.array([clamped]),
-        human_escalation=np.array([level == 2]),
-        level=np.array([level], dtype=np.int8),
-        reason=np.array([reason], dtype=np.int8),
-        W=np.array([W]),
-        J=np.array([J]),
-        H=np.array([H]),
-        C=np.array([C]),
-    )
+        streams.rings[0, j % window] = value
+    streams.seen[0] = len(past)
+    out = _Outputs(1, 1, full=True)
+    _finish(states.values, space, cfgs, _stream_layout(*states.stream_codes()), pre, 0, streams, out)
+    cols = _columns(states, space, pre, out, 0)
     return trace_records(cols, states, config, chaos=False)[0]
 
 
