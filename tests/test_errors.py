@@ -26,6 +26,7 @@ EXIT_CODES = {
     "ami_engine.gate.approval.ApplyUsageError": (2, "error:"),
     "ami_engine.learning.settings.LearnError": (2, "error:"),
     "ami_engine.learning.study.StudyError": (2, "error:"),
+    "ami_engine.cluster._spec.ClusterError": (2, "error:"),
     "ami_engine.learning.study.StudyMismatchError": (2, "error:"),
     "ami_engine.learning.study.StudyExistsError": (2, "error:"),
     "ami_engine.learning.study.StudyBusyError": (2, "error:"),

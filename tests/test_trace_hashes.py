@@ -64,7 +64,7 @@ def sweep_hashes() -> dict[str, str]:
         configs = random_configs(base, 64, 5)
         for grouped, table in tables.items():
             sums = table.evaluate(configs)
-            out[f"{profile} grouped={grouped}"] = sha256(np.ascontiguousarray(sums).tobytes())
+            out[f"{profile} grouped={grouped}"] = sha256(np.ascontiguousarray(sums.to_array()).tobytes())
         cols = tables[True].run(base)
         text = b"".join(encode_traces(cols, states, config_id=base.config_id, model="ami-v1", chaos=False))
         out[f"{profile} run"] = sha256(text)

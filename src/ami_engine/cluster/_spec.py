@@ -16,12 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import UsageError
+
 MAX_LOCAL_WORKERS = 256
 INSTALL_HINT = "pip install 'ami-engine[cluster]'"
 _ADDRESS = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(?P<port>[0-9]{1,5})$")
 
 
-class ClusterError(ValueError):
+class ClusterError(UsageError):
     """A `--cluster` value that is not usable: badly written, no Dask, no scheduler there."""
 
 
