@@ -43,11 +43,16 @@ from ..io.files import STDIO, read_once
 from ..io.stateset import STATE_FIELDS, StateSet
 from ..scenario import generate
 from ..suites import critical_set, profile_suite
+from . import refine
 from .loss import LossWeights, loss
 from .policy_optimizer import SearchSpace, make_strategy
+from .racing import ETA, REFINE_ITERATIONS, REFINE_SHARE, RUNG0_DECISIONS, plan
+from .shards import SHARD_DECISIONS, EvaluatorFactory, InProcessEvaluator, make_shards
 from .study import StudyStore, make_fingerprint
 
 DEFAULT_BATCH = 32
+DEFAULT_MEMORY = 4 << 30  # bytes learning may hold (--memory)
+MIN_MEMORY = 1 << 20
 MAX_GATE_TRIES = 3
 ACCEPTED, REJECTED, NO_IMPROVEMENT, NOT_GATED = "accepted", "rejected", "no improvement", "not gated"
 
@@ -237,6 +242,7 @@ class LearnSettings:
     critical: CriticalFloor = field(default_factory=CriticalFloor)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     delta: float = DEFAULT_DELTA  # the suggestion's promise holds at 1 - delta
+    memory: int = DEFAULT_MEMORY  # bytes; changes the speed, never the result
 
     @property
     def gate_delta(self) -> float:
@@ -266,6 +272,7 @@ def _fingerprint(data: LearnData, baseline: Config, settings: LearnSettings, reg
         critical=[settings.critical.factor, settings.critical.margin], delta=settings.delta,
         regression=None if regression is None else hashlib.sha256(regression.values.tobytes()).hexdigest(),
         model=ENGINE_MODEL,
+        racing=[RUNG0_DECISIONS, ETA, SHARD_DECISIONS, REFINE_ITERATIONS, REFINE_SHARE, refine.INITIAL_STEP],
     )
 
 
@@ -279,8 +286,14 @@ def learn(
     gate_fn: Callable[..., Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     existing_study: str = "resume",
+    evaluator: EvaluatorFactory | None = None,
 ) -> LearnResult:
     """Search the seven learned parameters; return the best candidate the gate accepts.
+
+    The search races candidates over nested shards of the training data (racing.py): all
+    on rung 0, the better ones on larger rungs, the finalists on all of it, then a local
+    refinement of the best. `evaluator` makes the evaluator of a list of shards (default:
+    in this process, within `settings.memory` bytes); every evaluator gives the same sums.
 
     `study` keeps the finished batches (see StudyStore.open); `existing_study` says what
     to do with a study already there: "resume" it, start it over ("fresh") or "refuse"."""
@@ -288,132 +301,243 @@ def learn(
         raise LearnError(f"budget: must be >= 1, got {settings.budget}")
     if settings.batch_size < 1:
         raise LearnError(f"batch size: must be >= 1, got {settings.batch_size}")
+    if settings.memory < MIN_MEMORY:
+        raise LearnError(f"memory: must be at least {MIN_MEMORY >> 20} MiB, got {settings.memory} bytes")
     try:
         check_delta(settings.delta)
     except ValueError as exc:
         raise LearnError(str(exc)) from None
     split = split_states(data.states, settings.seed, settings.train_fraction)
-    train, held_out = data.states.subset(split.train), data.states.subset(split.held_out)
+    held_out = data.states.subset(split.held_out)
     space = SearchSpace()
     strategy = make_strategy(settings.strategy, space, seed=settings.seed, budget=settings.budget,
                              **settings.strategy_options)
-    train_table = ScoreTable(train, baseline)
-    held_table = ScoreTable(held_out, baseline)
-    crit_table = ScoreTable(critical_set(), baseline)
-    reg_table = ScoreTable(regression, baseline) if regression is not None else None
-    crit_base = crit_table.evaluate([baseline])[0]
-
-    current = space.clamp(space.from_dict(baseline.learned()))
-    store = StudyStore.open(study, _fingerprint(data, baseline, settings, regression), space=space,
-                            existing=existing_study)
+    train_shards = make_shards(data.states.subset(split.train), settings.seed)
+    held_shards = make_shards(held_out, settings.seed)
+    schedule = plan(train_shards.sizes, settings.budget, space.dim)
+    if evaluator is None:  # the training shards get most of the budget; held-out data is mostly streamed
+        train_ev = InProcessEvaluator(train_shards.shards, baseline, settings.memory * 3 // 4)
+        held_ev = InProcessEvaluator(held_shards.shards, baseline, settings.memory // 4)
+    else:
+        train_ev = evaluator(train_shards.shards, baseline)
+        held_ev = evaluator(held_shards.shards, baseline)
     try:
-        done = store.completed_batches()
-        X_hist = [b.X for b in done]
-        y_hist = [b.y for b in done]
-        evaluated = sum(len(b.y) for b in done)
-        step = len(done)
-        history: list[dict[str, Any]] = []
-        best_so_far: tuple[float, np.ndarray] | None = None
-        for b in done:  # rebuild the history lines of the finished steps
-            best_so_far = _step_best(best_so_far, b.X, b.y)
-            history.append(_history_line(b.step, best_so_far[1], baseline, space, train_table, held_table,
-                                         settings.weights))
-        if progress:
-            progress(evaluated, settings.budget)
-        while evaluated < settings.budget:
-            n = min(settings.batch_size, settings.budget - evaluated)
-            hx = np.concatenate(X_hist) if X_hist else np.empty((0, space.dim))
-            hy = np.concatenate(y_hist) if y_hist else np.empty(0)
-            if step == 0:
-                X = np.vstack([current, strategy.propose(step, n - 1, hx, hy, current)]) if n > 1 else current[None]
-            else:
-                X = strategy.propose(step, n, hx, hy, current)
-            if len(X) == 0:  # the strategy has nothing left to try (a finished grid)
+        race = _Race(schedule, train_ev, baseline, space, settings, regression)
+        store = StudyStore.open(study, _fingerprint(data, baseline, settings, regression), space=space,
+                                existing=existing_study)
+        try:
+            race.run(strategy, store, progress)
+        finally:
+            store.close()
+        everything = range(len(train_shards))
+        base_sums = train_ev.evaluate([baseline], everything)
+        base_L = float(losses_from_sums(base_sums, settings.weights)[0])
+        finalists = race.ranked()
+        # Only a candidate that beats the baseline's own training loss is worth suggesting.
+        better = [row for row, y in finalists if y < base_L - 1e-12 * max(1.0, abs(base_L))]
+        tried = []
+        gate_report = None
+        chosen = None
+        status = NO_IMPROVEMENT
+        for row in better[:MAX_GATE_TRIES]:
+            candidate = with_learned(baseline, row, space)
+            if gate_fn is None:
+                chosen, status = candidate, NOT_GATED
                 break
-            X = space.clamp(X)
-            configs = [with_learned(baseline, row, space) for row in X]
-            y, extras = _evaluate_batch(configs, train_table, crit_table, crit_base, reg_table, regression,
-                                        settings)
-            store.record_batch(step, X, y, extras)
-            X_hist.append(X)
-            y_hist.append(y)
-            best_so_far = _step_best(best_so_far, X, y)
-            history.append(_history_line(step, best_so_far[1], baseline, space, train_table, held_table,
-                                         settings.weights))
-            evaluated += len(y)
-            step += 1
-            if progress:
-                progress(evaluated, settings.budget)
+            gate_report = gate_fn(candidate, baseline, held_out=held_out, regression=regression,
+                                  critical=settings.critical, weights=settings.weights, delta=settings.gate_delta)
+            tried.append(candidate)
+            if gate_report.accepted:
+                chosen, status = candidate, ACCEPTED
+                break
+            status = REJECTED
+        if chosen is None:
+            # Nothing passed (or nothing beat the baseline): report on the best tried, else the
+            # baseline itself; never suggest it as accepted.
+            chosen = tried[0] if tried else baseline
+        history = race.history_lines(held_ev, range(len(held_shards)))
+        sums = {"train": np.vstack([base_sums, train_ev.evaluate([chosen], everything)]),
+                "heldout": held_ev.evaluate([baseline, chosen], range(len(held_shards)))}
     finally:
-        store.close()
-
-    X_all = np.concatenate(X_hist)
-    y_all = np.concatenate(y_hist)
-    base_L = float(losses_from_sums(train_table.evaluate([baseline]), settings.weights)[0])
-    order = np.argsort(y_all, kind="stable")
-    # Only a candidate that beats the baseline's own training loss is worth suggesting.
-    better = [int(i) for i in order if y_all[i] < base_L - 1e-12 * max(1.0, abs(base_L))]
-    tried = []
-    gate_report = None
-    chosen = None
-    status = NO_IMPROVEMENT
-    for idx in better[:MAX_GATE_TRIES]:
-        candidate = with_learned(baseline, X_all[idx], space)
-        if gate_fn is None:
-            chosen, status = candidate, NOT_GATED
-            break
-        gate_report = gate_fn(candidate, baseline, held_out=held_out, regression=regression,
-                              critical=settings.critical, weights=settings.weights, delta=settings.gate_delta)
-        tried.append(candidate)
-        if gate_report.accepted:
-            chosen, status = candidate, ACCEPTED
-            break
-        status = REJECTED
-    if chosen is None:
-        # Nothing passed (or nothing beat the baseline): report on the best tried, else the
-        # baseline itself; never suggest it as accepted.
-        chosen = tried[0] if tried else baseline
+        train_ev.close()
+        held_ev.close()
     note = strategy.note if hasattr(strategy, "note") else None
-    return _result(data, baseline, settings, split, space, chosen, train_table, held_table, history,
-                   gate_report, status, note)
+    racing_meta = {**schedule.meta(), "shards": len(train_shards), "shard_method": train_shards.method,
+                   "evaluated": race.evaluated_per_rung()}
+    return _result(data, baseline, settings, split, space, chosen, sums, held_out, history,
+                   gate_report, status, note, racing_meta)
 
 
-def _evaluate_batch(configs, train_table, crit_table, crit_base, reg_table, regression, settings):
-    sums = train_table.evaluate(configs)
-    losses = losses_from_sums(sums, settings.weights)
+class _Race:
+    """The search's batches in their one order: the strategy's candidates on rung 0, the
+    promotions rung by rung, then the refinement on the top rung. Each batch is a history
+    step; a batch the study already holds is taken from it, not evaluated again."""
+
+    def __init__(self, schedule, ev, baseline, space, settings, regression):
+        self.schedule, self.ev, self.baseline, self.space = schedule, ev, baseline, space
+        self.settings, self.regression = settings, regression
+        self.crit_table = ScoreTable(critical_set(), baseline)
+        self.crit_base = self.crit_table.evaluate([baseline])[0]
+        self.reg_table = ScoreTable(regression, baseline) if regression is not None else None
+        self.batches: list[tuple[int, str, int, np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
+        self.feasibility: dict[bytes, dict[str, Any]] = {}
+
+    # -- evaluation
+    def _rung_sums(self, configs, rung):
+        return self.ev.evaluate(configs, range(self.schedule.rungs[rung].shards))
+
+    def _evaluate(self, X, rung, phase, known=False):
+        configs = [with_learned(self.baseline, row, self.space) for row in X]
+        sums = self._rung_sums(configs, rung)
+        w = self.settings.weights
+        losses = losses_from_sums(sums, w)
+        if known:  # feasibility does not depend on the data: judged once per candidate
+            checks = [self.feasibility[row.tobytes()] for row in X]
+        else:
+            checks = _feasibility(configs, self.crit_table, self.crit_base, self.reg_table, self.regression,
+                                  self.settings)
+        extras = []
+        for j, row in enumerate(X):
+            m = metrics_from_sums(sums[j], w)
+            extras.append({**checks[j], "train_L": float(losses[j]), "rung": rung, "phase": phase,
+                           **{k: m[k] for k in ("fail_safe_rate", "mean_cus", "clamp_distortion")}})
+            self.feasibility.setdefault(row.tobytes(), checks[j])
+        y = np.array([e["train_L"] if e["feasible"] else np.inf for e in extras])
+        return y, extras
+
+    # -- the batches
+    def run(self, strategy, store, progress):
+        done = {b.step: b for b in store.completed_batches()}
+        total = self.schedule.evaluations
+        count = [0]
+
+        def step(X_of, rung, phase, known=False):
+            number = len(self.batches)
+            b = done.get(number)
+            if b is not None:
+                X, y, extras = b.X, b.y, [dict(e) for e in b.extras]
+                for row, e in zip(X, extras, strict=True):
+                    self.feasibility.setdefault(row.tobytes(), {k: e[k] for k in _CHECK_KEYS})
+            else:
+                X = X_of()
+                if len(X) == 0:
+                    return 0
+                X = self.space.clamp(X)
+                y, extras = self._evaluate(X, rung, phase, known)
+                store.record_batch(number, X, y, extras)
+            self.batches.append((number, phase, rung, X, y, extras))
+            count[0] += len(y)
+            if progress:
+                progress(count[0], total)
+            return len(y)
+
+        if progress:
+            progress(0, total)
+        settings, space = self.settings, self.space
+        current = space.clamp(space.from_dict(self.baseline.learned()))
+        n0 = self.schedule.candidates
+        proposed = 0
+        while proposed < n0:  # rung 0: every candidate of the strategy
+            n = min(settings.batch_size, n0 - proposed)
+            hx, hy = self._history(0, "search")
+
+            def propose(n=n, hx=hx, hy=hy):
+                if not self.batches:
+                    rest = strategy.propose(0, n - 1, hx, hy, current) if n > 1 else np.empty((0, space.dim))
+                    return np.vstack([current, rest])
+                return strategy.propose(len(self.batches), n, hx, hy, current)
+
+            got = step(propose, 0, "search")
+            if got == 0:  # the strategy has nothing left to try (a finished grid)
+                break
+            proposed += got
+        for rung in range(1, len(self.schedule.rungs)):  # the better ones, promoted rung by rung
+            pool = self._ranked(rung - 1)[: self.schedule.rungs[rung].candidates]
+            for first in range(0, len(pool), settings.batch_size):
+                rows = np.array([row for row, _ in pool[first:first + settings.batch_size]])
+                step(lambda rows=rows: rows, rung, "promote", known=True)
+        top = self.schedule.top
+        ranked = self._ranked(top)
+        if ranked:  # the local refinement of the best feasible point on all the training data
+            start, start_loss = ranked[0]
+            tells: list[tuple[np.ndarray, np.ndarray]] = []
+            for _ in range(self.schedule.refine_batches):
+                step(lambda: refine.propose(space, settings.seed, start, start_loss, tells), top, "refine")
+                tells.append((self.batches[-1][3], self.batches[-1][4]))
+
+    def _history(self, rung, phase):
+        rows = [(X, y) for _, p, r, X, y, _ in self.batches if r == rung and p == phase]
+        if not rows:
+            return np.empty((0, self.space.dim)), np.empty(0)
+        return np.concatenate([X for X, _ in rows]), np.concatenate([y for _, y in rows])
+
+    def _ranked(self, rung):
+        """(row, loss) of the feasible candidates evaluated on a rung, best first (first
+        evaluated first on ties), each candidate once."""
+        seen, out = set(), []
+        for _, _, r, X, y, _ in self.batches:
+            if r != rung:
+                continue
+            for row, v in zip(X, y, strict=True):
+                key = row.tobytes()
+                if np.isfinite(v) and key not in seen:
+                    seen.add(key)
+                    out.append((row, float(v)))
+        order = sorted(range(len(out)), key=lambda i: out[i][1])
+        return [out[i] for i in order]
+
+    def ranked(self):
+        """The candidates evaluated on all the training data, best first."""
+        return self._ranked(self.schedule.top)
+
+    def evaluated_per_rung(self):
+        return [sum(len(y) for _, _, r, _, y, _ in self.batches if r == k) for k in range(len(self.schedule.rungs))]
+
+    def history_lines(self, held_ev, held_shards):
+        """One line per batch: the best so far on that batch's rung, with its figures there,
+        and its figures on the held-out data (each distinct best evaluated once)."""
+        best: dict[int, tuple[float, np.ndarray, dict[str, Any]]] = {}
+        picks = []
+        for number, phase, rung, X, y, extras in self.batches:
+            j = int(np.argmin(y))
+            if rung not in best or y[j] < best[rung][0]:
+                best[rung] = (float(y[j]), X[j], extras[j])
+            picks.append((number, phase, rung, best[rung]))
+        distinct: dict[bytes, int] = {}
+        for *_, (_, row, _) in picks:
+            distinct.setdefault(row.tobytes(), len(distinct))
+        rows = [np.frombuffer(k) for k in distinct]
+        configs = [with_learned(self.baseline, row, self.space) for row in rows]
+        held = held_ev.evaluate(configs, held_shards) if configs else np.zeros((0, K.N_SUMS))
+        lines = []
+        for number, phase, rung, (_, row, extras) in picks:
+            h = metrics_from_sums(held[distinct[row.tobytes()]], self.settings.weights)
+            line: dict[str, Any] = {"step": number, "phase": phase, "rung": rung,
+                                    "decisions": self.schedule.rungs[rung].decisions, "L": extras["train_L"]}
+            line.update({k: extras[k] for k in ("fail_safe_rate", "mean_cus", "clamp_distortion")})
+            line.update(self.space.to_dict(row))
+            line.update({f"heldout_{k}": h[k] for k in ("L", "fail_safe_rate", "mean_cus", "clamp_distortion")})
+            lines.append(line)
+        return lines
+
+
+_CHECK_KEYS = ("critical_fail_safe_rate", "critical_mean_H", "regression_failures", "feasible")
+
+
+def _feasibility(configs, crit_table, crit_base, reg_table, regression, settings):
+    """The search-time constraints of each config: they use no training data."""
     crit_sums = crit_table.evaluate(configs)
     # The floor on confidence bounds, as the gate's certificate judges it (not on point estimates).
     ok = settings.critical.certified(crit_sums, crit_base, settings.gate_delta)
     rates, mean_h = settings.critical.figures(crit_sums)
-    extras = []
+    out = []
     for j, cfg in enumerate(configs):
         reg_fail = 0
         if ok[j] and regression is not None:
             reg_fail = len(regression_failures(regression, cfg, reg_table))
-        feasible = bool(ok[j]) and reg_fail == 0
-        extras.append({"train_L": float(losses[j]), "critical_fail_safe_rate": float(rates[j]),
-                       "critical_mean_H": float(mean_h[j]), "regression_failures": reg_fail,
-                       "feasible": feasible})
-    y = np.array([e["train_L"] if e["feasible"] else np.inf for e in extras])
-    return y, extras
-
-
-def _step_best(best, X, y):
-    j = int(np.argmin(y))
-    if best is None or y[j] < best[0]:
-        return float(y[j]), X[j]
-    return best
-
-
-def _history_line(step, row, baseline, space, train_table, held_table, weights) -> dict[str, Any]:
-    cfg = with_learned(baseline, row, space)
-    train = metrics_from_sums(train_table.evaluate([cfg])[0], weights)
-    held = metrics_from_sums(held_table.evaluate([cfg])[0], weights)
-    line: dict[str, Any] = {"step": step}
-    line.update({k: train[k] for k in ("L", "fail_safe_rate", "mean_cus", "clamp_distortion")})
-    line.update(space.to_dict(row))
-    line.update({f"heldout_{k}": held[k] for k in ("L", "fail_safe_rate", "mean_cus", "clamp_distortion")})
-    return line
+        out.append({"critical_fail_safe_rate": float(rates[j]), "critical_mean_H": float(mean_h[j]),
+                    "regression_failures": reg_fail, "feasible": bool(ok[j]) and reg_fail == 0})
+    return out
 
 
 # ------------------------------------------------------------------ needless fail-safes
@@ -504,14 +628,12 @@ def _scenario_figures(baseline: Config, suggestion: Config, weights: LossWeights
     return out
 
 
-def _result(data, baseline, settings, split, space, chosen, train_table, held_table, history, gate_report,
-            status, note=None) -> LearnResult:
+def _result(data, baseline, settings, split, space, chosen, sums, held_out, history, gate_report, status,
+            note=None, racing=None) -> LearnResult:
     accepted = status == ACCEPTED
     w = settings.weights
-    metrics = {}
-    for part, table in (("train", train_table), ("heldout", held_table)):
-        sums = table.evaluate([baseline, chosen])
-        metrics[part] = {"baseline": metrics_from_sums(sums[0], w), "suggestion": metrics_from_sums(sums[1], w)}
+    metrics = {part: {"baseline": metrics_from_sums(rows[0], w), "suggestion": metrics_from_sums(rows[1], w)}
+               for part, rows in sums.items()}
     needless = needless_fail_safes(data.states, baseline, chosen)
     row = space.from_dict(chosen.learned())
     meta: dict[str, Any] = {
@@ -538,6 +660,8 @@ def _result(data, baseline, settings, split, space, chosen, train_table, held_ta
         "needless": {k: v for k, v in needless.items() if not k.startswith("_")},
     }
     meta["status"] = status
+    if racing is not None:
+        meta["racing"] = racing
     if note is not None:
         meta["strategy_note"] = note
     meta["worse"] = worse_figures(metrics, meta["scenarios"])
@@ -550,7 +674,7 @@ def _result(data, baseline, settings, split, space, chosen, train_table, held_ta
     doc.update(chosen.learned())
     doc["meta"] = meta
     summary = {"accepted": accepted, "status": status, "metrics": metrics, "needless": meta["needless"]}
-    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary, held_table.states, status,
+    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary, held_out, status,
                        note)
 
 
