@@ -553,7 +553,8 @@ def learn(
     profile: Annotated[str | None, typer.Option(help="Baseline profile.")] = None,
     config: Annotated[Path | None, typer.Option(help="Baseline config TOML.")] = None,
     strategy: Annotated[str, typer.Option(help="grid, random, sobol, tpe or cmaes.")] = "tpe",
-    budget: Annotated[int, typer.Option(help="Candidate configs to evaluate (baseline included).")] = 300,
+    budget: Annotated[int, typer.Option(help="The search's cost, in evaluations on all the training data; racing "
+                                             "spends it on more candidates, most on a small sample.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Candidates per step (one history line each).")] = 32,
     weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "1.5,1.0,0.5",
     train_fraction: Annotated[float, typer.Option(help="Share of records used for training.")] = 0.8,
@@ -574,6 +575,8 @@ def learn(
     fresh: Annotated[bool, typer.Option("--fresh", help="Delete the existing study and start over.")] = False,
     drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help="--states: leave out keys that are not part "
                                                "of a state (recorded in the suggestion's data).")] = False,
+    memory: Annotated[str, typer.Option(help="Memory learning may hold, e.g. 4G or 512M; more is faster, the "
+                                             "result is the same.")] = "4G",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Learn a suggested config from states, a scenario or replayable traces. Nothing is applied."""
@@ -624,8 +627,11 @@ def learn(
         from .io.states import read_states
 
         regression_states = read_states(str(regression), allow_expect_level=True)
+    from .cli_options import parse_size
+
     settings = LearnSettings(strategy=strategy, budget=budget, seed=seed, batch_size=batch_size, weights=w,
-                             train_fraction=train_fraction, critical=crit, strategy_options=options)
+                             train_fraction=train_fraction, critical=crit, strategy_options=options,
+                             memory=parse_size(memory))
     if "://" not in study_path:
         Path(study_path).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -744,7 +750,8 @@ def _print_learn_summary(result, out: str) -> None:
     certificate = meta.get("certificate", {})
     if result.status == NO_IMPROVEMENT:
         held = meta["metrics"]["heldout"]["baseline"]
-        say(f"[bold]no improvement found[/]: none of the {meta['budget']} candidates beats the baseline "
+        tried = meta.get("racing", {}).get("rungs", [{}])[0].get("candidates", meta["budget"])
+        say(f"[bold]no improvement found[/]: none of the {tried} candidates beats the baseline "
             f"{escape(str(meta['baseline']))} on the training data (its L there "
             f"{meta['metrics']['train']['baseline']['L']:.4f}, "
             f"held-out {held['L']:.4f}); no suggestion written.")
@@ -780,6 +787,11 @@ def _print_learn_summary(result, out: str) -> None:
         params.add_row(name, f"{meta['baseline_params'][name]:.4g}", f"{result.suggestion_toml[name]:.4g}",
                        f"[{lo}, {hi}]", flag)
     out_console.print(params)
+    if isinstance(meta.get("racing"), dict):
+        from .learning.racing import describe
+
+        for line in describe(meta["racing"]):
+            say(escape(line))
     nd = result.needless
     say(f"[bold]Needless fail-safes[/]: {nd['count']} of {nd['baseline_l2']} baseline fail-safes "
         f"({nd['n']} decisions) are not fail-safes under the suggestion.")

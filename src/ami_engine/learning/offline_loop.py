@@ -243,6 +243,12 @@ class LearnSettings:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     delta: float = DEFAULT_DELTA  # the suggestion's promise holds at 1 - delta
     memory: int = DEFAULT_MEMORY  # bytes; changes the speed, never the result
+    rung0: int = RUNG0_DECISIONS  # decisions of the racing's first rung (racing.py)
+
+    @property
+    def shard_decisions(self) -> int:
+        """Target decisions per shard: a rung 0 of at least a few shards."""
+        return max(1, min(SHARD_DECISIONS, self.rung0 // 4))
 
     @property
     def gate_delta(self) -> float:
@@ -272,7 +278,7 @@ def _fingerprint(data: LearnData, baseline: Config, settings: LearnSettings, reg
         critical=[settings.critical.factor, settings.critical.margin], delta=settings.delta,
         regression=None if regression is None else hashlib.sha256(regression.values.tobytes()).hexdigest(),
         model=ENGINE_MODEL,
-        racing=[RUNG0_DECISIONS, ETA, SHARD_DECISIONS, REFINE_ITERATIONS, REFINE_SHARE, refine.INITIAL_STEP],
+        racing=[settings.rung0, ETA, settings.shard_decisions, REFINE_ITERATIONS, REFINE_SHARE, refine.INITIAL_STEP],
     )
 
 
@@ -312,9 +318,11 @@ def learn(
     space = SearchSpace()
     strategy = make_strategy(settings.strategy, space, seed=settings.seed, budget=settings.budget,
                              **settings.strategy_options)
-    train_shards = make_shards(data.states.subset(split.train), settings.seed)
-    held_shards = make_shards(held_out, settings.seed)
-    schedule = plan(train_shards.sizes, settings.budget, space.dim)
+    if settings.rung0 < 1:
+        raise LearnError(f"rung 0: must be >= 1 decision, got {settings.rung0}")
+    train_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.train)
+    held_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.held_out)
+    schedule = plan(train_shards.sizes, settings.budget, space.dim, rung0=settings.rung0)
     if evaluator is None:  # the training shards get most of the budget; held-out data is mostly streamed
         train_ev = InProcessEvaluator(train_shards.shards, baseline, settings.memory * 3 // 4)
         held_ev = InProcessEvaluator(held_shards.shards, baseline, settings.memory // 4)

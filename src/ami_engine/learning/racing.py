@@ -81,15 +81,21 @@ class Schedule:
             "cost": round(self.cost, 6),
         }
 
-    def describe(self) -> list[str]:
-        """The schedule in a few lines, for the terminal."""
-        lines = [f"racing: {len(self.rungs)} rung(s), eta {self.eta}, budget {self.budget} (evaluations on all "
-                 f"the training data): {self.candidates:,} candidates"]
-        for i, r in enumerate(self.rungs):
-            lines.append(f"  rung {i}: {r.shards} shard(s), {r.decisions:,} decisions, {r.candidates:,} candidates")
-        if self.refine:
-            lines.append(f"  refinement: {self.refine} evaluations on the top rung")
-        return lines
+
+def describe(racing: dict[str, Any]) -> list[str]:
+    """A schedule's [meta] entry in a few lines of at most 80 columns, for the terminal."""
+    rungs = racing.get("rungs", [])
+    lines = [f"Racing: {len(rungs)} rung(s), eta {racing.get('eta')}, budget {racing.get('budget')} = the cost of "
+             f"{racing.get('budget')} evaluations on all the training data"]
+    done = racing.get("evaluated", [])
+    for r in rungs:
+        k = r["rung"]
+        ran = f" ({done[k]:,} evaluated)" if k < len(done) and done[k] != r["candidates"] else ""
+        lines.append(f"  rung {k}: {r['shards']} shard(s), {r['decisions']:,} decisions, "
+                     f"{r['candidates']:,} candidates{ran}")
+    if racing.get("refine_evaluations"):
+        lines.append(f"  then {racing['refine_evaluations']} evaluations refining the best on the top rung")
+    return lines
 
 
 def rung_shards(sizes: np.ndarray, eta: int = ETA, rung0: int = RUNG0_DECISIONS) -> list[int]:

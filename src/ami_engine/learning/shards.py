@@ -63,19 +63,23 @@ def lean_subset(values: np.ndarray, labels: list, codes: np.ndarray, index: np.n
                     t=[None] * n, ids=[None] * n)
 
 
-def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS) -> Sharding:
+def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
+                positions: np.ndarray | None = None) -> Sharding:
     """Whole streams dealt to shards in a seeded order, each shard filled to about `target`
-    decisions; inside a shard the streams follow that order, each in input order."""
+    decisions; inside a shard the streams follow that order, each in input order.
+    `positions`: shard only the states at these positions (input order kept), without
+    making a copy of the rest of the state set first."""
     if target < 1:
         raise ValueError(f"target: expected an integer >= 1, got {target!r}")
-    codes, n_streams = states.stream_codes()
-    labels: list = [None] * n_streams
-    first = np.full(n_streams, -1, dtype=np.int64)
-    seen_at = np.unique(codes, return_index=True)
-    first[seen_at[0]] = seen_at[1]
-    for c in range(n_streams):
-        labels[c] = states.streams[int(first[c])]
-    order = np.argsort(codes, kind="stable")  # positions grouped by stream, input order inside
+    all_codes, n_all = states.stream_codes()
+    labels: list = [None] * n_all
+    codes_seen, first = np.unique(all_codes, return_index=True)
+    for c, i in zip(codes_seen.tolist(), first.tolist(), strict=True):
+        labels[c] = states.streams[i]
+    pos = np.arange(len(states)) if positions is None else np.asarray(positions, dtype=np.int64)
+    present, codes = np.unique(all_codes[pos], return_inverse=True)  # streams renumbered 0..k-1
+    n_streams = int(present.size)
+    order = pos[np.argsort(codes, kind="stable")]  # positions grouped by stream, input order inside
     ptr = np.zeros(n_streams + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(np.bincount(codes, minlength=n_streams))
     dealt = np.random.default_rng(np.random.SeedSequence([seed, 0x5A4D])).permutation(n_streams)
@@ -86,10 +90,10 @@ def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS) -> S
         pending.append(order[ptr[s]:ptr[s + 1]])
         size += int(ptr[s + 1] - ptr[s])
         if size >= target:
-            shards.append(lean_subset(states.values, labels, codes, np.concatenate(pending)))
+            shards.append(lean_subset(states.values, labels, all_codes, np.concatenate(pending)))
             pending, size = [], 0
     if pending:
-        shards.append(lean_subset(states.values, labels, codes, np.concatenate(pending)))
+        shards.append(lean_subset(states.values, labels, all_codes, np.concatenate(pending)))
     return Sharding(shards, "whole streams", seed)
 
 
