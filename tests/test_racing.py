@@ -162,3 +162,16 @@ def test_learn_in_a_tiny_memory_prints_its_schedule(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Racing: 1 rung(s)" in result.output and "16 candidates" in result.output
     assert "[meta.racing]" in out.read_text()
+
+
+def test_the_report_shows_the_racing_schedule(raced):
+    from ami_engine.io.tomlfile import toml_ready
+    from ami_engine.report import render_report
+
+    html = render_report(toml_ready(raced.suggestion_toml), raced.history)
+    racing = raced.suggestion_toml["meta"]["racing"]
+    assert "Racing schedule (successive halving, eta 3" in html
+    table = html[html.index('class="data racing"'):]
+    table = table[:table.index("</table>")]
+    assert table.count("<tr>") == 1 + len(racing["rungs"]) + 1  # header, the rungs, the refinement
+    assert f"<td>{racing['rungs'][0]['decisions']:,}</td>" in table
