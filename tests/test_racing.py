@@ -81,7 +81,7 @@ def test_the_racing_schedule_is_nested_and_spends_the_budget():
     assert s.candidates > 1000  # racing tries far more candidates than the budget
     c = [r.candidates for r in s.rungs]
     assert all(c[k + 1] == -(-c[0] // 3 ** (k + 1)) for k in range(len(c) - 1))
-    assert s.cost <= 300 and s.refine == 56
+    assert s.cost <= 300 and s.refine == 84
     one = plan(np.array([5_000, 5_000, 5_000]), 300, 7)  # small data: one rung, one evaluation per candidate
     assert len(one.rungs) == 1 and one.candidates + one.refine == 300
     assert plan(np.array([100]), 4, 7).candidates == 4 and plan(np.array([100]), 4, 7).refine == 0

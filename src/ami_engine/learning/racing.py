@@ -24,8 +24,8 @@ import numpy as np
 
 RUNG0_DECISIONS = 20_000
 ETA = 3
-REFINE_ITERATIONS = 4
-REFINE_SHARE = 0.25
+REFINE_ITERATIONS = 6
+REFINE_SHARE = 0.3
 MAX_CANDIDATES_PER_BUDGET = 10  # at most this many candidates per unit of budget
 TOP_RUNG_MIN_GROWTH = 1.5  # a rung this close to all the data is merged into the top rung
 VERSION = 1

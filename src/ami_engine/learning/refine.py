@@ -3,7 +3,7 @@
 Each iteration tries the 2 x dim points center +/- step x q_j, where q_1..q_dim are the
 columns of a random orthonormal basis drawn from (seed, iteration), in unit coordinates
 (each bound's width is 1), clamped into the box. When the best of them beats the center,
-it becomes the center and the step stays; otherwise the step halves. A fixed number of
+it becomes the center and the step doubles (up to 0.5); otherwise the step halves. A fixed number of
 iterations, so a fixed number of evaluations.
 
 Like a strategy, the refinement keeps nothing between calls: the next batch is a function
@@ -19,8 +19,9 @@ import numpy as np
 
 from .policy_optimizer import SearchSpace
 
-INITIAL_STEP = 0.05  # share of each bound's width
+INITIAL_STEP = 0.3  # share of each bound's width
 SHRINK = 0.5
+GROW = 2.0  # the step after a move (at most 0.5)
 
 
 def batch_size(space: SearchSpace) -> int:
@@ -43,6 +44,7 @@ def state(start: np.ndarray, start_loss: float, done: Sequence[tuple[np.ndarray,
         j = int(np.argmin(y))
         if np.isfinite(y[j]) and y[j] < best - 1e-12 * max(1.0, abs(best)):
             center, best = np.asarray(X[j], dtype=float), float(y[j])
+            step = min(step * GROW, 0.5)
         else:
             step *= SHRINK
     return center, best, step
