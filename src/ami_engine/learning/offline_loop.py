@@ -278,7 +278,8 @@ def _fingerprint(data: LearnData, baseline: Config, settings: LearnSettings, reg
         critical=[settings.critical.factor, settings.critical.margin], delta=settings.delta,
         regression=None if regression is None else hashlib.sha256(regression.values.tobytes()).hexdigest(),
         model=ENGINE_MODEL,
-        racing=[settings.rung0, ETA, settings.shard_decisions, REFINE_ITERATIONS, REFINE_SHARE, refine.INITIAL_STEP],
+        racing=[settings.rung0, ETA, settings.shard_decisions, REFINE_ITERATIONS, REFINE_SHARE,
+                refine.INITIAL_STEP, refine.GROW],
     )
 
 
