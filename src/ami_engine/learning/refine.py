@@ -19,7 +19,7 @@ import numpy as np
 
 from .policy_optimizer import SearchSpace
 
-INITIAL_STEP = 0.3  # share of each bound's width
+INITIAL_STEP = 0.5  # share of each bound's width
 SHRINK = 0.5
 GROW = 2.0  # the step after a move (at most 0.5)
 
