@@ -740,6 +740,15 @@ _METRIC_NAMES = {"L": "L", "fail_safe_rate": "fail-safe rate", "mean_cus": "mean
                  "clamp_distortion": "clamp distortion", "mean_H": "mean H"}
 
 
+def _say_racing(say: Callable[..., None], meta: dict[str, Any]) -> None:
+    """The racing schedule of a learning run, a few lines."""
+    if isinstance(meta.get("racing"), dict):
+        from .learning.racing import describe
+
+        for line in describe(meta["racing"]):
+            say(escape(line))
+
+
 def _print_learn_summary(result, out: str) -> None:
     """One screen, 80 columns: the promise (or why there is none), the figures, what got
     worse, the learned parameters, the needless fail-safes and where the file went."""
@@ -757,6 +766,7 @@ def _print_learn_summary(result, out: str) -> None:
             f"held-out {held['L']:.4f}); no suggestion written.")
         if meta.get("strategy_note"):
             say(f"note: {meta['strategy_note']}")
+        _say_racing(say, meta)
         return
     elif result.status == NOT_GATED:
         say("[bold]not gated[/]: the best candidate below has not been through the safety gate.")
@@ -787,11 +797,7 @@ def _print_learn_summary(result, out: str) -> None:
         params.add_row(name, f"{meta['baseline_params'][name]:.4g}", f"{result.suggestion_toml[name]:.4g}",
                        f"[{lo}, {hi}]", flag)
     out_console.print(params)
-    if isinstance(meta.get("racing"), dict):
-        from .learning.racing import describe
-
-        for line in describe(meta["racing"]):
-            say(escape(line))
+    _say_racing(say, meta)
     nd = result.needless
     say(f"[bold]Needless fail-safes[/]: {nd['count']} of {nd['baseline_l2']} baseline fail-safes "
         f"({nd['n']} decisions) are not fail-safes under the suggestion.")
