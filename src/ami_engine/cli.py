@@ -23,7 +23,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from . import ENGINE_MODEL, __version__
-from .cli_options import Check, check_options, learn_scenario_size
+from .cli_options import Check, check_options, learn_scenario_size, parse_size
 from .config import PROFILE_NAMES, Config, load_config, profile_text
 from .errors import AmiEngineError, InputError, UsageError
 from .io.tomlfile import plain_data
@@ -606,7 +606,8 @@ def learn(
     profile: Annotated[str | None, typer.Option(help="Baseline profile.")] = None,
     config: Annotated[Path | None, typer.Option(help="Baseline config TOML.")] = None,
     strategy: Annotated[str, typer.Option(help="grid, random, sobol, tpe or cmaes.")] = "tpe",
-    budget: Annotated[int, typer.Option(help="Candidate configs to evaluate (baseline included).")] = 300,
+    budget: Annotated[int, typer.Option(help="The search's cost, in evaluations on all the training data; racing "
+                                             "spends it on more candidates, most on a small sample.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Candidates per step (one history line each).")] = 32,
     weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "1.5,1.0,0.5",
     train_fraction: Annotated[float, typer.Option(help="Share of records used for training.")] = 0.8,
@@ -627,6 +628,8 @@ def learn(
     fresh: Annotated[bool, typer.Option("--fresh", help="Delete the existing study and start over.")] = False,
     drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help="--states: leave out keys that are not part "
                                                "of a state (recorded in the suggestion's data).")] = False,
+    memory: Annotated[str, typer.Option(help="Memory learning may hold, e.g. 4G or 512M; more is faster, the "
+                                             "result is the same.")] = "4G",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP + " The training shards are kept on the "
                                                 "workers; the suggestion is the same bytes.")] = None,
@@ -641,7 +644,7 @@ def learn(
                      streams=streams, strategy=strategy, budget=budget, batch_size=batch_size,
                      train_fraction=train_fraction, regression=text(regression), perturb=perturb,
                      step_scale=step_scale, points_per_axis=points_per_axis, history=history, report=report,
-                     study=study, resume=resume, fresh=fresh, drop_unknown=drop_unknown)
+                     study=study, resume=resume, fresh=fresh, drop_unknown=drop_unknown, memory=parse_size(memory))
     baseline = _config(profile, config)
     with _progress("learning", budget) as progress, _cluster(cluster) as client:
         evaluator = None
@@ -681,6 +684,15 @@ _METRIC_NAMES = {"L": "L", "fail_safe_rate": "fail-safe rate", "mean_cus": "mean
                  "clamp_distortion": "clamp distortion", "mean_H": "mean H"}
 
 
+def _say_racing(say: Callable[..., None], meta: dict[str, Any]) -> None:
+    """The racing schedule of a learning run, a few lines."""
+    if isinstance(meta.get("racing"), dict):
+        from .learning.racing import describe
+
+        for line in describe(meta["racing"]):
+            say(escape(line))
+
+
 def _print_learn_summary(result, out: str) -> None:
     """One screen, 80 columns: the promise (or why there is none), the figures, what got
     worse, the learned parameters, the needless fail-safes and where the file went."""
@@ -691,12 +703,14 @@ def _print_learn_summary(result, out: str) -> None:
     certificate = meta.get("certificate", {})
     if result.status == NO_IMPROVEMENT:
         held = meta["metrics"]["heldout"]["baseline"]
-        say(f"[bold]no improvement found[/]: none of the {meta['budget']} candidates beats the baseline "
+        tried = meta.get("racing", {}).get("rungs", [{}])[0].get("candidates", meta["budget"])
+        say(f"[bold]no improvement found[/]: none of the {tried} candidates beats the baseline "
             f"{escape(str(meta['baseline']))} on the training data (its L there "
             f"{meta['metrics']['train']['baseline']['L']:.4f}, "
             f"held-out {held['L']:.4f}); no suggestion written.")
         if meta.get("strategy_note"):
             say(f"note: {meta['strategy_note']}")
+        _say_racing(say, meta)
         return
     elif result.status == NOT_GATED:
         say("[bold]not gated[/]: the best candidate below has not been through the safety gate.")
@@ -727,6 +741,7 @@ def _print_learn_summary(result, out: str) -> None:
         params.add_row(name, f"{meta['baseline_params'][name]:.4g}", f"{result.suggestion_toml[name]:.4g}",
                        f"[{lo}, {hi}]", flag)
     out_console.print(params)
+    _say_racing(say, meta)
     nd = result.needless
     say(f"[bold]Needless fail-safes[/]: {nd['count']} of {nd['baseline_l2']} baseline fail-safes "
         f"({nd['n']} decisions) are not fail-safes under the suggestion.")

@@ -75,6 +75,33 @@ def learn_scenario_size(value: Any) -> None:
     check_scenario_size(value, bytes_per_state=LEARN_BYTES_PER_STATE)
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MIN_MEMORY = 1 << 20
+
+
+def parse_size(text: str) -> int:
+    """Bytes of a size such as 4G, 512M, 1.5G or 1048576 (K, M, G, T: powers of 1024; an
+    optional trailing B); a ValueError when it is not one, or under 1M."""
+    body = str(text).strip().upper()
+    body = body[:-1] if body.endswith("B") and len(body) > 1 else body
+    unit = body[-1:] if body[-1:] in _SIZE_UNITS and body[-1:] else ""
+    number_text = body[: len(body) - len(unit)]
+    try:
+        amount = float(number_text)
+    except ValueError:
+        raise ValueError("must be a size such as 4G, 512M or a number of bytes") from None
+    if not math.isfinite(amount) or amount <= 0:
+        raise ValueError("must be a positive size such as 4G or 512M")
+    size = int(amount * _SIZE_UNITS[unit])
+    if size < MIN_MEMORY:
+        raise ValueError("must be at least 1M")
+    return size
+
+
+def memory_size(value: Any) -> None:
+    parse_size(value)
+
+
 def study_location(value: Any) -> None:
     """A file path, or a storage URL whose scheme names a known database."""
     text = str(value)
@@ -153,6 +180,7 @@ OPTION_CHECKS: dict[str, Check] = {
     "top": integer(0, INT64_MAX),
     "line": integer(1, INT64_MAX),
     "study": study_location,
+    "memory": memory_size,
     "out": output_path,
     "history": output_path,
     "report": output_path,

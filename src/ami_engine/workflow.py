@@ -52,6 +52,7 @@ class LearnJob:
     history: str | None = None
     report: str | None = None
     drop_unknown: bool = False
+    memory: int | None = None  # bytes learning may hold; None: the loop's default
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def plan_learn(
     resume: bool = False,
     fresh: bool = False,
     drop_unknown: bool = False,
+    memory: int | None = None,
 ) -> LearnJob:
     """Check a run's options before any work, so that a run refused here changes no file."""
     if sum(x is not None for x in (states, traces, scenario)) != 1:
@@ -109,7 +111,7 @@ def plan_learn(
     return LearnJob(out=out, study=location, existing_study=existing, states=states, traces=traces,
                     scenario=scenario, n=n, seed=seed, streams=streams, strategy=strategy, strategy_options=options,
                     budget=budget, batch_size=batch_size, train_fraction=train_fraction, regression=regression,
-                    history=history, report=report, drop_unknown=drop_unknown)
+                    history=history, report=report, drop_unknown=drop_unknown, memory=memory)
 
 
 def run_learn_job(
@@ -145,7 +147,8 @@ def run_learn_job(
         regression_states = read_states(job.regression, allow_expect_level=True)
     settings = LearnSettings(strategy=job.strategy, budget=job.budget, seed=job.seed, batch_size=job.batch_size,
                              weights=w, train_fraction=job.train_fraction, critical=crit,
-                             strategy_options=job.strategy_options)
+                             strategy_options=job.strategy_options,
+                             **({} if job.memory is None else {"memory": job.memory}))
     if "://" not in job.study:
         Path(job.study).parent.mkdir(parents=True, exist_ok=True)
     # A StudyError here means the study was taken, or changed, since plan_learn checked it.

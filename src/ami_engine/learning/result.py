@@ -47,14 +47,14 @@ def _scenario_figures(baseline: Config, suggestion: Config, weights: LossWeights
     return out
 
 
-def build_result(data, baseline, settings, split, space, chosen, train_table, held_table, history, gate_report,
-            status, note=None) -> LearnResult:
+def build_result(data, baseline, settings, split, space, chosen, sums, held_out, history, gate_report, status,
+                 note=None, racing=None) -> LearnResult:
+    """The suggestion document and summary; `sums` holds the EngineSums of [baseline, chosen]
+    on the "train" and "heldout" data."""
     accepted = status == ACCEPTED
     w = settings.weights
-    metrics = {}
-    for part, table in (("train", train_table), ("heldout", held_table)):
-        sums = table.evaluate([baseline, chosen])
-        metrics[part] = {"baseline": sums[0].figures(w), "suggestion": sums[1].figures(w)}
+    metrics = {part: {"baseline": rows[0].figures(w), "suggestion": rows[1].figures(w)}
+               for part, rows in sums.items()}
     needless = needless_fail_safes(data.states, baseline, chosen)
     row = space.from_dict(chosen.learned())
     meta: dict[str, Any] = {
@@ -81,6 +81,8 @@ def build_result(data, baseline, settings, split, space, chosen, train_table, he
         "needless": {k: v for k, v in needless.items() if not k.startswith("_")},
     }
     meta["status"] = status
+    if racing is not None:
+        meta["racing"] = racing
     if note is not None:
         meta["strategy_note"] = note
     meta["worse"] = worse_figures(metrics, meta["scenarios"])
@@ -93,7 +95,7 @@ def build_result(data, baseline, settings, split, space, chosen, train_table, he
     doc.update(chosen.learned())
     doc["meta"] = meta
     summary = {"accepted": accepted, "status": status, "metrics": metrics, "needless": meta["needless"]}
-    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary, held_table.states, status,
+    return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary, held_out, status,
                        note)
 
 

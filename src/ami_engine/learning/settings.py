@@ -10,8 +10,12 @@ from .bounds import DEFAULT_DELTA
 from .constraints import CriticalFloor
 from .loss import LossWeights
 from .policy_optimizer import Strategy, settle_strategy
+from .racing import RUNG0_DECISIONS
+from .shards import SHARD_DECISIONS
 
 DEFAULT_BATCH = 32
+DEFAULT_MEMORY = 4 << 30  # bytes learning may hold (--memory)
+MIN_MEMORY = 1 << 20
 MAX_GATE_TRIES = 3
 
 
@@ -36,10 +40,17 @@ class LearnSettings:
     strategy_options: dict[str, Any] = field(default_factory=dict)
     delta: float = DEFAULT_DELTA  # the suggestion's promise holds at 1 - delta
     strategy_object: Strategy | None = field(default=None, repr=False, compare=False)
+    memory: int = DEFAULT_MEMORY  # bytes; changes the speed, never the result
+    rung0: int = RUNG0_DECISIONS  # decisions of the racing's first rung (racing.py)
 
     def __post_init__(self) -> None:
         self.strategy, self.strategy_options, self.strategy_object = settle_strategy(
             self.strategy, self.strategy_options, seed=self.seed, given=self.strategy_object)
+
+    @property
+    def shard_decisions(self) -> int:
+        """Target decisions per shard: a rung 0 of at least a few shards."""
+        return max(1, min(SHARD_DECISIONS, self.rung0 // 4))
 
     @property
     def gate_delta(self) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._html import DASH, Markup, fmt_count, fmt_pct, missing, num, table, tag
+from ._html import DASH, Markup, fmt_count, fmt_pct, join, missing, num, table, tag
 from ._inputs import ReportData
 from ._page import Page
 
@@ -13,7 +13,7 @@ from ._page import Page
 _SHOWN = {
     "created", "tool_version", "engine_model", "baseline", "baseline_config_id", "config_id", "seed", "strategy",
     "budget", "loss_weights", "params_on_bound", "baseline_params", "bounds", "data", "split", "metrics",
-    "scenarios", "gate", "needless", "strategy_options", "critical_floor",
+    "scenarios", "gate", "needless", "strategy_options", "critical_floor", "racing",
 }
 
 
@@ -46,7 +46,33 @@ def provenance_panel(data: ReportData, page: Page) -> Markup:
              if k not in _SHOWN and not isinstance(v, (Mapping, list))]
     shown = [[label, tag("code", str(value)) if label.endswith(("SHA-256", "config id")) else str(value)]
              for label, value in rows if value not in (None, "")]
-    return tag("div", table(["item", "value"], shown, cls="data provenance"), cls="card")
+    body = table(["item", "value"], shown, cls="data provenance")
+    racing = data.table("racing")
+    if racing:
+        body = join([body, _racing(racing)])
+    return tag("div", body, cls="card")
+
+
+def _racing(racing: Mapping[str, Any]) -> Markup:
+    """The racing schedule: which rung saw how much data and how many candidates."""
+    rungs = racing.get("rungs") if isinstance(racing.get("rungs"), list) else []
+    done = racing.get("evaluated") if isinstance(racing.get("evaluated"), list) else []
+    rows = []
+    for k, r in enumerate(rungs):
+        if not isinstance(r, Mapping):
+            continue
+        rows.append([str(r.get("rung", k)), _count(r.get("shards")) or DASH, _count(r.get("decisions")) or DASH,
+                     _count(r.get("candidates")) or DASH, _count(done[k]) if k < len(done) else DASH])
+    if num(racing.get("refine_evaluations")):
+        top = rungs[-1] if rungs and isinstance(rungs[-1], Mapping) else {}
+        rows.append(["refinement", _count(top.get("shards")) or DASH, _count(top.get("decisions")) or DASH,
+                     _count(racing["refine_evaluations"]) or DASH, DASH])
+    caption = (f"Racing schedule (successive halving, eta {racing.get('eta', DASH)}; the budget "
+               f"{racing.get('budget', DASH)} counts evaluations on all the training data): every candidate is "
+               "evaluated on rung 0, the better ones on the next, larger rung; the top rung is all the training "
+               "data.")
+    return join([tag("p", caption, cls="caption"),
+                 table(["rung", "shards", "decisions", "candidates planned", "evaluated"], rows, cls="data racing")])
 
 
 def _joined(*parts: Any, sep: str = " ") -> str | None:

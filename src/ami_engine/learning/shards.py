@@ -1,0 +1,162 @@
+"""Learning's data in shards of whole streams, and the evaluators that score configs on them.
+
+A shard is a StateSet of whole streams: a stream never spans two shards, so its drift
+window runs exactly as it does on all the data, and a shard's sums are those of its
+streams. The streams are dealt to shards in a seeded order, each shard filled up to a
+target number of decisions (a stream larger than the target is a shard on its own; its
+score table is then kept or scored in parts like any other).
+
+Sums merge by addition: the totals over a set of shards are the per-shard sums
+`ScoreTable(shard, baseline).evaluate(configs)` added in ascending shard index, starting
+from zeros. Every evaluator keeps to that order, so any number of workers, and any memory
+budget, gives the same bytes.
+
+A shard holds the values of its states and one stream label per state, the labels shared
+with the data they came from; times and ids are not kept (the engine's sums use neither).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..config import Config
+from ..engine import EngineSums, ScoreTable
+from ..io.stateset import StateSet
+
+SHARD_DECISIONS = 5_000  # target decisions per shard
+CONFIG_SCRATCH = 128 << 20  # the most ScoreTable.evaluate's per-config scratch may take
+TABLE_SHARE = 0.5  # of the memory budget, for the score tables kept between evaluations
+
+
+def table_bytes(n_states: int, config: Config) -> int:
+    """Bytes of a whole score table of n states under the config's action grid (ScoreTable)."""
+    g = len(config["ACTION_GRID"])
+    a = g**4
+    return n_states * (a * (8 + 2) + 2 * 8 * (a // g) + g * 8 + 8)
+
+
+@dataclass(frozen=True)
+class Sharding:
+    """The shards of a state set, and how they were cut."""
+
+    shards: list[StateSet]
+    method: str  # "whole streams"
+    seed: int
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.array([len(s) for s in self.shards], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+
+def lean_subset(values: np.ndarray, labels: list, codes: np.ndarray, index: np.ndarray) -> StateSet:
+    """The states at `index` as a StateSet of values and shared stream labels only."""
+    n = int(index.size)
+    return StateSet(values=np.ascontiguousarray(values[index]), streams=[labels[c] for c in codes[index]],
+                    t=[None] * n, ids=[None] * n)
+
+
+def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
+                positions: np.ndarray | None = None) -> Sharding:
+    """Whole streams dealt to shards in a seeded order, each shard filled to about `target`
+    decisions; inside a shard the streams follow that order, each in input order.
+    `positions`: shard only the states at these positions (input order kept), without
+    making a copy of the rest of the state set first."""
+    if target < 1:
+        raise ValueError(f"target: expected an integer >= 1, got {target!r}")
+    all_codes, n_all = states.stream_codes()
+    labels: list = [None] * n_all
+    codes_seen, first = np.unique(all_codes, return_index=True)
+    for c, i in zip(codes_seen.tolist(), first.tolist(), strict=True):
+        labels[c] = states.streams[i]
+    pos = np.arange(len(states)) if positions is None else np.asarray(positions, dtype=np.int64)
+    present, codes = np.unique(all_codes[pos], return_inverse=True)  # streams renumbered 0..k-1
+    n_streams = int(present.size)
+    order = pos[np.argsort(codes, kind="stable")]  # positions grouped by stream, input order inside
+    ptr = np.zeros(n_streams + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum(np.bincount(codes, minlength=n_streams))
+    dealt = np.random.default_rng(np.random.SeedSequence([seed, 0x5A4D])).permutation(n_streams)
+    shards: list[StateSet] = []
+    pending: list[np.ndarray] = []
+    size = 0
+    for s in dealt:
+        pending.append(order[ptr[s]:ptr[s + 1]])
+        size += int(ptr[s + 1] - ptr[s])
+        if size >= target:
+            shards.append(lean_subset(states.values, labels, all_codes, np.concatenate(pending)))
+            pending, size = [], 0
+    if pending:
+        shards.append(lean_subset(states.values, labels, all_codes, np.concatenate(pending)))
+    return Sharding(shards, "whole streams", seed)
+
+
+class ShardEvaluator(Protocol):
+    """Per-config sums over a set of shards (EngineSums): the per-shard sums added in
+    ascending shard index from zeros."""
+
+    def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums: ...
+
+    def close(self) -> None: ...
+
+
+EvaluatorFactory = Callable[[list[StateSet], Config], ShardEvaluator]
+
+
+def merge(parts: Iterable[EngineSums], n_configs: int) -> EngineSums:
+    """Per-shard sums (in ascending shard index) added from zeros: the one merge order."""
+    return EngineSums.merge([EngineSums.zeros(n_configs), *parts])
+
+
+class InProcessEvaluator:
+    """Scores shards in this process within `memory_bytes`.
+
+    The score tables of the first shards are kept while they fit half the budget; every
+    other shard is scored afresh at each evaluation, in parts that fit what is left, and
+    dropped. Either way a shard's sums are the same bytes."""
+
+    def __init__(self, shards: list[StateSet], baseline: Config, memory_bytes: int) -> None:
+        if memory_bytes < 1:
+            raise ValueError(f"memory_bytes: expected an integer >= 1, got {memory_bytes!r}")
+        self.shards = shards
+        self.baseline = baseline
+        self.memory_bytes = int(memory_bytes)
+        self.scratch = max(1 << 20, min(CONFIG_SCRATCH, self.memory_bytes // 8))
+        self.part_bytes = max(1, self.memory_bytes // 4)
+        self._kept: dict[int, ScoreTable] = {}
+        room = int(self.memory_bytes * TABLE_SHARE)
+        for i, shard in enumerate(shards):
+            need = table_bytes(len(shard), baseline)
+            if need > room:
+                break
+            self._kept[i] = ScoreTable(shard, baseline, memory_bytes=need)
+            room -= need
+
+    @property
+    def kept(self) -> int:
+        """The number of shards whose score tables are kept."""
+        return len(self._kept)
+
+    def _table(self, i: int) -> ScoreTable:
+        kept = self._kept.get(i)
+        if kept is not None:
+            return kept
+        return ScoreTable(self.shards[i], self.baseline, memory_bytes=self.part_bytes)
+
+    def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums:
+        configs = list(configs)
+        parts = (self._table(i).evaluate(configs, memory_bytes=self.scratch) for i in sorted(set(shards)))
+        return merge(parts, len(configs))
+
+    def close(self) -> None:
+        self._kept.clear()
+
+
+def in_process(memory_bytes: int) -> EvaluatorFactory:
+    """A factory of in-process evaluators with the given memory budget."""
+    return lambda shards, baseline: InProcessEvaluator(shards, baseline, memory_bytes)

@@ -1,0 +1,182 @@
+"""Learning on shards of whole streams: the shards, the evaluators' sums, the racing
+schedule, resume, and learning within a memory budget."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ami_engine import cli
+from ami_engine.config import load_config
+from ami_engine.engine import ScoreTable
+from ami_engine.engine import kernel as K
+from ami_engine.io.tomlfile import dumps_toml, toml_ready
+from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
+from ami_engine.learning.racing import describe, plan, rung_shards
+from ami_engine.learning.shards import InProcessEvaluator, make_shards, merge, table_bytes
+from ami_engine.scenario import generate
+
+BASE = load_config("base")
+
+
+def test_shards_are_whole_streams_cover_every_state_once_and_are_seeded():
+    states = generate("chaos", 3000, 2, streams=12)
+    a = make_shards(states, seed=5, target=600)
+    b = make_shards(states, seed=5, target=600)
+    other = make_shards(states, seed=6, target=600)
+    streams_of = [set(s.streams) for s in a.shards]
+    for i, first in enumerate(streams_of):  # a stream never spans two shards
+        for second in streams_of[i + 1:]:
+            assert not first & second
+    assert sorted(map(tuple, np.concatenate([s.values for s in a.shards]))) == sorted(map(tuple, states.values))
+    assert all(np.array_equal(x.values, y.values) and x.streams == y.streams for x, y in zip(a.shards, b.shards))
+    assert [s.streams for s in a.shards] != [s.streams for s in other.shards]
+    assert all(len(s) >= 600 for s in a.shards[:-1])
+    # inside a shard each stream keeps its input order
+    codes, _ = states.stream_codes()
+    for shard in a.shards:
+        for name in set(shard.streams):
+            mine = shard.values[[i for i, s in enumerate(shard.streams) if s == name]]
+            where = [i for i, s in enumerate(states.streams) if s == name]
+            assert np.array_equal(mine, states.values[where])
+
+
+def test_shards_of_some_positions_hold_only_those_states():
+    states = generate("balanced", 1000, 1, streams=10)
+    keep = np.flatnonzero(np.isin(np.array(states.streams), states.streams[:1] + states.streams[500:501]))
+    sharding = make_shards(states, seed=0, target=10, positions=keep)
+    assert sum(len(s) for s in sharding.shards) == keep.size
+    assert len(sharding) == len({states.streams[i] for i in keep})
+
+
+def _configs():
+    return [BASE, BASE.replace(J_MIN=0.7, H_MAX=0.4), BASE.replace(DELTA_CUS_THRESHOLD=0.06, CUS_MEAN_THRESHOLD=0.6)]
+
+
+def test_evaluator_totals_are_the_shard_sums_added_in_shard_order_whatever_the_memory():
+    states = generate("chaos", 1600, 4, streams=9)
+    shards = make_shards(states, seed=1, target=300).shards
+    configs = _configs()
+    per_shard = [ScoreTable(s, BASE).evaluate(configs) for s in shards]
+    expected = np.zeros((len(configs), K.N_SUMS))
+    for part in per_shard:
+        expected = expected + part.to_array()
+    wanted = [0, 2, 3]
+    some = merge([per_shard[i] for i in wanted], len(configs)).to_array()
+    roomy = InProcessEvaluator(shards, BASE, 1 << 34)
+    tight = InProcessEvaluator(shards, BASE, 1 << 20)  # no table kept: every shard streamed in parts
+    half = InProcessEvaluator(shards, BASE, 2 * (table_bytes(len(shards[0]), BASE) + table_bytes(len(shards[1]), BASE)))
+    assert roomy.kept == len(shards) and tight.kept == 0 and 0 < half.kept < len(shards)
+    for ev in (roomy, tight, half):
+        assert ev.evaluate(configs, range(len(shards))).to_array().tobytes() == expected.tobytes()
+        assert ev.evaluate(configs, [3, 0, 2]).to_array().tobytes() == some.tobytes()
+        ev.close()
+
+
+def test_the_racing_schedule_is_nested_and_spends_the_budget():
+    sizes = np.full(100, 5_000)
+    counts = rung_shards(sizes, eta=3, rung0=20_000)
+    assert counts == [4, 12, 36, 100]
+    s = plan(sizes, 300, 7)
+    assert s == plan(sizes, 300, 7)
+    assert [r.shards for r in s.rungs] == counts and s.rungs[-1].decisions == 500_000
+    assert s.candidates > 1000  # racing tries far more candidates than the budget
+    c = [r.candidates for r in s.rungs]
+    assert all(c[k + 1] == -(-c[0] // 3 ** (k + 1)) for k in range(len(c) - 1))
+    assert s.cost <= 300 and s.refine == 84
+    one = plan(np.array([5_000, 5_000, 5_000]), 300, 7)  # small data: one rung, one evaluation per candidate
+    assert len(one.rungs) == 1 and one.candidates + one.refine == 300
+    assert plan(np.array([100]), 4, 7).candidates == 4 and plan(np.array([100]), 4, 7).refine == 0
+    # a rung almost as large as all the data is merged into the top rung
+    assert rung_shards(np.full(13, 5_000), eta=3, rung0=20_000) == [4, 13]
+    assert describe(s.meta())[0].startswith("Racing: 4 rung(s), eta 3")
+
+
+def _learn(study=None, progress=None, memory=4 << 30, evaluator=None):
+    data = data_from_scenario("chaos", 1500, 3)
+    settings = LearnSettings(strategy="tpe", budget=60, seed=2, batch_size=8, rung0=300, memory=memory)
+    return learn(data, BASE, settings, study=study, progress=progress, evaluator=evaluator)
+
+
+@pytest.fixture(scope="module")
+def raced():
+    return _learn()
+
+
+def test_a_raced_learn_promotes_refines_and_records_its_schedule(raced):
+    racing = raced.suggestion_toml["meta"]["racing"]
+    rungs = racing["rungs"]
+    assert len(rungs) == 2 and rungs[-1]["decisions"] == raced.suggestion_toml["meta"]["split"]["n_train"]
+    assert rungs[0]["decisions"] < rungs[1]["decisions"]
+    assert rungs[0]["candidates"] > 60 - racing["refine_evaluations"]  # more candidates than the budget's worth
+    assert racing["evaluated"][1] == rungs[1]["candidates"] + racing["refine_evaluations"]
+    phases = [h["phase"] for h in raced.history]
+    assert phases == sorted(phases, key=["search", "promote", "refine"].index) and "refine" in phases
+    assert {h["rung"] for h in raced.history if h["phase"] != "search"} == {1}
+    train = raced.suggestion_toml["meta"]["metrics"]["train"]
+    assert train["suggestion"]["L"] < train["baseline"]["L"]
+    assert "[meta.racing]" in dumps_toml(toml_ready(raced.suggestion_toml))
+
+
+def test_a_raced_learn_resumes_to_the_same_suggestion(tmp_path, raced):
+    class Interrupt(Exception):
+        pass
+
+    def stop_in_the_promotions(done, total):
+        if done > raced.suggestion_toml["meta"]["racing"]["rungs"][0]["candidates"]:
+            raise Interrupt
+
+    study = str(tmp_path / "s.journal")
+    with pytest.raises(Interrupt):
+        _learn(study, progress=stop_in_the_promotions)
+    resumed = _learn(study)
+    assert resumed.suggestion.config_id == raced.suggestion.config_id
+    assert resumed.history == raced.history
+
+
+def test_any_memory_budget_or_evaluator_gives_the_same_result():
+    def small(memory=4 << 30, evaluator=None):
+        settings = LearnSettings(strategy="random", budget=8, seed=1, batch_size=8, rung0=150, memory=memory)
+        return learn(data_from_scenario("chaos", 600, 2), BASE, settings, evaluator=evaluator)
+
+    made = []
+
+    def roomy_evaluator(shards, baseline):
+        made.append(len(shards))
+        return InProcessEvaluator(shards, baseline, 1 << 34)
+
+    roomy = small(evaluator=roomy_evaluator)
+    assert len(made) == 2  # the training shards and the held-out shards
+    assert len(roomy.suggestion_toml["meta"]["racing"]["rungs"]) > 1
+    tiny = small(memory=1 << 20)  # every shard scored afresh, in parts
+    assert tiny.suggestion.config_id == roomy.suggestion.config_id
+    assert tiny.history == roomy.history
+    assert tiny.suggestion_toml["meta"]["metrics"] == roomy.suggestion_toml["meta"]["metrics"]
+
+
+@pytest.mark.parametrize("value", ["0", "12Q", "-4G", "0.5M", "nan", "G"])
+def test_bad_memory_is_a_usage_error(tmp_path, value):
+    out = tmp_path / "s.toml"
+    result = CliRunner().invoke(cli.app, ["learn", "--scenario", "chaos", "--n", "800", "--budget", "4",
+                                          "--memory", value, "--out", str(out)])
+    assert result.exit_code == 2 and "--memory" in result.output
+    assert not out.exists() and not any(tmp_path.iterdir())
+
+
+def test_learn_in_a_tiny_memory_prints_its_schedule(tmp_path):
+    out = tmp_path / "s.toml"
+    result = CliRunner().invoke(cli.app, ["learn", "--scenario", "chaos", "--n", "800", "--seed", "1", "--budget",
+                                          "1", "--memory", "1M", "--out", str(out)])
+    assert result.exit_code == 0, result.output  # one candidate, the baseline: nothing to suggest
+    assert "Racing: 1 rung(s)" in result.output and "1 candidates" in result.output
+
+
+def test_the_report_shows_the_racing_schedule(raced):
+    from ami_engine.report import render_report
+
+    html = render_report(toml_ready(raced.suggestion_toml), raced.history)
+    racing = raced.suggestion_toml["meta"]["racing"]
+    assert "Racing schedule (successive halving, eta 3" in html
+    table = html[html.index('class="data racing"'):]
+    table = table[:table.index("</table>")]
+    assert table.count("<tr>") == 1 + len(racing["rungs"]) + 1  # header, the rungs, the refinement
+    assert f"<td>{racing['rungs'][0]['decisions']:,}</td>" in table
