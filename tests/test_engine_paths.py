@@ -5,7 +5,7 @@ import pytest
 
 from ami_engine.config import LEARNED_BOUNDS, load_config
 from ami_engine.engine import REASONS, ScoreTable, run
-from ami_engine.engine import kernel as K
+from ami_engine.engine import _kernel as K
 from ami_engine.scenario import generate
 
 FLOAT_COLUMNS = ("cus", "cus_raw", "cus_mean", "confidence", "W", "J", "H", "C", "raw_action", "final_action")

@@ -76,7 +76,7 @@ def test_an_import_that_points_up_breaks_the_contract(copied_src: Path):
 
 
 def test_reading_the_kernel_outside_the_engine_breaks_the_contract(copied_src: Path):
-    _add_import(copied_src, "ami_engine.gate.checks", "from ..engine import kernel as K  # noqa")
+    _add_import(copied_src, "ami_engine.gate.checks", "from ..engine import _kernel as K  # noqa")
     result = _lint(copied_src)
     assert result.returncode == 1
-    assert "ami_engine.gate.checks -> ami_engine.engine.kernel" in result.stdout
+    assert "ami_engine.gate.checks -> ami_engine.engine._kernel" in result.stdout

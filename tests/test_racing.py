@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from ami_engine import cli
 from ami_engine.config import load_config
 from ami_engine.engine import ScoreTable
-from ami_engine.engine import kernel as K
+from ami_engine.engine import _kernel as K
 from ami_engine.io.tomlfile import dumps_toml, toml_ready
 from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
 from ami_engine.learning.racing import describe, plan, rung_shards

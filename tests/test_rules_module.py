@@ -12,9 +12,9 @@ import ami_engine
 from ami_engine.config import PROFILE_NAMES, load_config
 from ami_engine.config.params import KERNEL_ROW, ROW_LEN, ROW_OFFSET
 from ami_engine.engine import ActionSpace, run, trace_records
-from ami_engine.engine import kernel as K
+from ami_engine.engine import _kernel as K
 from ami_engine.engine import rules as R
-from ami_engine.engine.batch import BLOCK, _Pre
+from ami_engine.engine._batch import BLOCK, _Pre
 from ami_engine.explain import explain_decision
 from ami_engine.io.traces import REASON_CODES
 from ami_engine.scenario import generate

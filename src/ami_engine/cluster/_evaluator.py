@@ -23,7 +23,7 @@ from ..engine import ActionSpace, EngineSums, ScoreTable
 from ..io.stateset import StateSet
 from ._spec import quiet
 
-_BYTES_PER_STATE = 8 << 10  # a ScoreTable's size, about 8 KB per state (engine/batch.py)
+_BYTES_PER_STATE = 8 << 10  # a ScoreTable's size, about 8 KB per state (engine/_batch.py)
 
 
 class _Shard:

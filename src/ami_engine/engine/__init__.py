@@ -1,8 +1,8 @@
 """The AMI decision engine, model ami-v1 (docs/engine.md): each rule one function in
-rules.py, the compiled paths in kernel.py, the Python API in batch.py."""
+rules.py, the compiled paths in _kernel.py, the Python API in _batch.py."""
 
-from .batch import ActionSpace, ScoreTable, decide, run, run_records, trace_records
-from .kernel import REASONS
+from ._batch import ActionSpace, ScoreTable, decide, run, run_records, trace_records
+from ._kernel import REASONS
 from .sums import EngineSums
 
 __all__ = ["REASONS", "ActionSpace", "EngineSums", "ScoreTable", "decide", "run", "run_records", "trace_records"]

@@ -2,7 +2,7 @@
 
 Read it beside docs/engine.md, top to bottom: each function is named after its rule, says
 its section and keeps the spec's formula. Every path of the engine calls these functions
-for the rule itself: the direct path and the sweep path (kernel.py), a single decision
+for the rule itself: the direct path and the sweep path (_kernel.py), a single decision
 (batch.decide) and `explain`. The kernels only choose which states, actions or groups of
 actions they visit; Numba inlines the small rules into them. The moral scores of §3 are
 in scores.py.

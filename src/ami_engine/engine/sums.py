@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..figures import FAIL_SAFE_LEVEL, Figures
-from . import kernel
+from . import _kernel as kernel
 
 
 class EngineSums(Figures):

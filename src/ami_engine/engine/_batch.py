@@ -1,5 +1,5 @@
 """The engine's Python API: one config over a state set, many configs over a ScoreTable,
-and a single decision. All paths run the same compiled rules (rules.py, through kernel.py)."""
+and a single decision. All paths run the same compiled rules (rules.py, through _kernel.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..config import Config, ConfigError
 from ..io.stateset import StateSet
 from ..io.traces import TraceColumns
 from ..io.traces import trace_records as _io_trace_records
-from . import kernel
+from . import _kernel as kernel
 from .scores import action_grid
 from .sums import EngineSums
 
