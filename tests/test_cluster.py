@@ -28,7 +28,8 @@ from ami_engine.cluster import (
     stream_parts,
 )
 from ami_engine.config import LEARNED_BOUNDS, load_config
-from ami_engine.engine import ScoreTable, kernel, run
+from ami_engine.engine import ScoreTable, run
+from ami_engine.engine import _kernel as kernel
 from ami_engine.io.files import InputError
 from ami_engine.io.parquet import write_traces as write_parquet_traces
 from ami_engine.io.stateset import StateSet
