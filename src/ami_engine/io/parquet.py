@@ -520,6 +520,7 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
     from .traces import TraceStates
 
     values, streams, ids, times, rows = [], [], [], [], []
+    labels: dict[tuple[type, Any], Any] = {}
     n_records = missing = 0
     first_missing = None
     wanted = ("t", "stream", "id", "state")
@@ -534,9 +535,12 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
         values.append(c["state"][has] if "state" in c else np.empty((0, len(STATE_FIELDS))))
         keep = np.flatnonzero(has).tolist()
         rows.append(block.index[has] + 1)
-        for name, into in (("stream", streams), ("id", ids)):
-            column = c.get(name)
-            into.extend(None if column is None else column[i] for i in keep)
+        column = c.get("stream")
+        # One object per stream label, shared by its states (not one per record).
+        streams.extend(None if column is None else labels.setdefault((type(column[i]), column[i]), column[i])
+                       for i in keep)
+        column = c.get("id")
+        ids.extend(None if column is None else column[i] for i in keep)
         times.extend(c["t_values"][i] for i in keep)
         n_records += n
     matrix = np.concatenate(values) if values else np.empty((0, len(STATE_FIELDS)))
