@@ -132,3 +132,25 @@ def test_report_shows_the_traces_note(states):
     page = render_report({"J_MIN": 0.7}, None, records, traces_note="Only the first 2 streams.")
     assert "<p>Only the first 2 streams.</p>" in page
     assert "Only the first" not in render_report({"J_MIN": 0.7}, None, records)
+
+
+def test_the_gate_runs_after_the_training_tables_are_let_go():
+    from ami_engine.gate.verdict import GateReport
+    from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
+    from ami_engine.learning.shards import InProcessEvaluator
+
+    made, seen = [], []
+
+    def evaluator(shards, baseline):
+        made.append(InProcessEvaluator(shards, baseline, 1 << 30))
+        return made[-1]
+
+    def gate(config, baseline, *, held_out, weights, **_):  # the held-out check alone
+        seen.append([ev.kept for ev in made])
+        check = check_heldout_loss(config, baseline, held_out, weights)
+        return GateReport(config.config_id, baseline.config_id, (check,))
+
+    settings = LearnSettings(strategy="random", budget=8, seed=1, batch_size=8, rung0=150)
+    result = learn(data_from_scenario("chaos", 600, 2), BASE, settings, evaluator=evaluator, gate_fn=gate)
+    assert result.accepted
+    assert seen and all(kept[0] == 0 and kept[1] > 0 for kept in seen)  # training tables gone, held-out kept
