@@ -4,6 +4,7 @@ out once, and the same states as before."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ami_engine import ENGINE_MODEL
 from ami_engine.config import load_config
@@ -36,3 +37,12 @@ def test_stream_codes_are_worked_out_once_and_handed_out_as_copies():
     again, _ = states.stream_codes()
     assert again.tolist() == [0, 1, 2, 0, 1, 3]
     assert "_codes" not in repr(states)
+
+
+def test_learn_takes_scenarios_of_millions_of_states_on_a_24_gib_machine(monkeypatch):
+    from ami_engine import scenario
+
+    monkeypatch.setattr(scenario, "physical_memory", lambda: 24 << 30)
+    scenario.check_scenario_size(10_000_000, 1000, bytes_per_state=scenario.LEARN_BYTES_PER_STATE)
+    with pytest.raises(ValueError, match="30000000 states need about 29 GiB of memory, more than the 24 GiB"):
+        scenario.check_scenario_size(30_000_000, 1000, bytes_per_state=scenario.LEARN_BYTES_PER_STATE)
