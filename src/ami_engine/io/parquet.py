@@ -545,7 +545,14 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
         n_records += n
     matrix = np.concatenate(values) if values else np.empty((0, len(STATE_FIELDS)))
     lines = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    _release_batches()
     return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing, lines)
+
+
+def _release_batches() -> None:
+    """Hand the memory Arrow kept for the batches read back to the system (a whole data
+    set's worth: hundreds of MB at millions of rows), once the states are copied out."""
+    _pa().default_memory_pool().release_unused()
 
 
 def write_traces(path: str | os.PathLike[str], cols: Any, states: StateSet, *, config_id: str, model: str,
@@ -645,6 +652,7 @@ def read_states(
         raise InputError(os.fspath(path), None, None, "no states in the file")
     if all(t is None for t in times):
         times = [None] * n
+    _release_batches()
     return StateSet(
         values=np.concatenate(values_parts),
         streams=streams,
