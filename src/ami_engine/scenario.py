@@ -41,10 +41,12 @@ SCENARIOS: tuple[str, ...] = (*CURRICULUM, "curriculum")
 DEFAULT_STREAMS = 8
 MAX_STREAMS = 1_000_000
 # Memory held per state, rounded up from what was measured: about 350 bytes for `run`, and
-# about 11.5 KB for `learn` (its score tables of the training and held-out parts). A
-# scenario that cannot fit in this machine's memory is refused before any work.
+# about 450 bytes for `learn` (the states, their shards and the masks and losses of the
+# needless fail-safes and the gate; its score tables are bounded by --memory, not by the
+# number of states). A scenario that cannot fit in this machine's memory is refused
+# before any work.
 RUN_BYTES_PER_STATE = 1024
-LEARN_BYTES_PER_STATE = 12 * 1024
+LEARN_BYTES_PER_STATE = 1024
 
 
 def physical_memory() -> int | None:

@@ -23,6 +23,8 @@ from typing import Any
 from .config import PROFILE_NAMES, Config
 from .errors import UsageError
 
+REPORT_TRACE_DECISIONS = 50_000  # the most held-out decisions whose traces the report shows
+
 __all__ = ["LearnJob", "LearnOutcome", "plan_learn", "run_learn_job", "study_path"]
 
 
@@ -196,11 +198,31 @@ def _outputs(job: LearnJob, result: Any) -> dict[str, bytes | None]:
         from .engine import trace_records
         from .report import render_report
 
-        # The trace panels show the suggestion deciding the held-out data.
-        held = result.held_out
+        # The trace panels show the suggestion deciding the held-out data (its first whole
+        # streams, up to REPORT_TRACE_DECISIONS decisions: one dict per decision is kept).
+        held, note = report_traces_states(result.held_out)
         records = trace_records(engine_run(held, result.suggestion), held, result.suggestion)
-        outputs[job.report] = render_report(toml_ready(result.suggestion_toml), result.history, records).encode()
+        outputs[job.report] = render_report(toml_ready(result.suggestion_toml), result.history, records,
+                                            traces_note=note).encode()
     return outputs
+
+
+def report_traces_states(held_out: Any, limit: int = REPORT_TRACE_DECISIONS) -> tuple[Any, str | None]:
+    """The held-out states whose traces the report shows, and what the report says of the cut
+    (None when they are all shown): the whole streams, in order of first appearance, that
+    fit in `limit` decisions (at least the first stream)."""
+    import numpy as np
+
+    n = len(held_out)
+    if n <= limit:
+        return held_out, None
+    codes, n_streams = held_out.stream_codes()
+    sizes = np.bincount(codes, minlength=n_streams)
+    kept = max(1, int(np.searchsorted(np.cumsum(sizes), limit, side="right")))
+    positions = np.flatnonzero(codes < kept)
+    note = (f"The report shows the suggestion's traces on the first {kept:,} of the {n_streams:,} held-out streams, "
+            f"whole: {positions.size:,} of the {n:,} held-out decisions (at most {limit:,}).")
+    return held_out.subset(positions), note
 
 
 def _one_dash(what: str, paths: dict[str, str | None]) -> None:

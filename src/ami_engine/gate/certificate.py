@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import run
+from ..engine.parts import PART_DECISIONS, run_parts
 from ..figures import FAIL_SAFE_LEVEL
 from ..learning.bounds import (
     BOOTSTRAP_SEED,
@@ -187,8 +188,10 @@ def certify(config, baseline, *, held_out, weights, critical, delta: float = DEF
     n_heldout = point = lower = None
     block = block_length(max(int(config["CUS_MEAN_WINDOW"]), int(baseline["CUS_MEAN_WINDOW"])))
     if held_out is not None:
-        ours, theirs = (decision_losses(run(held_out, c), weights) for c in (config, baseline))
-        codes, _ = held_out.stream_codes()
+        codes = held_out.stream_codes()
+        ours, theirs = heldout_losses(held_out, (config, baseline), weights, part_decisions=PART_DECISIONS,
+                                      codes=codes)
+        codes = codes[0]
         n_heldout = len(held_out)
         if theirs.sum() > 0:
             point, lower = loss_reduction_bound(theirs, ours, codes, block, delta)
@@ -200,6 +203,18 @@ def certify(config, baseline, *, held_out, weights, critical, delta: float = DEF
         critical_fail_safe_rate=n_l2 / n, critical_fail_safe_rate_lower=float(fail_safe_rate_lower(n_l2, n, delta)),
         critical_mean_H=sum_h / n, critical_mean_H_upper=float(mean_upper(sum_h, n, delta)),
         floor=float(floor), ceiling=float(ceiling), floor_on=critical.factor != 0, block=block)
+
+
+def heldout_losses(states, configs, weights, *, part_decisions: int = PART_DECISIONS,
+                   codes=None) -> list[np.ndarray]:
+    """Each config's decision_losses on every state, the engine run over parts of whole
+    streams (engine/parts.py): the same values as one run over all of them, without their
+    full columns at once."""
+    out = [np.empty(len(states)) for _ in configs]
+    for pos, columns in run_parts(states, configs, part_decisions, codes):
+        for losses, cols in zip(out, columns, strict=True):
+            losses[pos] = decision_losses(cols, weights)
+    return out
 
 
 def decision_losses(cols, weights) -> np.ndarray:

@@ -30,6 +30,7 @@ from .verdict import Check
 
 CHECK_NAMES = ("bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression", "certificate")
 _SHOWN = 10  # offending states listed by name in a check's detail
+HELDOUT_TABLE_BYTES = 256 << 20  # the most a score table of held-out data holds at once (kept in parts beyond)
 _METRIC_LABELS = {"fail_safe_rate": "fail-safe rate", "mean_cus": "mean CUS", "clamp_distortion": "clamp distortion"}
 
 
@@ -100,13 +101,15 @@ def check_determinism(config: Config, chaos_columns: TraceColumns | None = None)
 
 def _sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
     """Each config's sums over `states`; configs with the same action space share a
-    ScoreTable (a config with another ACTION_GRID or SCORE_WEIGHTS gets its own)."""
+    ScoreTable (a config with another ACTION_GRID or SCORE_WEIGHTS gets its own), kept in
+    parts of at most HELDOUT_TABLE_BYTES (the same sums, in bounded memory)."""
     rows: list[EngineSums | None] = [None] * len(configs)
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
         groups.setdefault(ActionSpace.of(config).key(), []).append(i)
     for members in groups.values():
-        sums = ScoreTable(states, configs[members[0]]).evaluate([configs[i] for i in members])
+        table = ScoreTable(states, configs[members[0]], memory_bytes=HELDOUT_TABLE_BYTES)
+        sums = table.evaluate([configs[i] for i in members])
         for i, one in zip(members, sums, strict=True):
             rows[i] = one
     return EngineSums.concat(rows)

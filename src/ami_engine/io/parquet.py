@@ -520,6 +520,7 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
     from .traces import TraceStates
 
     values, streams, ids, times, rows = [], [], [], [], []
+    labels: dict[tuple[type, Any], Any] = {}
     n_records = missing = 0
     first_missing = None
     wanted = ("t", "stream", "id", "state")
@@ -534,14 +535,24 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
         values.append(c["state"][has] if "state" in c else np.empty((0, len(STATE_FIELDS))))
         keep = np.flatnonzero(has).tolist()
         rows.append(block.index[has] + 1)
-        for name, into in (("stream", streams), ("id", ids)):
-            column = c.get(name)
-            into.extend(None if column is None else column[i] for i in keep)
+        column = c.get("stream")
+        # One object per stream label, shared by its states (not one per record).
+        streams.extend(None if column is None else labels.setdefault((type(column[i]), column[i]), column[i])
+                       for i in keep)
+        column = c.get("id")
+        ids.extend(None if column is None else column[i] for i in keep)
         times.extend(c["t_values"][i] for i in keep)
         n_records += n
     matrix = np.concatenate(values) if values else np.empty((0, len(STATE_FIELDS)))
     lines = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
+    _release_batches()
     return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing, lines)
+
+
+def _release_batches() -> None:
+    """Hand the memory Arrow kept for the batches read back to the system (a whole data
+    set's worth: hundreds of MB at millions of rows), once the states are copied out."""
+    _pa().default_memory_pool().release_unused()
 
 
 def write_traces(path: str | os.PathLike[str], cols: Any, states: StateSet, *, config_id: str, model: str,
@@ -641,6 +652,7 @@ def read_states(
         raise InputError(os.fspath(path), None, None, "no states in the file")
     if all(t is None for t in times):
         times = [None] * n
+    _release_batches()
     return StateSet(
         values=np.concatenate(values_parts),
         streams=streams,

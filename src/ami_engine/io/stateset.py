@@ -37,18 +37,23 @@ class StateSet:
     ids: list[Any]
     repairs: list[dict[str, str] | None] | None = None
     expect_level_min: np.ndarray | None = field(default=None)
+    _codes: tuple[np.ndarray, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
 
     def stream_codes(self) -> tuple[np.ndarray, int]:
-        """Integer code per state (codes numbered by first appearance) and the number of streams."""
-        seen: dict[tuple[str, Any], int] = {}
-        codes = np.empty(len(self), dtype=np.int64)
-        for i, s in enumerate(self.streams):
-            key = (type(s).__name__, s)
-            codes[i] = seen.setdefault(key, len(seen))
-        return codes, len(seen)
+        """Integer code per state (codes numbered by first appearance) and the number of streams.
+        Worked out once per state set (its streams are never changed); each call gets its own copy."""
+        if self._codes is None:
+            seen: dict[tuple[str, Any], int] = {}
+            codes = np.empty(len(self), dtype=np.int64)
+            for i, s in enumerate(self.streams):
+                key = (type(s).__name__, s)
+                codes[i] = seen.setdefault(key, len(seen))
+            object.__setattr__(self, "_codes", (codes, len(seen)))
+        codes, n_streams = self._codes
+        return codes.copy(), n_streams
 
     def subset(self, index: np.ndarray) -> StateSet:
         """The states at the given positions, in that order (t keeps each state's own value)."""

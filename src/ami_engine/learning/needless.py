@@ -9,19 +9,35 @@ import numpy as np
 
 from ..check import check_columns
 from ..config import Config
-from ..engine import REASONS, run
+from ..engine import REASONS
+from ..engine.parts import PART_DECISIONS, run_parts
 from ..io.stateset import STATE_FIELDS, StateSet
 
 
-def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, bins: int = 10) -> dict[str, Any]:
+def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, bins: int = 10,
+                        part_decisions: int = PART_DECISIONS) -> dict[str, Any]:
     """docs/learning.md §8: the decisions that are L2 under the baseline and not under the
-    suggestion, by the baseline's reason and by state region."""
-    base = run(states, baseline)
-    sugg = run(states, suggestion)
-    base_l2 = base.level == 2
-    removed = base_l2 & (sugg.level < 2)
-    still = base_l2 & (sugg.level == 2)
-    by_reason = {REASONS[r]: int(np.sum(removed & (base.reason == r))) for r in range(len(REASONS))}
+    suggestion, by the baseline's reason and by state region.
+
+    Both configs run over parts of whole streams (engine/parts.py, about `part_decisions`
+    each); only the masks, the counts and the margins of the needless decisions are kept
+    from each part, so the figures are exactly those of one run over all the states."""
+    n = len(states)
+    base_l2, removed, still = (np.zeros(n, dtype=bool) for _ in range(3))
+    reasons = np.zeros(len(REASONS), dtype=np.int64)
+    new_level = np.zeros(2, dtype=np.int64)
+    j_margins, h_margins = [], []
+    broken_removed = 0
+    for pos, (base, sugg) in run_parts(states, [baseline, suggestion], part_decisions):
+        l2 = base.level == 2
+        gone = l2 & (sugg.level < 2)
+        base_l2[pos], removed[pos], still[pos] = l2, gone, l2 & (sugg.level == 2)
+        reasons += np.bincount(base.reason[gone], minlength=len(REASONS))[:len(REASONS)]
+        new_level += [int(np.sum(gone & (sugg.level == 0))), int(np.sum(gone & (sugg.level == 1)))]
+        j_margins.append(sugg.J[gone] - suggestion["J_MIN"])
+        h_margins.append(suggestion["H_MAX"] - sugg.H[gone])
+        broken_removed += sum(1 for i in {v.line for v in check_columns(sugg, suggestion)} if gone[i])
+    by_reason = {REASONS[r]: int(reasons[r]) for r in range(len(REASONS))}
     by_reason = {k: v for k, v in by_reason.items() if v}
     edges = np.linspace(0.0, 1.0, bins + 1)
     fields, histograms, contrasts = [], {}, []
@@ -45,18 +61,17 @@ def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, 
         for z, name, m, a in contrasts[:3] if abs(z) >= 0.1
     ]
     n_removed = int(removed.sum())
-    broken = {v.line for v in check_columns(sugg, suggestion)}
     return {
         "definition": NEEDLESS_DEFINITION,
-        "meet_invariants": int(n_removed - sum(1 for i in broken if removed[i])),
-        "margins": {"J_minus_J_MIN": _spread(sugg.J[removed] - suggestion["J_MIN"]),
-                    "H_MAX_minus_H": _spread(suggestion["H_MAX"] - sugg.H[removed])},
+        "meet_invariants": int(n_removed - broken_removed),
+        "margins": {"J_minus_J_MIN": _spread(np.concatenate(j_margins)),
+                    "H_MAX_minus_H": _spread(np.concatenate(h_margins))},
         "count": n_removed,
         "baseline_l2": int(base_l2.sum()),
-        "n": len(states),
-        "rate": n_removed / len(states),
+        "n": n,
+        "rate": n_removed / n,
         "by_reason": by_reason,
-        "new_level": {"0": int(np.sum(removed & (sugg.level == 0))), "1": int(np.sum(removed & (sugg.level == 1)))},
+        "new_level": {"0": int(new_level[0]), "1": int(new_level[1])},
         "fields": fields,
         "histograms": histograms,
         "summary": summary,

@@ -50,6 +50,10 @@ from .shards import EvaluatorFactory, InProcessEvaluator, make_shards
 from .split import Split, split_states
 from .study import StudyLocation, StudyStore, make_fingerprint
 
+# The held-out data is evaluated twice (the history's bests, then the baseline and the
+# suggestion): its evaluator gets this fraction of the budget and mostly scores it afresh.
+HELD_OUT_SHARE = 16
+
 
 def with_learned(baseline: Config, row: np.ndarray, space: SearchSpace) -> Config:
     return baseline.replace(**space.to_dict(row))
@@ -111,9 +115,9 @@ def learn(
     train_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.train)
     held_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.held_out)
     schedule = plan(train_shards.sizes, settings.budget, space.dim, rung0=settings.rung0)
-    if evaluator is None:  # the training shards get most of the budget; held-out data is mostly streamed
+    if evaluator is None:  # the training shards get most of the budget; held-out data is streamed
         train_ev = InProcessEvaluator(train_shards.shards, baseline, settings.memory * 3 // 4)
-        held_ev = InProcessEvaluator(held_shards.shards, baseline, settings.memory // 4)
+        held_ev = InProcessEvaluator(held_shards.shards, baseline, settings.memory // HELD_OUT_SHARE)
     else:
         train_ev = evaluator(train_shards.shards, baseline)
         held_ev = evaluator(held_shards.shards, baseline)
@@ -130,12 +134,16 @@ def learn(
         base_L = float(base_sums.loss(settings.weights)[0])
         # Only a candidate that beats the baseline's own training loss is worth suggesting.
         better = [row for row, y in race.ranked() if y < base_L - 1e-12 * max(1.0, abs(base_L))]
+        candidates = [with_learned(baseline, row, space) for row in better[:MAX_GATE_TRIES]]
+        # Their training sums now, in one pass: the training tables are then let go, so that
+        # they and the gate's runs over the held-out data are never held at once.
+        train_sums = train_ev.evaluate(candidates, everything) if candidates else EngineSums.empty()
+        train_ev.close()
         tried = []
         gate_report = None
         chosen = None
         status = NO_IMPROVEMENT
-        for row in better[:MAX_GATE_TRIES]:
-            candidate = with_learned(baseline, row, space)
+        for candidate in candidates:
             if gate_fn is None:
                 chosen, status = candidate, NOT_GATED
                 break
@@ -151,7 +159,8 @@ def learn(
             # baseline itself; never suggest it as accepted.
             chosen = tried[0] if tried else baseline
         history = race.history_lines(held_ev, range(len(held_shards)))
-        sums = {"train": EngineSums.concat([base_sums, train_ev.evaluate([chosen], everything)]),
+        chosen_sums = next((train_sums[i] for i, c in enumerate(candidates) if c is chosen), base_sums)
+        sums = {"train": EngineSums.concat([base_sums, chosen_sums]),
                 "heldout": held_ev.evaluate([baseline, chosen], range(len(held_shards)))}
     finally:
         train_ev.close()

@@ -38,13 +38,16 @@ def render_report(
     suggestion: Mapping[str, Any] | None,
     history: Sequence[Mapping[str, Any]] | None = None,
     traces: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    traces_note: str | None = None,
 ) -> str:
     """The report as HTML text: same input, same bytes.
 
     suggestion: the parsed suggestion TOML (a plain config works too, with less to show);
-    history: the records of history.jsonl; traces: DecisionTrace records.
+    history: the records of history.jsonl; traces: DecisionTrace records; traces_note: a
+    sentence on which decisions the traces are, shown with them (e.g. when they are a part).
     """
-    data = ReportData.read(suggestion, history, traces)
+    data = ReportData.read(suggestion, history, traces, traces_note)
     page = Page()
     sections = [section(anchor, heading, panel(data, page)) for anchor, heading, panel in PANELS]
     return page.document(_title(data), _subtitle(data), [(a, h) for a, h, _ in PANELS], sections)

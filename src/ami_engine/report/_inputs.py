@@ -31,9 +31,10 @@ class ReportData:
     history: list[Mapping[str, Any]] | None
     traces: list[Mapping[str, Any]] | None
     has_suggestion: bool = field(default=True)
+    traces_note: str | None = None
 
     @classmethod
-    def read(cls, suggestion: Any, history: Any, traces: Any) -> ReportData:
+    def read(cls, suggestion: Any, history: Any, traces: Any, traces_note: str | None = None) -> ReportData:
         has_suggestion = isinstance(suggestion, Mapping) and bool(suggestion)
         config = dict(suggestion) if has_suggestion else {}
         meta = config.pop("meta", None)
@@ -43,6 +44,7 @@ class ReportData:
             history=_records(history),
             traces=_records(traces),
             has_suggestion=has_suggestion,
+            traces_note=traces_note,
         )
 
     def at(self, *path: str) -> Any:

@@ -74,7 +74,8 @@ def traces_panel(data: ReportData, page: Page) -> Markup:
                                         "the decision boundary cannot be drawn."), cls="card"))
     cards.append(page.chart("fig-trace-confidence", _confidence_figure(traces),
                             f"All {fmt_count(len(traces))} records, stacked by escalation level."))
-    return join([_producer(data, traces), tag("div", join(cards), cls="grid")])
+    head = [_producer(data, traces)] + ([tag("p", data.traces_note)] if data.traces_note else [])
+    return join([*head, tag("div", join(cards), cls="grid")])
 
 
 def _producer(data: ReportData, traces: Sequence[Record]) -> Markup:
