@@ -16,7 +16,7 @@ import numpy as np
 from ..config import Config
 from ..io.stateset import StateSet
 from ..io.traces import TraceColumns
-from .batch import run
+from ._batch import run
 
 PART_DECISIONS = 200_000  # target decisions per part (a longer stream is a part on its own)
 
