@@ -72,6 +72,14 @@ def test_evaluator_totals_are_the_shard_sums_added_in_shard_order_whatever_the_m
         ev.close()
 
 
+def test_an_evaluator_refuses_a_shard_asked_twice_or_one_that_does_not_exist():
+    shards = make_shards(generate("chaos", 400, 4, streams=6), seed=1, target=100).shards
+    ev = InProcessEvaluator(shards, BASE, 1 << 30)
+    for wrong in ([0, 0], [len(shards)], [-1]):
+        with pytest.raises(ValueError, match="distinct indices"):
+            ev.evaluate([BASE], wrong)
+
+
 def test_the_racing_schedule_is_nested_and_spends_the_budget():
     sizes = np.full(100, 5_000)
     counts = rung_shards(sizes, eta=3, rung0=20_000)

@@ -21,6 +21,7 @@ import numpy as np
 from ..config import Config, ConfigError
 from ..engine import ActionSpace, EngineSums, ScoreTable
 from ..io.stateset import StateSet
+from ..learning.shards import shard_order
 from ._spec import quiet
 
 _BYTES_PER_STATE = 8 << 10  # a ScoreTable's size, about 8 KB per state (engine/_batch.py)
@@ -102,9 +103,7 @@ class DaskShardEvaluator:
         return np.ascontiguousarray([c.kernel_row() for c in configs], dtype=np.float64)
 
     def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums:
-        order = sorted(int(i) for i in shards)
-        if len(set(order)) != len(order) or any(not 0 <= i < len(self._tables) for i in order):
-            raise ValueError(f"shards must be distinct indices in [0, {len(self._tables)}), got {list(shards)}")
+        order = shard_order(shards, len(self._tables))
         matrix = self._matrix(configs)
         total = EngineSums.zeros(len(configs))
         if not len(configs) or not order:

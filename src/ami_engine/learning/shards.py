@@ -108,6 +108,15 @@ class ShardEvaluator(Protocol):
 EvaluatorFactory = Callable[[list[StateSet], Config], ShardEvaluator]
 
 
+def shard_order(shards: Sequence[int], n_shards: int) -> list[int]:
+    """The shards asked for, in the one merge order (ascending); a ValueError unless they are
+    distinct indices of existing shards."""
+    order = sorted(int(i) for i in shards)
+    if len(set(order)) != len(order) or any(not 0 <= i < n_shards for i in order):
+        raise ValueError(f"shards must be distinct indices in [0, {n_shards}), got {list(shards)}")
+    return order
+
+
 def merge(parts: Iterable[EngineSums], n_configs: int) -> EngineSums:
     """Per-shard sums (in ascending shard index) added from zeros: the one merge order."""
     return EngineSums.merge([EngineSums.zeros(n_configs), *parts])
@@ -150,13 +159,9 @@ class InProcessEvaluator:
 
     def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums:
         configs = list(configs)
-        parts = (self._table(i).evaluate(configs, memory_bytes=self.scratch) for i in sorted(set(shards)))
+        order = shard_order(shards, len(self.shards))
+        parts = (self._table(i).evaluate(configs, memory_bytes=self.scratch) for i in order)
         return merge(parts, len(configs))
 
     def close(self) -> None:
         self._kept.clear()
-
-
-def in_process(memory_bytes: int) -> EvaluatorFactory:
-    """A factory of in-process evaluators with the given memory budget."""
-    return lambda shards, baseline: InProcessEvaluator(shards, baseline, memory_bytes)
