@@ -28,7 +28,7 @@ from ami_engine.cluster import (
     stream_parts,
 )
 from ami_engine.config import LEARNED_BOUNDS, load_config
-from ami_engine.engine import ScoreTable, run
+from ami_engine.engine import DIRECT_MAX_CONFIGS, ScoreTable, direct_sums, run
 from ami_engine.engine import _kernel as kernel
 from ami_engine.io.files import InputError
 from ami_engine.io.parquet import write_traces as write_parquet_traces
@@ -69,10 +69,15 @@ def configs():
 
 
 def _in_process(shards, baseline, configs, chosen):
-    """The contract: each shard's ScoreTable sums, added in ascending shard index from zeros."""
+    """The contract: each shard's sums (directly for a few configs, else through its score
+    table), added in ascending shard index from zeros."""
     total = np.zeros((len(configs), kernel.N_SUMS))
     for i in sorted(chosen):
-        total = total + ScoreTable(shards[i], baseline).evaluate(configs).to_array()
+        if len(configs) <= DIRECT_MAX_CONFIGS:
+            part = direct_sums(shards[i], configs)
+        else:
+            part = ScoreTable(shards[i], baseline).evaluate(configs)
+        total = total + part.to_array()
     return total
 
 

@@ -7,12 +7,18 @@ from typer.testing import CliRunner
 
 from ami_engine import cli
 from ami_engine.config import load_config
-from ami_engine.engine import ScoreTable
+from ami_engine.engine import DIRECT_MAX_CONFIGS, ScoreTable, direct_sums
 from ami_engine.engine import _kernel as K
 from ami_engine.io.tomlfile import dumps_toml, toml_ready
 from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, learn
-from ami_engine.learning.racing import describe, plan, rung_shards
-from ami_engine.learning.shards import InProcessEvaluator, make_shards, merge, table_bytes
+from ami_engine.learning.racing import FINALISTS, describe, plan, rung_shards
+from ami_engine.learning.shards import (
+    InProcessEvaluator,
+    ShardScorer,
+    make_shards,
+    merge,
+    table_bytes,
+)
 from ami_engine.scenario import generate
 
 BASE = load_config("base")
@@ -52,11 +58,12 @@ def _configs():
     return [BASE, BASE.replace(J_MIN=0.7, H_MAX=0.4), BASE.replace(DELTA_CUS_THRESHOLD=0.06, CUS_MEAN_THRESHOLD=0.6)]
 
 
-def test_evaluator_totals_are_the_shard_sums_added_in_shard_order_whatever_the_memory():
+@pytest.mark.parametrize("n_configs", [3, DIRECT_MAX_CONFIGS + 4])  # the direct path, then the table's
+def test_evaluator_totals_are_the_shard_sums_added_in_shard_order_whatever_the_memory(n_configs):
     states = generate("chaos", 1600, 4, streams=9)
     shards = make_shards(states, seed=1, target=300).shards
-    configs = _configs()
-    per_shard = [ScoreTable(s, BASE).evaluate(configs) for s in shards]
+    configs = (_configs() * 8)[:n_configs]
+    per_shard = [ShardScorer(s, BASE, keep=False).sums(configs) for s in shards]
     expected = np.zeros((len(configs), K.N_SUMS))
     for part in per_shard:
         expected = expected + part.to_array()
@@ -67,9 +74,28 @@ def test_evaluator_totals_are_the_shard_sums_added_in_shard_order_whatever_the_m
     half = InProcessEvaluator(shards, BASE, 2 * (table_bytes(len(shards[0]), BASE) + table_bytes(len(shards[1]), BASE)))
     assert roomy.kept == len(shards) and tight.kept == 0 and 0 < half.kept < len(shards)
     for ev in (roomy, tight, half):
-        assert ev.evaluate(configs, range(len(shards))).to_array().tobytes() == expected.tobytes()
-        assert ev.evaluate(configs, [3, 0, 2]).to_array().tobytes() == some.tobytes()
+        for _ in range(2):  # the second time from the tables kept
+            assert ev.evaluate(configs, range(len(shards))).to_array().tobytes() == expected.tobytes()
+            assert ev.evaluate(configs, [3, 0, 2]).to_array().tobytes() == some.tobytes()
         ev.close()
+
+
+def test_a_few_configs_go_the_direct_way_more_through_a_table_kept_once_built():
+    shard = generate("chaos", 500, 4, streams=5)
+    configs = (_configs() * 8)[:DIRECT_MAX_CONFIGS + 1]
+    scorer = ShardScorer(shard, BASE, keep=True)
+    few = scorer.sums(configs[:DIRECT_MAX_CONFIGS])
+    assert not scorer.holds_table and few == direct_sums(shard, configs[:DIRECT_MAX_CONFIGS])
+    many = scorer.sums(configs)
+    assert scorer.holds_table and many == ScoreTable(shard, BASE).evaluate(configs)
+    # the same decisions either way; floats to the last bits
+    np.testing.assert_allclose(few.to_array(), many[:DIRECT_MAX_CONFIGS].to_array(), rtol=1e-12, atol=1e-12)
+    assert np.array_equal(few.level_rates, many[:DIRECT_MAX_CONFIGS].level_rates)
+    for name, count in few.reason_counts.items():
+        assert np.array_equal(count, many[:DIRECT_MAX_CONFIGS].reason_counts[name]), name
+    other = BASE.replace(SCORE_WEIGHTS=[0.25, 0.25, 0.25, 0.25])
+    with pytest.raises(ValueError, match="SCORE_WEIGHTS"):
+        scorer.sums([other])
 
 
 def test_an_evaluator_refuses_a_shard_asked_twice_or_one_that_does_not_exist():
@@ -80,27 +106,34 @@ def test_an_evaluator_refuses_a_shard_asked_twice_or_one_that_does_not_exist():
             ev.evaluate([BASE], wrong)
 
 
-def test_the_racing_schedule_is_nested_and_spends_the_budget():
+def test_the_racing_schedule_is_nested_and_its_cost_grows_slowly():
     sizes = np.full(100, 5_000)
     counts = rung_shards(sizes, eta=3, rung0=20_000)
     assert counts == [4, 12, 36, 100]
     s = plan(sizes, 300, 7)
     assert s == plan(sizes, 300, 7)
     assert [r.shards for r in s.rungs] == counts and s.rungs[-1].decisions == 500_000
-    assert s.candidates > 1000  # racing tries far more candidates than the budget
     c = [r.candidates for r in s.rungs]
-    assert all(c[k + 1] == -(-c[0] // 3 ** (k + 1)) for k in range(len(c) - 1))
-    assert s.cost <= 300 and s.refine == 84
+    assert c[0] + s.refine == 300 and s.refine == 84 and s.refine_rung == 1
+    assert c[1] == -(-c[0] // 3)  # up to the refinement rung: the best third promoted
+    assert c[2] == max(FINALISTS, -(-c[1] // 9)) and c[3] == FINALISTS  # above it: far fewer
     one = plan(np.array([5_000, 5_000, 5_000]), 300, 7)  # small data: one rung, one evaluation per candidate
-    assert len(one.rungs) == 1 and one.candidates + one.refine == 300
+    assert len(one.rungs) == 1 and one.candidates + one.refine == 300 and one.refine_rung == 0
     assert plan(np.array([100]), 4, 7).candidates == 4 and plan(np.array([100]), 4, 7).refine == 0
     # a rung almost as large as all the data is merged into the top rung
     assert rung_shards(np.full(13, 5_000), eta=3, rung0=20_000) == [4, 13]
-    assert describe(s.meta())[0].startswith("Racing: 4 rung(s), eta 3")
+    assert describe(s.meta())[0] == "Racing: 4 rung(s), eta 3, budget 300 = 216 candidates + 84 refinement evaluations"
+    # 100x the data: a rung that would promote all it evaluates is left out, the finalists stay few
+    big = plan(np.full(10_000, 5_000), 300, 7)
+    assert [r.candidates for r in big.rungs] == [216, 72, 8, FINALISTS]
+    assert [r.decisions for r in big.rungs] == [20_000, 60_000, 180_000, 50_000_000]
+    work = [r.candidates * r.decisions for r in s.rungs]
+    big_work = [r.candidates * r.decisions for r in big.rungs]
+    assert sum(big_work[:-1]) == sum(work[:-1]) and big_work[-1] == FINALISTS * 50_000_000
 
 
 def _learn(study=None, progress=None, memory=4 << 30, evaluator=None):
-    data = data_from_scenario("chaos", 1500, 3)
+    data = data_from_scenario("chaos", 3000, 3)
     settings = LearnSettings(strategy="tpe", budget=60, seed=2, batch_size=8, rung0=300, memory=memory)
     return learn(data, BASE, settings, study=study, progress=progress, evaluator=evaluator)
 
@@ -113,13 +146,16 @@ def raced():
 def test_a_raced_learn_promotes_refines_and_records_its_schedule(raced):
     racing = raced.suggestion_toml["meta"]["racing"]
     rungs = racing["rungs"]
-    assert len(rungs) == 2 and rungs[-1]["decisions"] == raced.suggestion_toml["meta"]["split"]["n_train"]
-    assert rungs[0]["decisions"] < rungs[1]["decisions"]
-    assert rungs[0]["candidates"] > 60 - racing["refine_evaluations"]  # more candidates than the budget's worth
-    assert racing["evaluated"][1] == rungs[1]["candidates"] + racing["refine_evaluations"]
-    phases = [h["phase"] for h in raced.history]
-    assert phases == sorted(phases, key=["search", "promote", "refine"].index) and "refine" in phases
-    assert {h["rung"] for h in raced.history if h["phase"] != "search"} == {1}
+    assert len(rungs) == 3 and rungs[-1]["decisions"] == raced.suggestion_toml["meta"]["split"]["n_train"]
+    assert rungs[0]["decisions"] < rungs[1]["decisions"] < rungs[2]["decisions"]
+    assert rungs[0]["candidates"] == 60 - racing["refine_evaluations"] and racing["refine_rung"] == 1
+    assert racing["evaluated"] == [rungs[0]["candidates"], rungs[1]["candidates"] + racing["refine_evaluations"],
+                                   rungs[2]["candidates"]]
+    assert rungs[2]["candidates"] == racing["finalists"] == FINALISTS
+    phases = [(h["rung"], h["phase"]) for h in raced.history]
+    assert phases == sorted(phases, key=lambda p: (p[0], ["search", "promote", "refine"].index(p[1])))
+    assert {h["rung"] for h in raced.history if h["phase"] == "refine"} == {1}
+    assert {h["heldout_decisions"] for h in raced.history} == {raced.suggestion_toml["meta"]["split"]["n_heldout"]}
     train = raced.suggestion_toml["meta"]["metrics"]["train"]
     assert train["suggestion"]["L"] < train["baseline"]["L"]
     assert "[meta.racing]" in dumps_toml(toml_ready(raced.suggestion_toml))

@@ -206,6 +206,9 @@ def _write_bytes(path: str, chunks) -> None:
             fh.write(chunk)
 
 
+_learn_planned: list[int] = []  # the evaluations the running `learn` plans, once its schedule is made
+
+
 def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Ctrl-C during `learn`: say how far the study got and the command that goes on, exit 130.
 
@@ -223,7 +226,8 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
             finished = 0
             with contextlib.suppress(Exception):  # no study yet, or none readable: nothing finished
                 finished = finished_evaluations(study_path(kwargs.get("study"), kwargs["out"])) or 0
-            err_console.print(f"interrupted after {finished} of {kwargs.get('budget')} evaluations; continue with: "
+            of = f" of {_learn_planned[0]}" if _learn_planned else ""  # known once the schedule is
+            err_console.print(f"interrupted after {finished}{of} evaluations; continue with: "
                               f"{_resume_command()}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(130) from None
 
@@ -606,8 +610,9 @@ def learn(
     profile: Annotated[str | None, typer.Option(help="Baseline profile.")] = None,
     config: Annotated[Path | None, typer.Option(help="Baseline config TOML.")] = None,
     strategy: Annotated[str, typer.Option(help="grid, random, sobol, tpe or cmaes.")] = "tpe",
-    budget: Annotated[int, typer.Option(help="The search's cost, in evaluations on all the training data; racing "
-                                             "spends it on more candidates, most on a small sample.")] = 300,
+    budget: Annotated[int, typer.Option(help="Candidates the search tries on its smallest sample, plus the "
+                                             "refinement's evaluations; with more data, racing adds a few "
+                                             "evaluations of the best on larger samples.")] = 300,
     batch_size: Annotated[int, typer.Option(help="Candidates per step (one history line each).")] = 32,
     weights: Annotated[str, typer.Option(help=WEIGHTS_HELP)] = "1.5,1.0,0.5",
     train_fraction: Annotated[float, typer.Option(help="Share of records used for training.")] = 0.8,
@@ -646,7 +651,11 @@ def learn(
                      step_scale=step_scale, points_per_axis=points_per_axis, history=history, report=report,
                      study=study, resume=resume, fresh=fresh, drop_unknown=drop_unknown, memory=parse_size(memory))
     baseline = _config(profile, config)
-    with _progress("learning", budget) as progress, _cluster(cluster) as client:
+    with _progress("learning", budget) as bar, _cluster(cluster) as client:
+        def progress(done: int, total: int) -> None:
+            _learn_planned[:] = [total]
+            bar(done, total)
+
         evaluator = None
         if client is not None:
             from .cluster import DaskShardEvaluator

@@ -1,7 +1,8 @@
 """Evaluating configs on shards of states held by Dask workers.
 
-Each shard's ScoreTable is built by a task on one worker and kept there; a call sends the
-config matrix to the shards asked for and brings back per-config sums. The totals are
+Each shard is placed by a task on one worker and kept there, with its score table once a
+call needs one (the paths' rule of learning.shards); a call sends the config matrix to the
+shards asked for and brings back per-config sums. The totals are
 added in ascending shard index from zeros, as the in-process evaluator adds them, so the
 result is the same bytes with any number of workers or none.
 
@@ -19,24 +20,28 @@ from uuid import uuid4
 import numpy as np
 
 from ..config import Config, ConfigError
-from ..engine import ActionSpace, EngineSums, ScoreTable
+from ..engine import ActionSpace, EngineSums
 from ..io.stateset import StateSet
-from ..learning.shards import shard_order
+from ..learning.shards import ShardScorer, shard_order
 from ._spec import quiet
 
 _BYTES_PER_STATE = 8 << 10  # a ScoreTable's size, about 8 KB per state (engine/_batch.py)
 
 
 class _Shard:
-    """A shard's score table on a worker, and the baseline whose action grid it scores."""
+    """A shard on a worker, scored by the one rule of paths (learning.shards.ShardScorer):
+    its score table is built there the first time a call needs one, and kept."""
 
     def __init__(self, states: StateSet, baseline: Config) -> None:
-        self.table = ScoreTable(states, baseline)
+        self.scorer = ShardScorer(states, baseline, keep=True)
         self.baseline = baseline
+        self.n = len(states)
+        self.values_bytes = states.values.nbytes
 
     @property
     def nbytes(self) -> int:
-        return len(self.table) * _BYTES_PER_STATE + self.table.states.values.nbytes
+        # The size the shard has once its table is built: enough to keep Dask from moving it.
+        return self.n * _BYTES_PER_STATE + self.values_bytes
 
 
 class _Row:
@@ -69,7 +74,7 @@ def _build(states: StateSet, baseline: Config) -> _Shard:
 
 
 def _evaluate(shard: _Shard, matrix: np.ndarray) -> EngineSums:
-    return shard.table.evaluate([_Row(shard.baseline, row) for row in matrix.tolist()])
+    return shard.scorer.sums([_Row(shard.baseline, row) for row in matrix.tolist()])
 
 
 class DaskShardEvaluator:

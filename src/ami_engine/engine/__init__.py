@@ -1,8 +1,9 @@
 """The AMI decision engine, model ami-v1 (docs/engine.md): each rule one function in
 rules.py, the compiled paths in _kernel.py, the Python API in _batch.py."""
 
-from ._batch import ActionSpace, ScoreTable, decide, run, run_records, trace_records
+from ._batch import DIRECT_MAX_CONFIGS, ActionSpace, ScoreTable, decide, direct_sums, run, run_records, trace_records
 from ._kernel import REASONS
 from .sums import EngineSums
 
-__all__ = ["REASONS", "ActionSpace", "EngineSums", "ScoreTable", "decide", "run", "run_records", "trace_records"]
+__all__ = ["DIRECT_MAX_CONFIGS", "REASONS", "ActionSpace", "EngineSums", "ScoreTable", "decide", "direct_sums", "run",
+           "run_records", "trace_records"]

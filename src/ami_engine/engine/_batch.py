@@ -19,6 +19,9 @@ from .scores import action_grid
 from .sums import EngineSums
 
 BLOCK = 256  # states per parallel work item in the pre-decision pass
+# Sums of at most this many configs are cheaper by the direct path than through a score
+# table (a table costs about five to ten direct passes to build, then far less per config).
+DIRECT_MAX_CONFIGS = 5
 _PRE_BYTES_PER_DECISION = 4 + 1 + 1 + 8 * kernel.PRE_FLOATS
 
 
@@ -163,6 +166,30 @@ def run(states: StateSet, config: Config) -> TraceColumns:
     out = _Outputs(1, len(states), full=True)
     _finish(states.values, space, cfgs, _stream_layout(codes, n_streams), pre, 0, _Streams(cfgs, n_streams), out)
     return _columns(states, space, pre, out, 0)
+
+
+def direct_sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
+    """Each config's sums over all states through the direct path, one config at a time,
+    without a score table: the cheaper way for up to DIRECT_MAX_CONFIGS configs. The
+    decisions are those of `run`; their floats may differ from a table's in the last bit,
+    so a caller that must give the same bytes every time chooses the path by the number of
+    configs, never by memory."""
+    if not len(configs):
+        return EngineSums.empty()
+    codes, n_streams = states.stream_codes()
+    layout = _stream_layout(codes, n_streams)
+    nothing = _Outputs(0, 0, full=False)
+    totals = []
+    for config in configs:
+        space = ActionSpace.of(config)
+        cfgs = _config_matrix([config])
+        pre = _Pre(1, len(states))
+        kernel.pre_direct(states.values, space.actions, space.comp_of, space.comp_values, space.score_weights,
+                          cfgs[0], BLOCK, *pre.args())
+        streams = _Streams(cfgs, n_streams)
+        _finish(states.values, space, cfgs, layout, pre, 0, streams, nothing)
+        totals.append(streams.totals())
+    return EngineSums(np.concatenate(totals))
 
 
 def _available_memory() -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from .. import ENGINE_MODEL
 from ..check import check_columns
 from ..config import LEARNED_BOUNDS, PARAMS, Config
-from ..engine import ActionSpace, EngineSums, ScoreTable, run
+from ..engine import DIRECT_MAX_CONFIGS, ActionSpace, EngineSums, ScoreTable, direct_sums, run
 from ..io.stateset import StateSet
 from ..io.traces import TraceColumns, encode_traces
 from ..learning.bounds import DEFAULT_DELTA
@@ -100,16 +100,20 @@ def check_determinism(config: Config, chaos_columns: TraceColumns | None = None)
 
 
 def _sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
-    """Each config's sums over `states`; configs with the same action space share a
-    ScoreTable (a config with another ACTION_GRID or SCORE_WEIGHTS gets its own), kept in
-    parts of at most HELDOUT_TABLE_BYTES (the same sums, in bounded memory)."""
+    """Each config's sums over `states`. Configs with the same action space are scored
+    together: up to DIRECT_MAX_CONFIGS of them directly, more through one ScoreTable (a
+    config with another ACTION_GRID or SCORE_WEIGHTS gets its own), kept in parts of at
+    most HELDOUT_TABLE_BYTES (the same sums, in bounded memory)."""
     rows: list[EngineSums | None] = [None] * len(configs)
     groups: dict[tuple, list[int]] = {}
     for i, config in enumerate(configs):
         groups.setdefault(ActionSpace.of(config).key(), []).append(i)
     for members in groups.values():
-        table = ScoreTable(states, configs[members[0]], memory_bytes=HELDOUT_TABLE_BYTES)
-        sums = table.evaluate([configs[i] for i in members])
+        chosen = [configs[i] for i in members]
+        if len(members) <= DIRECT_MAX_CONFIGS:  # a few configs: cheaper without a table
+            sums = direct_sums(states, chosen)
+        else:
+            sums = ScoreTable(states, chosen[0], memory_bytes=HELDOUT_TABLE_BYTES).evaluate(chosen)
         for i, one in zip(members, sums, strict=True):
             rows[i] = one
     return EngineSums.concat(rows)

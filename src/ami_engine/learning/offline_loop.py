@@ -42,7 +42,7 @@ from .data import LearnData, data_from_scenario, data_from_states_file, data_fro
 from .needless import NEEDLESS_DEFINITION, needless_fail_safes
 from .policy_optimizer import SearchSpace, make_strategy
 from .race import Race
-from .racing import ETA, REFINE_ITERATIONS, REFINE_SHARE, plan
+from .racing import ETA, REFINE_ITERATIONS, REFINE_RUNG, REFINE_SHARE, VERSION, plan, rung_shards
 from .result import ACCEPTED, NO_IMPROVEMENT, NOT_GATED, REJECTED, LearnResult, worse_figures
 from .result import build_result as _result
 from .settings import DEFAULT_BATCH, MAX_GATE_TRIES, MIN_MEMORY, LearnError, LearnSettings
@@ -67,7 +67,7 @@ def _fingerprint(data: LearnData, baseline: Config, settings: LearnSettings, reg
         critical=[settings.critical.factor, settings.critical.margin], delta=settings.delta,
         regression=None if regression is None else hashlib.sha256(regression.values.tobytes()).hexdigest(),
         model=ENGINE_MODEL,
-        racing=[settings.rung0, ETA, settings.shard_decisions, REFINE_ITERATIONS, REFINE_SHARE,
+        racing=[VERSION, settings.rung0, ETA, settings.shard_decisions, REFINE_ITERATIONS, REFINE_SHARE, REFINE_RUNG,
                 refine.INITIAL_STEP, refine.GROW],
     )
 
@@ -116,7 +116,10 @@ def learn(
     held_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.held_out)
     schedule = plan(train_shards.sizes, settings.budget, space.dim, rung0=settings.rung0)
     if evaluator is None:  # the training shards get most of the budget; held-out data is streamed
-        train_ev = InProcessEvaluator(train_shards.shards, baseline, settings.memory * 3 // 4)
+        # Tables are worth keeping where candidates are evaluated batch after batch: up to the
+        # refinement rung. Above it each rung is one batch, scored shard by shard.
+        train_ev = InProcessEvaluator(train_shards.shards, baseline, settings.memory * 3 // 4,
+                                      keep_first=schedule.rungs[schedule.refine_rung].shards)
         held_ev = InProcessEvaluator(held_shards.shards, baseline, settings.memory // HELD_OUT_SHARE)
     else:
         train_ev = evaluator(train_shards.shards, baseline)
@@ -134,10 +137,12 @@ def learn(
         base_L = float(base_sums.loss(settings.weights)[0])
         # Only a candidate that beats the baseline's own training loss is worth suggesting.
         better = [row for row, y in race.ranked() if y < base_L - 1e-12 * max(1.0, abs(base_L))]
-        candidates = [with_learned(baseline, row, space) for row in better[:MAX_GATE_TRIES]]
-        # Their training sums now, in one pass: the training tables are then let go, so that
-        # they and the gate's runs over the held-out data are never held at once.
-        train_sums = train_ev.evaluate(candidates, everything) if candidates else EngineSums.empty()
+        better = better[:MAX_GATE_TRIES]
+        candidates = [with_learned(baseline, row, space) for row in better]
+        # Their sums on all the training data, from the top rung (stored with its batches).
+        train_sums = EngineSums.concat([race.top_sums[row.tobytes()] for row in better])
+        # The training tables are let go: they and the gate's runs over the held-out data are
+        # never held at once.
         train_ev.close()
         tried = []
         gate_report = None
@@ -158,7 +163,8 @@ def learn(
             # Nothing passed (or nothing beat the baseline): report on the best tried, else the
             # baseline itself; never suggest it as accepted.
             chosen = tried[0] if tried else baseline
-        history = race.history_lines(held_ev, range(len(held_shards)))
+        sample = rung_shards(held_shards.sizes, ETA, settings.rung0 * ETA)[0] if len(held_shards) else 0
+        history = race.history_lines(held_ev, range(sample), int(held_shards.sizes[:sample].sum()))
         chosen_sums = next((train_sums[i] for i, c in enumerate(candidates) if c is chosen), base_sums)
         sums = {"train": EngineSums.concat([base_sums, chosen_sums]),
                 "heldout": held_ev.evaluate([baseline, chosen], range(len(held_shards)))}

@@ -1,7 +1,8 @@
 """The search's batches, raced over the rungs of the schedule (racing.py).
 
 The strategy's candidates are evaluated on rung 0, the better ones promoted rung by rung,
-the finalists evaluated on all the training data, and the best refined there (refine.py).
+the best on the refinement rung refined there (refine.py), and the finalists evaluated on
+all the training data.
 The order of the batches is fixed by the schedule and their results, so a run resumed from
 its study evaluates exactly the batches an uninterrupted run would have.
 """
@@ -19,8 +20,8 @@ from .constraints import regression_failures
 
 
 class Race:
-    """The search's batches in their one order: the strategy's candidates on rung 0, the
-    promotions rung by rung, then the refinement on the top rung. Each batch is a history
+    """The search's batches in their one order: the strategy's candidates on rung 0, then
+    rung by rung the promotions, with the refinement after those of the refinement rung. Each batch is a history
     step; a batch the study already holds is taken from it, not evaluated again."""
 
     def __init__(self, schedule, ev, baseline, space, settings, regression):
@@ -31,6 +32,7 @@ class Race:
         self.reg_table = ScoreTable(regression, baseline) if regression is not None else None
         self.batches: list[tuple[int, str, int, np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
         self.feasibility: dict[bytes, dict[str, Any]] = {}
+        self.top_sums: dict[bytes, EngineSums] = {}  # each candidate's sums on all the training data
 
     # -- evaluation
     def _rung_sums(self, configs, rung):
@@ -47,10 +49,13 @@ class Race:
             checks = _feasibility(configs, self.crit_table, self.crit_base, self.reg_table, self.regression,
                                   self.settings)
         extras = []
+        top = rung == self.schedule.top
         for j, row in enumerate(X):
             m = sums[j].figures(w)
             extras.append({**checks[j], "train_L": float(losses[j]), "rung": rung, "phase": phase,
                            **{k: m[k] for k in ("fail_safe_rate", "mean_cus", "clamp_distortion")}})
+            if top:  # all the training data: the sums the suggestion reports, kept with the batch
+                extras[-1]["sums"] = sums[j].to_array().tolist()
             self.feasibility.setdefault(row.tobytes(), checks[j])
         y = np.array([e["train_L"] if e["feasible"] else np.inf for e in extras])
         return y, extras
@@ -68,6 +73,8 @@ class Race:
                 X, y, extras = b.X, b.y, [dict(e) for e in b.extras]
                 for row, e in zip(X, extras, strict=True):
                     self.feasibility.setdefault(row.tobytes(), {k: e[k] for k in _CHECK_KEYS})
+                    if rung == self.schedule.top and "sums" in e:
+                        self.top_sums.setdefault(row.tobytes(), EngineSums(np.array(e["sums"], dtype=np.float64)))
             else:
                 X = X_of()
                 if len(X) == 0:
@@ -75,6 +82,9 @@ class Race:
                 X = self.space.clamp(X)
                 y, extras = self._evaluate(X, rung, phase, known)
                 store.record_batch(number, X, y, extras)
+                if rung == self.schedule.top:
+                    for row, e in zip(X, extras, strict=True):
+                        self.top_sums.setdefault(row.tobytes(), EngineSums(np.array(e["sums"], dtype=np.float64)))
             self.batches.append((number, phase, rung, X, y, extras))
             count[0] += len(y)
             if progress:
@@ -101,19 +111,20 @@ class Race:
             if got == 0:  # the strategy has nothing left to try (a finished grid)
                 break
             proposed += got
-        for rung in range(1, len(self.schedule.rungs)):  # the better ones, promoted rung by rung
-            pool = self._ranked(rung - 1)[: self.schedule.rungs[rung].candidates]
-            for first in range(0, len(pool), settings.batch_size):
-                rows = np.array([row for row, _ in pool[first:first + settings.batch_size]])
-                step(lambda rows=rows: rows, rung, "promote", known=True)
-        top = self.schedule.top
-        ranked = self._ranked(top)
-        if ranked:  # the local refinement of the best feasible point on all the training data
-            start, start_loss = ranked[0]
-            tells: list[tuple[np.ndarray, np.ndarray]] = []
-            for _ in range(self.schedule.refine_batches):
-                step(lambda: refine.propose(space, settings.seed, start, start_loss, tells), top, "refine")
-                tells.append((self.batches[-1][3], self.batches[-1][4]))
+        for rung in range(len(self.schedule.rungs)):
+            if rung:  # the better ones, promoted rung by rung
+                pool = self._ranked(rung - 1)[: self.schedule.rungs[rung].candidates]
+                for first in range(0, len(pool), settings.batch_size):
+                    rows = np.array([row for row, _ in pool[first:first + settings.batch_size]])
+                    step(lambda rows=rows: rows, rung, "promote", known=True)
+            ranked = self._ranked(rung)
+            if rung == self.schedule.refine_rung and ranked:  # the local refinement of the best feasible point
+                start, start_loss = ranked[0]
+                tells: list[tuple[np.ndarray, np.ndarray]] = []
+                for _ in range(self.schedule.refine_batches):
+                    step(lambda start=start, start_loss=start_loss, tells=tells:
+                         refine.propose(space, settings.seed, start, start_loss, tells), rung, "refine")
+                    tells.append((self.batches[-1][3], self.batches[-1][4]))
 
     def _history(self, rung, phase):
         rows = [(X, y) for _, p, r, X, y, _ in self.batches if r == rung and p == phase]
@@ -143,9 +154,10 @@ class Race:
     def evaluated_per_rung(self):
         return [sum(len(y) for _, _, r, _, y, _ in self.batches if r == k) for k in range(len(self.schedule.rungs))]
 
-    def history_lines(self, held_ev, held_shards):
+    def history_lines(self, held_ev, held_shards, held_decisions):
         """One line per batch: the best so far on that batch's rung, with its figures there,
-        and its figures on the held-out data (each distinct best evaluated once)."""
+        and its figures on the held-out shards given, of `held_decisions` decisions (each
+        distinct best evaluated once)."""
         best: dict[int, tuple[float, np.ndarray, dict[str, Any]]] = {}
         picks = []
         for number, phase, rung, X, y, extras in self.batches:
@@ -167,6 +179,7 @@ class Race:
             line.update({k: extras[k] for k in ("fail_safe_rate", "mean_cus", "clamp_distortion")})
             line.update(self.space.to_dict(row))
             line.update({f"heldout_{k}": h[k] for k in ("L", "fail_safe_rate", "mean_cus", "clamp_distortion")})
+            line["heldout_decisions"] = held_decisions
             lines.append(line)
         return lines
 

@@ -2,16 +2,21 @@
 
 Rung 0 is the first shards that cover RUNG0_DECISIONS decisions (all the training data
 when it is smaller); each next rung takes the first shards covering ETA times the
-decisions of the one before, and the top rung is all the training data. Every candidate
-the strategy proposes is evaluated on rung 0; the best 1/ETA of those are evaluated on
-rung 1, and so on; the finalists are evaluated on all the training data; then a bounded
-local refinement (refine.py) runs on the top rung from the best feasible point.
+decisions of the one before, and the top rung is all the training data.
 
-The budget counts the cost of the search in evaluations on all the training data: an
-evaluation on a rung of d decisions costs d / (training decisions). With one rung (data
-of at most RUNG0_DECISIONS training decisions) that is one evaluation per candidate, as
-without racing; with more data the same budget tries many more candidates, most of them
-on a small sample. The refinement takes at most REFINE_SHARE of the budget.
+The budget counts evaluations at the bottom of the race, as it did before racing: the
+strategy proposes budget - R candidates, each evaluated on rung 0, and a bounded local
+refinement (refine.py) of R = 6 x 2 x 7 = 84 evaluations (at most REFINE_SHARE of the
+budget) runs on the refinement rung, REFINE_RUNG (or the top rung when there are fewer).
+Up to that rung the best 1/ETA of each rung are promoted to the next; above it the
+candidates shrink by ETA**2 per rung, to no fewer than FINALISTS, so that each larger
+rung costs less than the one below it, and a rung that would promote every candidate it
+evaluates is left out. The finalists are evaluated on all the training data.
+
+With one rung (data of at most RUNG0_DECISIONS training decisions) this is the search
+without racing: every candidate and the refinement on all of it. With more data the
+cost grows with the number of rungs (the logarithm of the data) and, on the top rung,
+with FINALISTS evaluations on all of it.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ RUNG0_DECISIONS = 20_000
 ETA = 3
 REFINE_ITERATIONS = 6
 REFINE_SHARE = 0.3
-MAX_CANDIDATES_PER_BUDGET = 10  # at most this many candidates per unit of budget
+REFINE_RUNG = 1  # the rung the refinement runs on (the top one when there are fewer)
+FINALISTS = 3  # the fewest candidates on a rung above the refinement's
 TOP_RUNG_MIN_GROWTH = 1.5  # a rung this close to all the data is merged into the top rung
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class Schedule:
     budget: int
     refine_batches: int
     refine_batch: int  # evaluations per refinement batch
+    refine_rung: int
 
     @property
     def top(self) -> int:
@@ -67,16 +74,20 @@ class Schedule:
     def cost(self) -> float:
         """Evaluations on all the training data this schedule is worth."""
         n = self.rungs[-1].decisions
-        return sum(r.candidates * r.decisions / n for r in self.rungs) + self.refine
+        refine = self.refine * self.rungs[self.refine_rung].decisions / n
+        return sum(r.candidates * r.decisions / n for r in self.rungs) + refine
 
     def meta(self) -> dict[str, Any]:
         return {
+            "version": VERSION,
             "eta": self.eta,
             "budget": self.budget,
-            "budget_unit": "evaluations on all the training data",
+            "budget_unit": "candidates on rung 0 and refinement evaluations",
             "rungs": [{"rung": i, "shards": r.shards, "decisions": r.decisions, "candidates": r.candidates}
                       for i, r in enumerate(self.rungs)],
             "refine_evaluations": self.refine,
+            "refine_rung": self.refine_rung,
+            "finalists": self.rungs[-1].candidates,
             "evaluations": self.evaluations,
             "cost": round(self.cost, 6),
         }
@@ -85,16 +96,17 @@ class Schedule:
 def describe(racing: dict[str, Any]) -> list[str]:
     """A schedule's [meta] entry in a few lines of at most 80 columns, for the terminal."""
     rungs = racing.get("rungs", [])
-    lines = [f"Racing: {len(rungs)} rung(s), eta {racing.get('eta')}, budget {racing.get('budget')} = the cost of "
-             f"{racing.get('budget')} evaluations on all the training data"]
+    refine, where = racing.get("refine_evaluations", 0), racing.get("refine_rung", len(rungs) - 1)
+    lines = [f"Racing: {len(rungs)} rung(s), eta {racing.get('eta')}, budget {racing.get('budget')} = "
+             f"{racing.get('budget', 0) - refine} candidates + {refine} refinement evaluations"]
     done = racing.get("evaluated", [])
     for r in rungs:
         k = r["rung"]
-        ran = f" ({done[k]:,} evaluated)" if k < len(done) and done[k] != r["candidates"] else ""
+        planned = r["candidates"] + (refine if k == where else 0)
+        ran = f" ({done[k]:,} evaluated)" if k < len(done) and done[k] != planned else ""
+        also = f" + {refine} refining the best" if refine and k == where else ""
         lines.append(f"  rung {k}: {r['shards']} shard(s), {r['decisions']:,} decisions, "
-                     f"{r['candidates']:,} candidates{ran}")
-    if racing.get("refine_evaluations"):
-        lines.append(f"  then {racing['refine_evaluations']} evaluations refining the best on the top rung")
+                     f"{r['candidates']:,} candidates{also}{ran}")
     return lines
 
 
@@ -126,21 +138,17 @@ def plan(sizes: Any, budget: int, dim: int, *, eta: int = ETA, rung0: int = RUNG
     decisions = [int(cum[m - 1]) for m in counts]
     refine_batch = 2 * dim
     refine_batches = min(REFINE_ITERATIONS, int(budget * REFINE_SHARE) // refine_batch)
-    left = budget - refine_batches * refine_batch
-    total = decisions[-1]
-
-    def per_rung(n0: int) -> list[int]:
-        return [n0] + [max(1, math.ceil(n0 / eta**r)) for r in range(1, len(counts))]
-
-    def cost(n0: int) -> float:
-        return sum(c * d / total for c, d in zip(per_rung(n0), decisions, strict=True))
-
-    lo, hi = 1, max(1, MAX_CANDIDATES_PER_BUDGET * budget)
-    while lo < hi:  # the most candidates whose cost fits what is left of the budget
-        mid = (lo + hi + 1) // 2
-        if cost(mid) <= left + 1e-9:
-            lo = mid
+    refine_rung = min(REFINE_RUNG, len(counts) - 1)
+    per_rung = [max(1, budget - refine_batches * refine_batch)]
+    for r in range(1, len(counts)):
+        before = per_rung[-1]
+        if r <= refine_rung:
+            per_rung.append(max(1, math.ceil(before / eta)))
         else:
-            hi = mid - 1
-    rungs = tuple(Rung(m, d, c) for m, d, c in zip(counts, decisions, per_rung(lo), strict=True))
-    return Schedule(rungs, eta, budget, refine_batches, refine_batch)
+            pool = before + (refine_batches * refine_batch if r - 1 == refine_rung else 0)
+            per_rung.append(min(pool, max(FINALISTS, math.ceil(before / eta**2))))
+    top = len(counts) - 1
+    # A rung above the refinement's that promotes every candidate it evaluates decides nothing.
+    keep = [r for r in range(len(counts)) if r <= refine_rung or r == top or per_rung[r + 1] < per_rung[r]]
+    rungs = tuple(Rung(counts[r], decisions[r], per_rung[r]) for r in keep)
+    return Schedule(rungs, eta, budget, refine_batches, refine_batch, refine_rung)

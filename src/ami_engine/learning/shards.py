@@ -13,6 +13,13 @@ budget, gives the same bytes.
 
 A shard holds the values of its states and one stream label per state, the labels shared
 with the data they came from; times and ids are not kept (the engine's sums use neither).
+
+Which path scores a shard is one rule, the same for every evaluator and every memory
+budget (ShardScorer): a call with at most DIRECT_MAX_CONFIGS configs runs each config
+directly; more configs go through the shard's score table, built once and kept when the
+evaluator has room for it, else built for the call and dropped. The two paths make the
+same decisions, their floats may differ in the last bit: choosing by the number of
+configs alone keeps the bytes the same.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..config import Config
-from ..engine import EngineSums, ScoreTable
+from ..config import Config, ConfigError
+from ..engine import DIRECT_MAX_CONFIGS, ActionSpace, EngineSums, ScoreTable, direct_sums
 from ..io.stateset import StateSet
 
 SHARD_DECISIONS = 5_000  # target decisions per shard
@@ -122,46 +129,77 @@ def merge(parts: Iterable[EngineSums], n_configs: int) -> EngineSums:
     return EngineSums.merge([EngineSums.zeros(n_configs), *parts])
 
 
+class ShardScorer:
+    """One shard's sums for any configs, by the one rule of paths (see the module): at most
+    DIRECT_MAX_CONFIGS configs directly, more through the shard's score table. The table is
+    built on the first call that needs it, and kept when `keep`, else dropped after it."""
+
+    def __init__(self, shard: StateSet, baseline: Config, *, keep: bool, part_bytes: int | None = None,
+                 scratch: int = CONFIG_SCRATCH) -> None:
+        self.shard, self.baseline, self.keep = shard, baseline, keep
+        self.part_bytes, self.scratch = part_bytes, scratch
+        self._space = ActionSpace.of(baseline).key()
+        self._table: ScoreTable | None = None
+
+    @property
+    def holds_table(self) -> bool:
+        return self._table is not None
+
+    def sums(self, configs: Sequence[Config]) -> EngineSums:
+        configs = list(configs)
+        if len(configs) <= DIRECT_MAX_CONFIGS:
+            for cfg in configs:
+                if ActionSpace.of(cfg).key() != self._space:
+                    raise ConfigError(f"{cfg.source}: ACTION_GRID and SCORE_WEIGHTS must match the score table's")
+            return direct_sums(self.shard, configs)
+        table = self._table
+        if table is None:
+            table = ScoreTable(self.shard, self.baseline, memory_bytes=self.part_bytes)
+            if self.keep:
+                self._table = table
+        return table.evaluate(configs, memory_bytes=self.scratch)
+
+    def drop(self) -> None:
+        self._table = None
+
+
 class InProcessEvaluator:
     """Scores shards in this process within `memory_bytes`.
 
-    The score tables of the first shards are kept while they fit half the budget; every
-    other shard is scored afresh at each evaluation, in parts that fit what is left, and
+    The first shards whose score tables fit half the budget (and, given `keep_first`, are
+    among the first `keep_first`) keep their tables once built; every other shard that
+    needs a table has it built afresh for the call, in parts that fit what is left, and
     dropped. Either way a shard's sums are the same bytes."""
 
-    def __init__(self, shards: list[StateSet], baseline: Config, memory_bytes: int) -> None:
+    def __init__(self, shards: list[StateSet], baseline: Config, memory_bytes: int, *,
+                 keep_first: int | None = None) -> None:
         if memory_bytes < 1:
             raise ValueError(f"memory_bytes: expected an integer >= 1, got {memory_bytes!r}")
         self.shards = shards
         self.baseline = baseline
         self.memory_bytes = int(memory_bytes)
-        self.scratch = max(1 << 20, min(CONFIG_SCRATCH, self.memory_bytes // 8))
-        self.part_bytes = max(1, self.memory_bytes // 4)
-        self._kept: dict[int, ScoreTable] = {}
+        scratch = max(1 << 20, min(CONFIG_SCRATCH, self.memory_bytes // 8))
+        part_bytes = max(1, self.memory_bytes // 4)
         room = int(self.memory_bytes * TABLE_SHARE)
+        self._scorers: list[ShardScorer] = []
         for i, shard in enumerate(shards):
             need = table_bytes(len(shard), baseline)
-            if need > room:
-                break
-            self._kept[i] = ScoreTable(shard, baseline, memory_bytes=need)
-            room -= need
+            keep = need <= room and all(s.keep for s in self._scorers) and (keep_first is None or i < keep_first)
+            if keep:
+                room -= need
+            self._scorers.append(ShardScorer(shard, baseline, keep=keep, part_bytes=need if keep else part_bytes,
+                                             scratch=scratch))
 
     @property
     def kept(self) -> int:
-        """The number of shards whose score tables are kept."""
-        return len(self._kept)
-
-    def _table(self, i: int) -> ScoreTable:
-        kept = self._kept.get(i)
-        if kept is not None:
-            return kept
-        return ScoreTable(self.shards[i], self.baseline, memory_bytes=self.part_bytes)
+        """The number of shards whose score tables are kept once built."""
+        return sum(s.keep for s in self._scorers)
 
     def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums:
         configs = list(configs)
         order = shard_order(shards, len(self.shards))
-        parts = (self._table(i).evaluate(configs, memory_bytes=self.scratch) for i in order)
-        return merge(parts, len(configs))
+        return merge((self._scorers[i].sums(configs) for i in order), len(configs))
 
     def close(self) -> None:
-        self._kept.clear()
+        for scorer in self._scorers:
+            scorer.drop()

@@ -64,13 +64,19 @@ def _racing(racing: Mapping[str, Any]) -> Markup:
         rows.append([str(r.get("rung", k)), _count(r.get("shards")) or DASH, _count(r.get("decisions")) or DASH,
                      _count(r.get("candidates")) or DASH, _count(done[k]) if k < len(done) else DASH])
     if num(racing.get("refine_evaluations")):
-        top = rungs[-1] if rungs and isinstance(rungs[-1], Mapping) else {}
-        rows.append(["refinement", _count(top.get("shards")) or DASH, _count(top.get("decisions")) or DASH,
-                     _count(racing["refine_evaluations"]) or DASH, DASH])
+        at = racing.get("refine_rung")  # older suggestions refined on the top rung
+        at = at if isinstance(at, int) and not isinstance(at, bool) and 0 <= at < len(rungs) else len(rungs) - 1
+        where = rungs[at] if rungs and isinstance(rungs[at], Mapping) else {}
+        rows.append([f"refinement (rung {at})", _count(where.get("shards")) or DASH,
+                     _count(where.get("decisions")) or DASH, _count(racing["refine_evaluations"]) or DASH, DASH])
+    if racing.get("version") == 2:
+        unit = "counts the candidates on rung 0 and the refinement's evaluations"
+    else:
+        unit = "counts evaluations on all the training data"
     caption = (f"Racing schedule (successive halving, eta {racing.get('eta', DASH)}; the budget "
-               f"{racing.get('budget', DASH)} counts evaluations on all the training data): every candidate is "
-               "evaluated on rung 0, the better ones on the next, larger rung; the top rung is all the training "
-               "data.")
+               f"{racing.get('budget', DASH)} {unit}): every candidate is evaluated on rung 0, the better ones "
+               "on the next, larger rung, the best refined on the refinement rung; the top rung is all the "
+               "training data. A rung's evaluations include its refinement's.")
     return join([tag("p", caption, cls="caption"),
                  table(["rung", "shards", "decisions", "candidates planned", "evaluated"], rows, cls="data racing")])
 
