@@ -46,3 +46,52 @@ def test_learn_takes_scenarios_of_millions_of_states_on_a_24_gib_machine(monkeyp
     scenario.check_scenario_size(10_000_000, 1000, bytes_per_state=scenario.LEARN_BYTES_PER_STATE)
     with pytest.raises(ValueError, match="30000000 states need about 29 GiB of memory, more than the 24 GiB"):
         scenario.check_scenario_size(30_000_000, 1000, bytes_per_state=scenario.LEARN_BYTES_PER_STATE)
+
+
+def test_learning_from_parquet_traces_keeps_t_and_id_only_for_the_rows_that_need_them(tmp_path):
+    from ami_engine.io.parquet import trace_keys
+    from ami_engine.learning.data import data_from_traces_file
+    from ami_engine.learning.split import split_states
+
+    states = generate("chaos", 3000, 5, streams=9)
+    states = StateSet(states.values, states.streams, [10.5 * i if i % 7 else None for i in range(3000)],
+                      [f"r{i}" if i % 5 else None for i in range(3000)])
+    cols = run(states, BASE)
+    path = tmp_path / "t.parquet"
+    write_traces(path, cols, states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=False)
+    full = read_trace_states(path).states
+    data = data_from_traces_file(str(path))
+    assert set(data.states.t) == {None} and set(data.states.ids) == {None}  # not kept: they are the bulk
+    assert data.states.streams == full.streams and np.array_equal(data.states.values, full.values)
+    split = split_states(data.states, 3, 0.8)
+    for positions in (split.held_out, split.train, np.array([0, 2999]), np.array([], dtype=np.int64)):
+        got, want = data.subset(positions), full.subset(positions)
+        assert got.t == want.t and got.ids == want.ids and got.streams == want.streams
+        assert np.array_equal(got.values, want.values)
+    with pytest.raises(ValueError, match="ascending"):
+        trace_keys(path, np.array([5, 3]))
+    with pytest.raises(ValueError, match="3001 asked for"):
+        trace_keys(path, np.arange(3001))
+
+
+@pytest.mark.parametrize("limit", [150, 10_000])  # a cut, and all of the held-out data
+def test_the_reports_traces_of_lean_held_out_data_carry_their_t_and_id(tmp_path, limit):
+    from ami_engine.learning.data import data_from_traces_file
+    from ami_engine.learning.split import split_states
+    from ami_engine.workflow import report_traces_states
+
+    states = generate("chaos", 3000, 6, streams=12)
+    states = StateSet(states.values, states.streams, [None if i % 3 == 0 else i + 0.25 for i in range(3000)],
+                      [f"x{i}" for i in range(3000)])
+    cols = run(states, BASE)
+    for name in ("t.jsonl", "t.parquet"):
+        write_traces(tmp_path / name, cols, states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=False)
+    eager, lean = data_from_traces_file(str(tmp_path / "t.jsonl")), data_from_traces_file(str(tmp_path / "t.parquet"))
+    assert eager.keys is None and lean.keys is not None
+    split = split_states(eager.states, 1, 0.8)
+    want, want_note = report_traces_states(eager.subset(split.held_out), limit)
+    held = lean.subset(split.held_out, keys=False)
+    got, got_note = report_traces_states(held, limit, keys=lambda pos: lean.subset(split.held_out[pos]))
+    assert got_note == want_note and (got_note is None) == (limit == 10_000)
+    assert got.t == want.t and got.ids == want.ids and got.streams == want.streams
+    assert np.array_equal(got.values, want.values)

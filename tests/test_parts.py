@@ -153,4 +153,5 @@ def test_the_gate_runs_after_the_training_tables_are_let_go():
     settings = LearnSettings(strategy="random", budget=8, seed=1, batch_size=8, rung0=150)
     result = learn(data_from_scenario("chaos", 600, 2), BASE, settings, evaluator=evaluator, gate_fn=gate)
     assert result.accepted
-    assert seen and all(kept[0] == 0 and kept[1] > 0 for kept in seen)  # training tables gone, held-out kept
+    assert made[0].keeps > 0  # the search could keep training tables ...
+    assert seen and all(kept[0] == 0 for kept in seen)  # ... and they are gone when the gate runs

@@ -72,12 +72,14 @@ def test_evaluator_totals_are_the_shard_sums_added_in_shard_order_whatever_the_m
     roomy = InProcessEvaluator(shards, BASE, 1 << 34)
     tight = InProcessEvaluator(shards, BASE, 1 << 20)  # no table kept: every shard streamed in parts
     half = InProcessEvaluator(shards, BASE, 2 * (table_bytes(len(shards[0]), BASE) + table_bytes(len(shards[1]), BASE)))
-    assert roomy.kept == len(shards) and tight.kept == 0 and 0 < half.kept < len(shards)
+    assert roomy.keeps == len(shards) and tight.keeps == 0 and 0 < half.keeps < len(shards)
     for ev in (roomy, tight, half):
         for _ in range(2):  # the second time from the tables kept
             assert ev.evaluate(configs, range(len(shards))).to_array().tobytes() == expected.tobytes()
             assert ev.evaluate(configs, [3, 0, 2]).to_array().tobytes() == some.tobytes()
+        assert ev.kept == (ev.keeps if n_configs > DIRECT_MAX_CONFIGS else 0)  # tables only where needed
         ev.close()
+        assert ev.kept == 0
 
 
 def test_a_few_configs_go_the_direct_way_more_through_a_table_kept_once_built():

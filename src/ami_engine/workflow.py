@@ -200,29 +200,31 @@ def _outputs(job: LearnJob, result: Any) -> dict[str, bytes | None]:
 
         # The trace panels show the suggestion deciding the held-out data (its first whole
         # streams, up to REPORT_TRACE_DECISIONS decisions: one dict per decision is kept).
-        held, note = report_traces_states(result.held_out)
+        held, note = report_traces_states(result.held_out, keys=result.held_out_keys)
         records = trace_records(engine_run(held, result.suggestion), held, result.suggestion)
         outputs[job.report] = render_report(toml_ready(result.suggestion_toml), result.history, records,
                                             traces_note=note).encode()
     return outputs
 
 
-def report_traces_states(held_out: Any, limit: int = REPORT_TRACE_DECISIONS) -> tuple[Any, str | None]:
+def report_traces_states(held_out: Any, limit: int = REPORT_TRACE_DECISIONS,
+                         keys: Callable[[Any], Any] | None = None) -> tuple[Any, str | None]:
     """The held-out states whose traces the report shows, and what the report says of the cut
     (None when they are all shown): the whole streams, in order of first appearance, that
-    fit in `limit` decisions (at least the first stream)."""
+    fit in `limit` decisions (at least the first stream). `keys(positions)`: those held-out
+    states with their t and ids, when `held_out` does not keep them."""
     import numpy as np
 
     n = len(held_out)
     if n <= limit:
-        return held_out, None
+        return (held_out if keys is None else keys(np.arange(n))), None
     codes, n_streams = held_out.stream_codes()
     sizes = np.bincount(codes, minlength=n_streams)
     kept = max(1, int(np.searchsorted(np.cumsum(sizes), limit, side="right")))
     positions = np.flatnonzero(codes < kept)
     note = (f"The report shows the suggestion's traces on the first {kept:,} of the {n_streams:,} held-out streams, "
             f"whole: {positions.size:,} of the {n:,} held-out decisions (at most {limit:,}).")
-    return held_out.subset(positions), note
+    return (held_out.subset(positions) if keys is None else keys(positions)), note
 
 
 def _one_dash(what: str, paths: dict[str, str | None]) -> None:

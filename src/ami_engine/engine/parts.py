@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ..config import Config
-from ..io.stateset import StateSet
+from ..io.stateset import Nones, StateSet
 from ..io.traces import TraceColumns
 from ._batch import run
 
@@ -52,7 +52,7 @@ def part_states(states: StateSet, positions: np.ndarray) -> StateSet:
     k = int(positions.size)
     streams = states.streams
     return StateSet(values=np.ascontiguousarray(states.values[positions]),
-                    streams=[streams[i] for i in positions.tolist()], t=[None] * k, ids=[None] * k)
+                    streams=[streams[i] for i in positions.tolist()], t=Nones(k), ids=Nones(k))
 
 
 def run_parts(states: StateSet, configs: Sequence[Config], target: int = PART_DECISIONS,

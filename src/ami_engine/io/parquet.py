@@ -34,7 +34,7 @@ from ._trace_schema import (
     arrow_type,
     names_of,
 )
-from .stateset import STATE_FIELDS, StateSet
+from .stateset import STATE_FIELDS, Nones, StateSet
 
 PARQUET_SUFFIX = ".parquet"
 BATCH_ROWS = 65536
@@ -374,9 +374,11 @@ def _iter_batches(path: str | os.PathLike[str], wanted: Callable[[Any], list[str
         row = 0
         try:
             # A little read-ahead keeps the reading busy while a batch is checked, and memory
-            # bounded by a few batches.
+            # bounded by a few batches. No pre-buffering: it holds every column chunk of the
+            # file at once (883 MB of a 10-million-row traces file), and is no faster here.
             batches = fragment.to_batches(columns=columns, batch_size=batch_rows, use_threads=True,
-                                          batch_readahead=2, fragment_readahead=1)
+                                          batch_readahead=2, fragment_readahead=1,
+                                          fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
             for batch in batches:
                 yield file, row, at, batch
                 row += batch.num_rows
@@ -515,15 +517,22 @@ def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None 
     return out
 
 
-def read_trace_states(path: str | os.PathLike[str]) -> Any:
-    """The states a traces Parquet file or folder carries (see traces.read_trace_states)."""
+def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True) -> Any:
+    """The states a traces Parquet file or folder carries (see traces.read_trace_states).
+
+    `keys=False`: every column is read and checked as usual, but the states' t and id are
+    not kept (None each): at millions of rows they take more memory than the states'
+    values. trace_keys reads them back for the rows that need them."""
     from .traces import TraceStates
 
-    values, streams, ids, times, rows = [], [], [], [], []
+    streams, ids, times, rows = [], [], [], []
     labels: dict[tuple[type, Any], Any] = {}
     n_records = missing = 0
     first_missing = None
     wanted = ("t", "stream", "id", "state")
+    # Filled in place (the row count is in the files' footers): no second copy of the states.
+    matrix = np.empty((count_rows(path), len(STATE_FIELDS)))
+    filled = 0
     for block in iter_trace_blocks(path, wanted):
         c = block.columns
         n = len(block)
@@ -532,21 +541,52 @@ def read_trace_states(path: str | os.PathLike[str]) -> Any:
             missing += int(np.count_nonzero(~has))
             if first_missing is None:
                 first_missing = int(block.index[np.argmin(has)]) + 1
-        values.append(c["state"][has] if "state" in c else np.empty((0, len(STATE_FIELDS))))
+        if "state" in c:
+            k = int(np.count_nonzero(has))
+            if filled + k > matrix.shape[0]:  # the files grew while read: take what is there
+                matrix = np.concatenate([matrix[:filled], np.empty((filled + k - matrix.shape[0], len(STATE_FIELDS)))])
+            matrix[filled:filled + k] = c["state"][has]
+            filled += k
         keep = np.flatnonzero(has).tolist()
         rows.append(block.index[has] + 1)
         column = c.get("stream")
         # One object per stream label, shared by its states (not one per record).
         streams.extend(None if column is None else labels.setdefault((type(column[i]), column[i]), column[i])
                        for i in keep)
-        column = c.get("id")
-        ids.extend(None if column is None else column[i] for i in keep)
-        times.extend(c["t_values"][i] for i in keep)
+        if keys:
+            column = c.get("id")
+            ids.extend(None if column is None else column[i] for i in keep)
+            times.extend(c["t_values"][i] for i in keep)
         n_records += n
-    matrix = np.concatenate(values) if values else np.empty((0, len(STATE_FIELDS)))
+    matrix = matrix[:filled] if filled == matrix.shape[0] else matrix[:filled].copy()
     lines = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     _release_batches()
+    if not keys:
+        times, ids = Nones(len(matrix)), Nones(len(matrix))
     return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing, lines)
+
+
+def trace_keys(path: str | os.PathLike[str], rows: np.ndarray) -> tuple[list[Any], list[Any]]:
+    """The t and id of the records at these row positions (0-based, across the data set's
+    files in order, ascending), each checked as read_trace_states checks it."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0):
+        raise ValueError("rows: expected ascending, distinct positions >= 0")
+    times: list[Any] = []
+    ids: list[Any] = []
+    for block in iter_trace_blocks(path, ("t", "id")):
+        first, stop = int(block.index[0]) if len(block) else 0, int(block.index[-1]) + 1 if len(block) else 0
+        lo, hi = np.searchsorted(rows, [first, stop])
+        if lo == hi:
+            continue
+        where = (rows[lo:hi] - first).tolist()
+        t_values, column = block.columns["t_values"], block.columns.get("id")
+        times.extend(t_values[i] for i in where)
+        ids.extend(None if column is None else column[i] for i in where)
+    _release_batches()
+    if len(times) != rows.size:
+        raise ValueError(f"rows: {rows.size} asked for, {len(times)} in the data set")
+    return times, ids
 
 
 def _release_batches() -> None:
@@ -945,6 +985,7 @@ __all__ = [
     "read_states",
     "read_trace_records",
     "read_trace_states",
+    "trace_keys",
     "trace_batch",
     "trace_chunks",
     "trace_layout",

@@ -402,11 +402,14 @@ class TraceStates:
     lines: np.ndarray | None = None
 
 
-def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES) -> TraceStates:
+def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                      keys: bool = True) -> TraceStates:
     """The states of a traces file, every record checked like read_traces; streamed, so
-    memory holds the states (nine numbers, stream, id and t each), never the records."""
+    memory holds the states (nine numbers, stream, id and t each), never the records.
+    `keys=False` (Parquet only; see parquet.read_trace_states): t and id are checked but
+    not kept."""
     if parquet.is_parquet(path):
-        return parquet.read_trace_states(path)
+        return parquet.read_trace_states(path, keys=keys)
     values: list[np.ndarray] = []
     streams: list[Any] = []
     ids: list[Any] = []

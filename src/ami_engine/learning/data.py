@@ -3,8 +3,10 @@ and recorded (source, SHA-256) so that a suggestion names the data it was learne
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,24 @@ class LearnData:
     path: str | None = None
     scenario: dict[str, Any] | None = None
     drop_unknown: bool = False  # unknown keys of the states file were left out on request
+    # (t, ids) of given ascending positions, when the states do not keep them (large Parquet
+    # traces: a StateSet's t and ids take more memory than its values at millions of rows).
+    keys: Callable[[np.ndarray], tuple[list[Any], list[Any]]] | None = field(default=None, repr=False,
+                                                                                compare=False)
+
+    def subset(self, positions: np.ndarray, *, keys: bool = True) -> StateSet:
+        """The states at these ascending positions with their own t and id, read back from
+        the file when the states do not keep them (StateSet.subset's rule for a missing t,
+        the position, holds either way); when they do not and `keys` is False, without t
+        and ids (StateSet.lean)."""
+        if self.keys is not None and not keys:
+            return self.states.lean(positions)
+        part = self.states.subset(positions)
+        if self.keys is None:
+            return part
+        times, ids = self.keys(np.asarray(positions, dtype=np.int64))
+        times = [int(i) if t is None else t for i, t in zip(positions, times, strict=True)]
+        return dataclasses.replace(part, t=times, ids=ids)
 
     def meta(self) -> dict[str, Any]:
         _, n_streams = self.states.stream_codes()
@@ -69,8 +89,15 @@ def data_from_traces_file(path: str) -> LearnData:
     from ..io.parquet import dataset_sha256, is_parquet
     from ..io.traces import read_trace_states
 
+    keys = None
     if is_parquet(path):
-        found, name, digest = read_trace_states(path), str(path), dataset_sha256(path)
+        # t and id are checked as they are read, kept only for the rows that need them.
+        found, name, digest = read_trace_states(path, keys=False), str(path), dataset_sha256(path)
+
+        def keys(positions: np.ndarray) -> tuple[list[Any], list[Any]]:
+            from ..io.parquet import trace_keys
+
+            return trace_keys(path, positions)
     else:
         loaded = read_once(path)
         found, name, digest = read_trace_states(loaded), loaded.name, loaded.sha256
@@ -82,7 +109,7 @@ def data_from_traces_file(path: str) -> LearnData:
             f"{found.first_missing}); traces without states give metrics only: use `ami-engine metrics` on this "
             "file, or pass the states with --states")
     return LearnData(found.states, "traces", f"traces file {name} (replayed)", digest,
-                     path=_named_path(path))
+                     path=_named_path(path), keys=keys)
 
 
 def _named_path(path: str) -> str | None:

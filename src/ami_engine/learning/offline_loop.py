@@ -46,7 +46,7 @@ from .racing import ETA, REFINE_ITERATIONS, REFINE_RUNG, REFINE_SHARE, VERSION, 
 from .result import ACCEPTED, NO_IMPROVEMENT, NOT_GATED, REJECTED, LearnResult, worse_figures
 from .result import build_result as _result
 from .settings import DEFAULT_BATCH, MAX_GATE_TRIES, MIN_MEMORY, LearnError, LearnSettings
-from .shards import EvaluatorFactory, InProcessEvaluator, make_shards
+from .shards import EvaluatorFactory, InProcessEvaluator, make_shards, resident_bytes
 from .split import Split, split_states
 from .study import StudyLocation, StudyStore, make_fingerprint
 
@@ -108,7 +108,9 @@ def learn(
     except ValueError as exc:
         raise LearnError(str(exc)) from None
     split = split_states(data.states, settings.seed, settings.train_fraction)
-    held_out = data.states.subset(split.held_out)
+    # Without its t and ids when the data does not keep them: the gate does not read them,
+    # and the report's traces get them for the few rows they show (LearnResult.held_out_keys).
+    held_out = data.subset(split.held_out, keys=False)
     space = SearchSpace()
     strategy = make_strategy(settings.strategy_object or settings.strategy, space, seed=settings.seed,
                              budget=settings.budget, **settings.strategy_options)
@@ -116,11 +118,13 @@ def learn(
     held_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.held_out)
     schedule = plan(train_shards.sizes, settings.budget, space.dim, rung0=settings.rung0)
     if evaluator is None:  # the training shards get most of the budget; held-out data is streamed
+        # What the data and the program hold already is not there to spend.
+        room = max(MIN_MEMORY, settings.memory - resident_bytes())
         # Tables are worth keeping where candidates are evaluated batch after batch: up to the
         # refinement rung. Above it each rung is one batch, scored shard by shard.
-        train_ev = InProcessEvaluator(train_shards.shards, baseline, settings.memory * 3 // 4,
+        train_ev = InProcessEvaluator(train_shards.shards, baseline, room * 3 // 4,
                                       keep_first=schedule.rungs[schedule.refine_rung].shards)
-        held_ev = InProcessEvaluator(held_shards.shards, baseline, settings.memory // HELD_OUT_SHARE)
+        held_ev = InProcessEvaluator(held_shards.shards, baseline, room // HELD_OUT_SHARE)
     else:
         train_ev = evaluator(train_shards.shards, baseline)
         held_ev = evaluator(held_shards.shards, baseline)

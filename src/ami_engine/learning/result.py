@@ -4,9 +4,12 @@ needless fail-safes it removes, and the suggestion document with all of them in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import numpy as np
 
 from .. import ENGINE_MODEL, __version__
 from ..config import Config
@@ -33,6 +36,8 @@ class LearnResult:
     held_out: StateSet
     status: str = ACCEPTED
     grid_note: str | None = None
+    # Large Parquet traces: held_out keeps no t and id; this gives them for held-out positions.
+    held_out_keys: Callable[[np.ndarray], StateSet] | None = field(default=None, repr=False)
 
 
 def _scenario_figures(baseline: Config, suggestion: Config, weights: LossWeights) -> dict[str, Any]:
@@ -95,8 +100,12 @@ def build_result(data, baseline, settings, split, space, chosen, sums, held_out,
     doc.update(chosen.learned())
     doc["meta"] = meta
     summary = {"accepted": accepted, "status": status, "metrics": metrics, "needless": meta["needless"]}
+    keys = None
+    if data.keys is not None:
+        def keys(positions: np.ndarray) -> StateSet:
+            return data.subset(split.held_out[positions])
     return LearnResult(chosen, doc, history, gate_report, accepted, needless, summary, held_out, status,
-                       note)
+                       note, held_out_keys=keys)
 
 
 def _certificate_meta(gate_report, settings: LearnSettings) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ configs alone keeps the bytes the same.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,11 +33,20 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..engine import DIRECT_MAX_CONFIGS, ActionSpace, EngineSums, ScoreTable, direct_sums
-from ..io.stateset import StateSet
+from ..io.stateset import Nones, StateSet
 
 SHARD_DECISIONS = 5_000  # target decisions per shard
 CONFIG_SCRATCH = 128 << 20  # the most ScoreTable.evaluate's per-config scratch may take
-TABLE_SHARE = 0.5  # of the memory budget, for the score tables kept between evaluations
+TABLE_SHARE = 0.25  # of the memory budget, for the score tables kept between evaluations
+
+
+def resident_bytes() -> int:
+    """The memory this process holds now (Linux resident set; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def table_bytes(n_states: int, config: Config) -> int:
@@ -66,7 +76,7 @@ def lean_subset(values: np.ndarray, labels: list, codes: np.ndarray, index: np.n
     """The states at `index` as a StateSet of values and shared stream labels only."""
     n = int(index.size)
     return StateSet(values=np.ascontiguousarray(values[index]), streams=[labels[c] for c in codes[index]],
-                    t=[None] * n, ids=[None] * n)
+                    t=Nones(n), ids=Nones(n))
 
 
 def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
@@ -166,7 +176,7 @@ class ShardScorer:
 class InProcessEvaluator:
     """Scores shards in this process within `memory_bytes`.
 
-    The first shards whose score tables fit half the budget (and, given `keep_first`, are
+    The first shards whose score tables fit a quarter of the budget (and, given `keep_first`, are
     among the first `keep_first`) keep their tables once built; every other shard that
     needs a table has it built afresh for the call, in parts that fit what is left, and
     dropped. Either way a shard's sums are the same bytes."""
@@ -191,9 +201,14 @@ class InProcessEvaluator:
                                              scratch=scratch))
 
     @property
-    def kept(self) -> int:
+    def keeps(self) -> int:
         """The number of shards whose score tables are kept once built."""
         return sum(s.keep for s in self._scorers)
+
+    @property
+    def kept(self) -> int:
+        """The number of score tables held now."""
+        return sum(s.holds_table for s in self._scorers)
 
     def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums:
         configs = list(configs)
