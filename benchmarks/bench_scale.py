@@ -120,12 +120,16 @@ def _content(path: str) -> list[str]:
         return [line for line in fh if not line.startswith("created = ")]
 
 
-def one_size(n: int, budget: int, workdir: str, cluster: str, learn: bool = True) -> list[dict[str, Any]]:
+def one_size(n: int, budget: int, workdir: str, cluster: str, learn: bool = True,
+             only_learn: bool = False) -> list[dict[str, Any]]:
     rows = []
     traces, jsonl, shared = "traces.parquet", "traces.jsonl", "traces-cluster.parquet"
     try:
         rows.append(step("run -> parquet", ["run", "--scenario", "chaos", "--n", str(n), "--seed", str(SEED),
                                             "--streams", str(STREAMS), "--chaos", "--out", traces], workdir))
+        if only_learn:
+            _learn_steps(rows, traces, budget, workdir, cluster)
+            return _finish(rows, n)
         rows.append(step(f"run -> parquet --cluster {cluster}",
                          ["run", "--scenario", "chaos", "--n", str(n), "--seed", str(SEED), "--streams",
                           str(STREAMS), "--chaos", "--out", shared, "--cluster", cluster], workdir))
@@ -137,16 +141,8 @@ def one_size(n: int, budget: int, workdir: str, cluster: str, learn: bool = True
         rows.append(step(f"metrics parquet --cluster {cluster}", ["metrics", traces, "--json", "--cluster", cluster],
                          workdir))
         os.remove(os.path.join(workdir, jsonl))
-        for label, extra in (("learn", []), (f"learn --cluster {cluster}", ["--cluster", cluster])) if learn else ():
-            out = os.path.join(workdir, "cluster" if extra else "alone", "suggestion.toml")
-            os.makedirs(os.path.dirname(out), exist_ok=True)
-            row = step(label, ["learn", "--traces", traces, "--budget", str(budget), "--seed", str(SEED),
-                               "--out", out, "--fresh", "--json", *extra], workdir)
-            row["heldout_L_reduction"] = held_out_reduction(out, row["stdout"])
-            rows.append(row)
-        same = [os.path.join(workdir, d, "suggestion.toml") for d in ("alone", "cluster")]
-        if all(os.path.exists(p) for p in same):
-            rows[-1]["same_suggestion"] = _content(same[0]) == _content(same[1])
+        if learn:
+            _learn_steps(rows, traces, budget, workdir, cluster)
     finally:
         for name in (traces, jsonl, shared, "alone", "cluster"):
             path = os.path.join(workdir, name)
@@ -154,6 +150,23 @@ def one_size(n: int, budget: int, workdir: str, cluster: str, learn: bool = True
                 shutil.rmtree(path, ignore_errors=True)
             elif os.path.exists(path):
                 os.remove(path)
+    return _finish(rows, n)
+
+
+def _learn_steps(rows: list[dict[str, Any]], traces: str, budget: int, workdir: str, cluster: str) -> None:
+    for label, extra in (("learn", []), (f"learn --cluster {cluster}", ["--cluster", cluster])):
+        out = os.path.join(workdir, "cluster" if extra else "alone", "suggestion.toml")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        row = step(label, ["learn", "--traces", traces, "--budget", str(budget), "--seed", str(SEED),
+                           "--out", out, "--fresh", "--json", *extra], workdir)
+        row["heldout_L_reduction"] = held_out_reduction(out, row["stdout"])
+        rows.append(row)
+    same = [os.path.join(workdir, d, "suggestion.toml") for d in ("alone", "cluster")]
+    if all(os.path.exists(p) for p in same):
+        rows[-1]["same_suggestion"] = _content(same[0]) == _content(same[1])
+
+
+def _finish(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     by_step = {r["step"]: r for r in rows}
     for name, row in by_step.items():
         if name.startswith("metrics") and name != "metrics parquet":
@@ -170,6 +183,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=300, help="learn --budget")
     parser.add_argument("--cluster", default="local:2", help="the --cluster of the cluster steps")
     parser.add_argument("--no-learn", action="store_true", help="leave out the learn steps")
+    parser.add_argument("--only-learn", action="store_true", help="only make the traces and learn from them")
     parser.add_argument("--workdir", default=None, help="where the traces go (default: a temporary folder)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
@@ -183,7 +197,7 @@ def main() -> None:
     try:
         for n in sizes:
             start = time.perf_counter()
-            rows = one_size(n, args.budget, workdir, args.cluster, learn=not args.no_learn)
+            rows = one_size(n, args.budget, workdir, args.cluster, learn=not args.no_learn, only_learn=args.only_learn)
             all_rows.extend(rows)
             print(f"\n{n:,} decisions ({time.perf_counter() - start:.0f} s)")
             print(f"  {'step':36s} {'exit':>4s} {'wall s':>8s} {'max proc MB':>12s} {'tree peak MB':>13s}  held-out L")

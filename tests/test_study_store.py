@@ -232,3 +232,17 @@ def test_ctrl_c_says_how_far_it_got_and_how_to_continue(tmp_path):
     assert line == f"interrupted after {finished} of 100000 evaluations; continue with: {command}"
     assert not out.exists() and not history.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.study.journal"]
+
+
+def test_ctrl_c_counts_the_evaluations_the_schedule_plans_not_the_budget(tmp_path, monkeypatch):
+    from ami_engine import cli, workflow
+
+    def interrupted(job, baseline, *, progress, **_):
+        progress(0, 777)  # racing plans more evaluations than the budget on large data
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "run_learn_job", interrupted)
+    monkeypatch.setattr(cli, "_learn_planned", [])
+    result = invoke("learn", "--scenario", "chaos", "--n", "1200", "--budget", "300", "--out", tmp_path / "s.toml")
+    assert result.exit_code == 130
+    assert "interrupted after 0 of 777 evaluations; continue with: ami-engine" in result.output
