@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from .. import ENGINE_MODEL
 from ..config import Config
 from ..io import parquet
 from ..io.files import InputError, part_file, temp_folder_for
@@ -30,12 +29,10 @@ _PARTS_PER_WORKER = 2
 
 
 def _decide(states: StateSet, config: Config, path: str, chaos: bool) -> np.ndarray:
-    """Decide one part and write its traces; the count of decisions at each level."""
-    from ..engine import run
+    """Decide one part and write its traces (slice by slice); the count of decisions at each level."""
+    from ..engine.write import write_run
 
-    cols = run(states, config)
-    parquet.write_traces(path, cols, states, config_id=config.config_id, model=ENGINE_MODEL, chaos=chaos)
-    return np.bincount(cols.level, minlength=3)
+    return write_run(path, states, config, chaos=chaos)
 
 
 def stream_parts(states: StateSet, n_parts: int) -> list[np.ndarray]:
