@@ -20,7 +20,7 @@ from ami_engine.engine import write as write_module
 from ami_engine.engine._batch import run_slices
 from ami_engine.engine.write import write_run
 from ami_engine.io import parquet
-from ami_engine.io.files import InputError, remove_stale_temps
+from ami_engine.io.files import InputError, part_file, remove_stale_temps, temp_folder_for
 from ami_engine.io.stateset import StateSet
 from ami_engine.io.traces import encode_traces
 from ami_engine.scenario import generate
@@ -193,3 +193,16 @@ def test_stale_folders_of_parts_are_removed_and_nothing_else(tmp_path):
     assert sorted(p.name for p in elsewhere.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
     assert (tmp_path / f"{mark}{dead}-5a1b2c3d").is_symlink()
     assert remove_stale_temps(tmp_path) == []
+
+
+def test_the_folder_of_parts_run_cluster_makes_is_cleared_once_its_process_is_gone(tmp_path, monkeypatch):
+    from ami_engine.io import _atomic
+
+    target = tmp_path / "x.parquet"
+    monkeypatch.setattr(_atomic.os, "getpid", lambda: 999999999)  # as if made by a process now gone
+    folder = temp_folder_for(target)
+    monkeypatch.undo()
+    for p in range(3):
+        part_file(folder, p).write_bytes(b"PAR1")
+    assert folder.is_dir() and folder.parent == tmp_path and folder.name.startswith(".x.parquet.")
+    assert remove_stale_temps(tmp_path) == [folder] and list(tmp_path.iterdir()) == []

@@ -40,7 +40,7 @@ CURRICULUM = ("safe", "balanced", "critical", "chaos")
 SCENARIOS: tuple[str, ...] = (*CURRICULUM, "curriculum")
 DEFAULT_STREAMS = 8
 MAX_STREAMS = 1_000_000
-# Memory held per state, rounded up from what was measured: about 350 bytes for `run`, and
+# Memory held per state, rounded up from what was measured: about 200 bytes for `run`, and
 # about 450 bytes for `learn` (the states, their shards and the masks and losses of the
 # needless fail-safes and the gate; its score tables are bounded by --memory, not by the
 # number of states). A scenario that cannot fit in this machine's memory is refused
