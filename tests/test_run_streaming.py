@@ -123,6 +123,18 @@ def test_a_stream_of_two_types_is_refused_naming_the_record_as_before(tmp_path, 
     assert sorted(os.listdir(tmp_path)) == []
 
 
+def test_slices_that_are_not_whole_row_groups_in_order_are_refused_and_nothing_is_written(tmp_path, small_groups):
+    states = interleaved(300)
+    parts = list(run_slices(states, BASE, 100))  # the second begins inside a row group
+    write = lambda given: parquet.write_decided(tmp_path / "x.parquet", lambda: given, states,  # noqa: E731
+                                                config_id="c", model=ENGINE_MODEL, chaos=False)
+    for given, problem in ((parts, "does not begin"), (parts[:1], "first 100 of 300"),
+                           (list(run_slices(states, BASE, 2 * GROUP))[1:], "does not begin")):
+        with pytest.raises(ValueError, match=problem):
+            write(given)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("name", ["t.jsonl", "t.jsonl.gz"])
 def test_jsonl_written_slice_by_slice_is_the_one_shot_file(tmp_path, slices_seen, name):
     states = interleaved()

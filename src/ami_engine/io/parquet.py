@@ -574,11 +574,13 @@ def write_decided(path: str | os.PathLike[str], decided: Callable[[], Iterable[t
     from .traces import TraceChunk, decided_columns
 
     def chunks() -> Iterator[Any]:
+        at = 0
         for whole, cols in decided():
             if len(cols) != whole.stop - whole.start:
                 raise ValueError(f"{len(cols)} decisions for the {whole.stop - whole.start} states {whole}")
-            if whole.start % ROW_GROUP_ROWS:
-                raise ValueError(f"slice {whole} does not begin a row group of {ROW_GROUP_ROWS} rows")
+            if whole.start != at or whole.start % ROW_GROUP_ROWS:
+                raise ValueError(f"slice {whole} does not begin the row group of {ROW_GROUP_ROWS} rows at {at}")
+            at = whole.stop
             for start in range(0, max(len(cols), 1), ROW_GROUP_ROWS):
                 part = slice(start, min(start + ROW_GROUP_ROWS, len(cols)))
                 k = part.stop - part.start
@@ -586,6 +588,8 @@ def write_decided(path: str | os.PathLike[str], decided: Callable[[], Iterable[t
                                     at=whole.start)
                 yield TraceChunk(line=np.arange(part.start, part.stop) + whole.start + 1, t=np.zeros(k),
                                  t_values=c.pop("t"), has_state=np.ones(k, dtype=bool), **c)
+        if at != len(states):
+            raise ValueError(f"decisions for the first {at} of {len(states)} states only")
 
     write_trace_chunks(path, chunks, source=os.fspath(path))
 
