@@ -117,6 +117,23 @@ class _Streams:
     def bytes_per_config(n_streams: int, window: int) -> int:
         return n_streams * 8 * (window + 1 + kernel.N_SUMS)
 
+    def _tasks(self, present: np.ndarray) -> np.ndarray:
+        return (np.arange(self.n_configs)[:, None] * self.n_streams + present).ravel()
+
+    def take(self, present: np.ndarray) -> _Streams:
+        """What is carried for the streams `present` only (their codes, ascending), as
+        streams 0, 1, ... of a _Streams of their own."""
+        tasks = self._tasks(present)
+        sub = object.__new__(_Streams)
+        sub.n_configs, sub.n_streams = self.n_configs, present.shape[0]
+        sub.rings, sub.seen, sub.sums = self.rings[tasks], self.seen[tasks], self.sums[tasks]
+        return sub
+
+    def put(self, present: np.ndarray, sub: _Streams) -> None:
+        """Take back what take(present) handed out, as the finish pass left it."""
+        tasks = self._tasks(present)
+        self.rings[tasks], self.seen[tasks], self.sums[tasks] = sub.rings, sub.seen, sub.sums
+
     def totals(self) -> np.ndarray:
         """Per-config sums over all streams, shape (configs, N_SUMS)."""
         return self.sums.reshape(self.n_configs, self.n_streams, kernel.N_SUMS).sum(axis=1)
@@ -185,7 +202,13 @@ def run_slices(states: StateSet, config: Config, rows: int) -> Iterator[tuple[sl
         kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights,
                           cfgs[0], BLOCK, *pre.args())
         out = _Outputs(1, k, full=True)
-        _finish(values, space, cfgs, _stream_layout(codes[part], n_streams), pre, 0, streams, out)
+        # Only the streams of this slice, numbered afresh: the finish pass shares its work
+        # out by stream number, so all of them would otherwise fall to one thread when
+        # streams come one after the other.
+        present, local = np.unique(codes[part], return_inverse=True)
+        mine = streams.take(present)
+        _finish(values, space, cfgs, _stream_layout(local.ravel(), present.shape[0]), pre, 0, mine, out)
+        streams.put(present, mine)
         t = [start + i if v is None else v for i, v in enumerate(states.t[part])]
         yield part, _columns(t, space, pre, out, 0)
 
