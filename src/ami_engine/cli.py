@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -279,9 +278,8 @@ def run(
                                                 "--out must be .parquet (the same file as without).")] = None,
 ) -> None:
     """Decide states under one config and write one DecisionTrace per decision."""
-    from .engine import run as engine_run
+    from .engine.write import write_run
     from .io.parquet import PARQUET_SUFFIX
-    from .io.traces import encode_traces, write_traces
 
     if cluster is not None and not out.lower().endswith(PARQUET_SUFFIX):
         raise UsageError(f"--cluster: the workers write Parquet; give --out a .parquet file (got {out})")
@@ -293,13 +291,7 @@ def run(
         with _cluster(cluster) as client:
             counts = run_on_cluster(client, stateset, cfg, out, chaos=chaos)
     else:
-        cols = engine_run(stateset, cfg)
-        if out.lower().endswith(PARQUET_SUFFIX):
-            write_traces(out, cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL, chaos=chaos)
-        else:
-            _write_bytes(out, encode_traces(cols, stateset, config_id=cfg.config_id, model=ENGINE_MODEL,
-                                            chaos=chaos))
-        counts = np.bincount(cols.level, minlength=3)
+        counts = write_run(out, stateset, cfg, chaos=chaos)
     if out != "-":
         err_console.print(f"{len(stateset)} decisions -> {escape(out)}  "
                           f"(L0 {counts[0]}, L1 {counts[1]}, L2 {counts[2]})", highlight=False)

@@ -2,7 +2,8 @@
 
 A decision depends on its own stream only, so whole streams are dealt out to parts (in
 order of first appearance, parts of about equal size); a worker decides a part and writes
-its traces as a Parquet file into a temporary folder beside the output. The parts are
+its traces as a Parquet file into a temporary folder beside the output (one left behind by
+a killed run is removed by a later one). The parts are
 then merged back into input order, a row group at a time, into the output file: the same
 rows, columns and row groups as `run` writes in one process, so the same file. A part
 whose worker died is decided again from its states.
@@ -18,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import ENGINE_MODEL
 from ..config import Config
 from ..io import parquet
-from ..io.files import InputError, temp_path_for
+from ..io.files import InputError, part_file, temp_folder_for
 from ..io.stateset import StateSet
 from ._spec import quiet, worker_count
 
@@ -29,12 +29,10 @@ _PARTS_PER_WORKER = 2
 
 
 def _decide(states: StateSet, config: Config, path: str, chaos: bool) -> np.ndarray:
-    """Decide one part and write its traces; the count of decisions at each level."""
-    from ..engine import run
+    """Decide one part and write its traces (slice by slice); the count of decisions at each level."""
+    from ..engine.write import write_run
 
-    cols = run(states, config)
-    parquet.write_traces(path, cols, states, config_id=config.config_id, model=ENGINE_MODEL, chaos=chaos)
-    return np.bincount(cols.level, minlength=3)
+    return write_run(path, states, config, chaos=chaos)
 
 
 def stream_parts(states: StateSet, n_parts: int) -> list[np.ndarray]:
@@ -135,10 +133,9 @@ def run_on_cluster(client: Any, states: StateSet, config: Config, out: str, *, c
     parts = stream_parts(states, worker_count(client) * _PARTS_PER_WORKER)
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    folder = temp_path_for(target)
-    folder.mkdir()
+    folder = temp_folder_for(target)
     try:
-        files = [str(folder / f"part-{p:05d}.parquet") for p in range(len(parts))]
+        files = [str(part_file(folder, p)) for p in range(len(parts))]
         with quiet():
             futures = [client.submit(_decide, states.subset(index), config, file, chaos, pure=False)
                        for index, file in zip(parts, files, strict=True)]

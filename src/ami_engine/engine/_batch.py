@@ -120,6 +120,23 @@ class _Streams:
     def bytes_per_config(n_streams: int, window: int) -> int:
         return n_streams * 8 * (window + 1 + kernel.N_SUMS)
 
+    def _tasks(self, present: np.ndarray) -> np.ndarray:
+        return (np.arange(self.n_configs)[:, None] * self.n_streams + present).ravel()
+
+    def take(self, present: np.ndarray) -> _Streams:
+        """What is carried for the streams `present` only (their codes, ascending), as
+        streams 0, 1, ... of a _Streams of their own."""
+        tasks = self._tasks(present)
+        sub = object.__new__(_Streams)
+        sub.n_configs, sub.n_streams = self.n_configs, present.shape[0]
+        sub.rings, sub.seen, sub.sums = self.rings[tasks], self.seen[tasks], self.sums[tasks]
+        return sub
+
+    def put(self, present: np.ndarray, sub: _Streams) -> None:
+        """Take back what take(present) handed out, as the finish pass left it."""
+        tasks = self._tasks(present)
+        self.rings[tasks], self.seen[tasks], self.sums[tasks] = sub.rings, sub.seen, sub.sums
+
     def totals(self) -> np.ndarray:
         """Per-config sums over all streams, shape (configs, N_SUMS)."""
         return self.sums.reshape(self.n_configs, self.n_streams, kernel.N_SUMS).sum(axis=1)
@@ -132,10 +149,10 @@ def _finish(values: np.ndarray, space: ActionSpace, cfgs: np.ndarray, layout, pr
                   streams.seen, *out.args(), streams.sums)
 
 
-def _columns(states: StateSet, space: ActionSpace, pre: _Pre, out: _Outputs, c: int) -> TraceColumns:
+def _columns(t: list[Any], space: ActionSpace, pre: _Pre, out: _Outputs, c: int) -> TraceColumns:
     level = out.level[c]
     return TraceColumns(
-        t=_trace_times(states),
+        t=t,
         cus=out.cus[c],
         cus_raw=pre.f[c, :, 2].copy(),
         delta_cus=out.delta_cus[c],
@@ -165,7 +182,38 @@ def run(states: StateSet, config: Config) -> TraceColumns:
     codes, n_streams = states.stream_codes()
     out = _Outputs(1, len(states), full=True)
     _finish(states.values, space, cfgs, _stream_layout(codes, n_streams), pre, 0, _Streams(cfgs, n_streams), out)
-    return _columns(states, space, pre, out, 0)
+    return _columns(_trace_times(states), space, pre, out, 0)
+
+
+def run_slices(states: StateSet, config: Config, rows: int) -> Iterator[tuple[slice, TraceColumns]]:
+    """Decide every state under one config, `rows` consecutive states at a time: each slice
+    of the input and its columns, in input order. Each stream's drift window is carried
+    from slice to slice, so the columns are the same bytes as those of run() on all the
+    states, while only one slice's per-decision columns exist at a time."""
+    if rows < 1:
+        raise ValueError(f"rows: expected an integer >= 1, got {rows!r}")
+    space = ActionSpace.of(config)
+    cfgs = _config_matrix([config])
+    codes, n_streams = states.stream_codes()
+    streams = _Streams(cfgs, n_streams)
+    n = len(states)
+    for start in range(0, n, rows):
+        part = slice(start, min(n, start + rows))
+        k = part.stop - part.start
+        values = states.values[part]
+        pre = _Pre(1, k)
+        kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights,
+                          cfgs[0], BLOCK, *pre.args())
+        out = _Outputs(1, k, full=True)
+        # Only the streams of this slice, numbered afresh: the finish pass shares its work
+        # out by stream number, so all of them would otherwise fall to one thread when
+        # streams come one after the other.
+        present, local = np.unique(codes[part], return_inverse=True)
+        mine = streams.take(present)
+        _finish(values, space, cfgs, _stream_layout(local.ravel(), present.shape[0]), pre, 0, mine, out)
+        streams.put(present, mine)
+        t = [start + i if v is None else v for i, v in enumerate(states.t[part])]
+        yield part, _columns(t, space, pre, out, 0)
 
 
 def direct_sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
@@ -314,7 +362,7 @@ class ScoreTable:
             part_pre = self._pre(part, cfgs)
             pre.put(part.start, part_pre)
             _finish(part.values, self.space, cfgs, part.layout, part_pre, part.start, streams, out)
-        return _columns(self.states, self.space, pre, out, 0)
+        return _columns(_trace_times(self.states), self.space, pre, out, 0)
 
 
 def decide(state: Mapping[str, Any], config: Config, history: Sequence[float] | None = None) -> dict[str, Any]:
@@ -339,7 +387,7 @@ def decide(state: Mapping[str, Any], config: Config, history: Sequence[float] | 
     streams.seen[0] = len(past)
     out = _Outputs(1, 1, full=True)
     _finish(states.values, space, cfgs, _stream_layout(*states.stream_codes()), pre, 0, streams, out)
-    cols = _columns(states, space, pre, out, 0)
+    cols = _columns(_trace_times(states), space, pre, out, 0)
     return trace_records(cols, states, config, chaos=False)[0]
 
 

@@ -4,13 +4,15 @@ when everything was written, so that a failed run leaves no partial file behind.
 `-` writes to stdout and a `.gz` target is gzip-compressed reproducibly. An output is
 written to a hidden temporary file beside it, `.NAME.ami-tmp-PID-RANDOM`, and renamed over
 it when complete. A process killed while writing leaves its temporary file behind; the
-next output written to the same folder removes those whose process is gone.
+next output written to the same folder removes those whose process is gone, and the
+temporary folders of parts (temp_folder_for) that hold nothing but their part files.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import re
 import secrets
 import sys
 from collections.abc import Iterator
@@ -24,10 +26,27 @@ from ._open import STDIO
 _TEMP_MARK = ".ami-tmp-"
 
 
+_PART_FILE = re.compile(r"part-\d{5,}\.parquet")  # the files of a temporary folder of parts
+
+
 def temp_path_for(target: Path) -> Path:
     """A new temporary file name beside `target`, after clearing stale ones from its folder."""
     remove_stale_temps(target.parent)
     return target.with_name(f".{target.name}{_TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def temp_folder_for(target: Path) -> Path:
+    """A new temporary folder beside `target` (made here), for files named part_file(p)
+    that are put together into `target`. A folder left by a process killed meanwhile is
+    removed by a later remove_stale_temps there, when it holds nothing else."""
+    folder = temp_path_for(target)
+    folder.mkdir()
+    return folder
+
+
+def part_file(folder: Path, p: int) -> Path:
+    """The name of part `p` in a temporary folder of parts."""
+    return folder / f"part-{p:05d}.parquet"
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
@@ -38,16 +57,44 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        pid_text = entry.name.rsplit(_TEMP_MARK, 1)[1].split("-", 1)[0]
-        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+        if not _stale(entry.name):
             continue
         try:
-            if entry.is_file() and not entry.is_symlink():
+            if entry.is_symlink():
+                continue
+            if entry.is_file():
                 entry.unlink()
+                removed.append(entry)
+            elif entry.is_dir() and _remove_parts_folder(entry):
                 removed.append(entry)
         except OSError:
             continue
     return removed
+
+
+def _stale(name: str) -> bool:
+    """Whether `name` is one of our temporary names whose process is no longer running."""
+    pid_text = name.rsplit(_TEMP_MARK, 1)[1].split("-", 1)[0]
+    return pid_text.isdigit() and not _process_alive(int(pid_text))
+
+
+def _remove_parts_folder(folder: Path) -> bool:
+    """Remove a temporary folder of parts (temp_folder_for) and the part files in it, only
+    when it holds nothing but part files and stale temporary files of them; else leave it."""
+    entries = list(folder.iterdir())
+    for entry in entries:
+        name = entry.name
+        if entry.is_symlink() or not entry.is_file():
+            return False
+        if _PART_FILE.fullmatch(name):
+            continue
+        if not (name.startswith(".") and _TEMP_MARK in name and _PART_FILE.fullmatch(name[1:].rsplit(_TEMP_MARK, 1)[0])
+                and _stale(name)):
+            return False
+    for entry in entries:
+        entry.unlink()
+    folder.rmdir()
+    return True
 
 
 def _process_alive(pid: int) -> bool:
@@ -149,4 +196,4 @@ def write_outputs(outputs: dict[str, bytes | None]) -> None:
             sys.stdout.buffer.flush()
 
 
-__all__ = ["atomic_output", "remove_stale_temps", "temp_path_for", "write_outputs"]
+__all__ = ["atomic_output", "part_file", "remove_stale_temps", "temp_folder_for", "temp_path_for", "write_outputs"]

@@ -12,7 +12,7 @@ import them from here:
 from __future__ import annotations
 
 from ..errors import InputError, show_value
-from ._atomic import atomic_output, remove_stale_temps, temp_path_for, write_outputs
+from ._atomic import atomic_output, part_file, remove_stale_temps, temp_folder_for, temp_path_for, write_outputs
 from ._blocks import (
     DEFAULT_BLOCK_BYTES,
     DecodedBlock,
@@ -55,11 +55,13 @@ __all__ = [
     "open_binary",
     "open_text_lines",
     "os_input_error",
+    "part_file",
     "read_bytes",
     "read_once",
     "read_text",
     "remove_stale_temps",
     "show_value",
+    "temp_folder_for",
     "temp_path_for",
     "write_outputs",
 ]

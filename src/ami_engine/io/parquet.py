@@ -598,19 +598,38 @@ def _release_batches() -> None:
 def write_traces(path: str | os.PathLike[str], cols: Any, states: StateSet, *, config_id: str, model: str,
                  chaos: bool) -> None:
     """The engine's decisions (TraceColumns on `states`) as a traces Parquet file."""
-    from .traces import TraceChunk, decided_columns
-
     n = len(cols)
     if len(states) != n:
         raise ValueError(f"{n} decisions but {len(states)} states")
+    write_decided(path, lambda: [(slice(0, n), cols)], states, config_id=config_id, model=model, chaos=chaos)
+
+
+def write_decided(path: str | os.PathLike[str], decided: Callable[[], Iterable[tuple[slice, Any]]],
+                  states: StateSet, *, config_id: str, model: str, chaos: bool) -> None:
+    """The engine's decisions as a traces Parquet file, taken slice by slice: `decided()`
+    gives consecutive slices of `states` from the first, each with its TraceColumns. The
+    file is the same bytes however the decisions are sliced, as long as every slice but
+    the last is a whole number of row groups. `decided` is called again when a later
+    slice needs a wider layout than the first."""
+    from .traces import TraceChunk, decided_columns
 
     def chunks() -> Iterator[Any]:
-        for start in range(0, max(n, 1), ROW_GROUP_ROWS):
-            part = slice(start, min(start + ROW_GROUP_ROWS, n))
-            k = part.stop - part.start
-            c = decided_columns(cols, states, part, config_id=config_id, model=model, chaos=chaos)
-            yield TraceChunk(line=np.arange(part.start, part.stop) + 1, t=np.zeros(k), t_values=c.pop("t"),
-                             has_state=np.ones(k, dtype=bool), **c)
+        at = 0
+        for whole, cols in decided():
+            if len(cols) != whole.stop - whole.start:
+                raise ValueError(f"{len(cols)} decisions for the {whole.stop - whole.start} states {whole}")
+            if whole.start != at or whole.start % ROW_GROUP_ROWS:
+                raise ValueError(f"slice {whole} does not begin the row group of {ROW_GROUP_ROWS} rows at {at}")
+            at = whole.stop
+            for start in range(0, max(len(cols), 1), ROW_GROUP_ROWS):
+                part = slice(start, min(start + ROW_GROUP_ROWS, len(cols)))
+                k = part.stop - part.start
+                c = decided_columns(cols, states, part, config_id=config_id, model=model, chaos=chaos,
+                                    at=whole.start)
+                yield TraceChunk(line=np.arange(part.start, part.stop) + whole.start + 1, t=np.zeros(k),
+                                 t_values=c.pop("t"), has_state=np.ones(k, dtype=bool), **c)
+        if at != len(states):
+            raise ValueError(f"decisions for the first {at} of {len(states)} states only")
 
     write_trace_chunks(path, chunks, source=os.fspath(path))
 

@@ -88,16 +88,21 @@ def encode_traces(
     model: str,
     chaos: bool,
     chunk_records: int = 8192,
+    at: int | None = None,
 ) -> Iterator[bytes]:
-    """The traces of `cols` (decided on `states`, row for row) as JSON lines, in chunks."""
+    """The traces of `cols` (decided on `states`, row for row; with `at`, on the states
+    from position `at` on) as JSON lines, in chunks."""
     n = len(cols)
-    if len(states) != n:
+    if at is None and len(states) != n:
         raise ValueError(f"{n} decisions but {len(states)} states")
+    if at is not None and not 0 <= at <= len(states) - n:
+        raise ValueError(f"{n} decisions from state {at} but {len(states)} states")
+    at = at or 0
     encoder = msgspec.json.Encoder()
     for start in range(0, n, chunk_records):
         part = slice(start, min(start + chunk_records, n))
         with gc_paused():
-            columns = decided_columns(cols, states, part, config_id=config_id, model=model, chaos=chaos)
+            columns = decided_columns(cols, states, part, config_id=config_id, model=model, chaos=chaos, at=at)
             records = list(map(TraceOut, *(_plain(name, columns[name], part) for name in FIELD_NAMES)))
             encoded = encoder.encode_lines(records)
         yield encoded
@@ -107,20 +112,22 @@ _REASON_NAMES = np.asarray(REASONS, dtype=object)
 
 
 def decided_columns(cols: TraceColumns, states: StateSet, part: slice, *, config_id: str, model: str,
-                    chaos: bool) -> dict[str, Any]:
+                    chaos: bool, at: int = 0) -> dict[str, Any]:
     """Field -> values of the trace records `part` of a run, for every field of the schema:
     NumPy arrays for numbers (NaN for null), lists for the others; `input_repairs` is None
-    when no state was repaired."""
+    when no state was repaired. With `at`, `cols` were decided on the states from position
+    `at` on (row `i` of `cols` is state `at + i`)."""
     k = part.stop - part.start
+    rows = slice(part.start + at, part.stop + at)
     given: dict[str, Any] = {
         "chaos": np.full(k, bool(chaos)),
         "model": [model] * k,
         "reason": _REASON_NAMES[cols.reason[part]].tolist(),
-        "stream": states.streams[part],
-        "id": states.ids[part],
-        "state": states.values[part],
+        "stream": states.streams[rows],
+        "id": states.ids[rows],
+        "state": states.values[rows],
         "config_id": [config_id] * k,
-        "input_repairs": None if states.repairs is None else [r or None for r in states.repairs[part]],
+        "input_repairs": None if states.repairs is None else [r or None for r in states.repairs[rows]],
     }
     return {name: given[name] if name in given else getattr(cols, name)[part] for name in FIELD_NAMES}
 
