@@ -4,6 +4,7 @@ sums over shards, with any number of workers and when a worker dies mid-evaluati
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -105,6 +106,24 @@ def test_no_scheduler_at_the_address_is_a_cluster_error():
     with pytest.raises(ClusterError, match="no Dask scheduler answered"):
         with cluster_client("tcp://127.0.0.1:9", connect_timeout=0.5):
             pass
+
+
+def test_a_local_cluster_forks_its_workers_from_a_server_and_shares_the_cores_among_them():
+    cpus = len(os.sched_getaffinity(0))
+    with cluster_client("local:2") as client:
+        facts = client.run(lambda: (os.getppid(), __import__("numba").get_num_threads()))
+    assert len(facts) == 2
+    for parent, threads in facts.values():
+        assert parent != os.getpid()  # forked by the fork server, not started from this process
+        assert threads == max(1, cpus // 2)  # one compiled-loop thread per core, not per core per worker
+
+
+def test_summing_metrics_needs_neither_the_engine_nor_its_compiled_kernels():
+    code = ("import sys; from ami_engine.cluster import cluster_client, metrics_on_cluster; "
+            "import ami_engine.cluster._metrics; print(sorted(m for m in ('numba', 'ami_engine.engine') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 # -------------------------------------------------------------------- the evaluator

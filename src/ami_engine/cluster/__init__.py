@@ -5,9 +5,15 @@ The figures are the same bytes as in one process: sums are added in a fixed orde
 exactly), and decisions depend only on their own stream. Needs the `cluster` extra
 (`pip install 'ami-engine[cluster]'`)."""
 
-from ._evaluator import DaskShardEvaluator
-from ._metrics import metrics_on_cluster
-from ._run import run_on_cluster, stream_parts
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._evaluator import DaskShardEvaluator
+    from ._metrics import metrics_on_cluster
+    from ._run import run_on_cluster, stream_parts
 from ._spec import (
     INSTALL_HINT,
     ClusterError,
@@ -17,6 +23,20 @@ from ._spec import (
     require_dask,
     worker_count,
 )
+
+# Imported when first asked for: a worker that sums metrics, and `metrics --cluster`
+# itself, need not load the engine's compiled kernels.
+_LAZY = {"DaskShardEvaluator": "._evaluator", "metrics_on_cluster": "._metrics", "run_on_cluster": "._run",
+         "stream_parts": "._run"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "INSTALL_HINT",

@@ -1,38 +1,42 @@
 """Deciding states on a Dask cluster, stream by stream, into one traces Parquet file.
 
 A decision depends on its own stream only, so whole streams are dealt out to parts (in
-order of first appearance, parts of about equal size); a worker decides a part and writes
-its traces as a Parquet file into a temporary folder beside the output (one left behind by
-a killed run is removed by a later one). The parts are
-then merged back into input order, a row group at a time, into the output file: the same
-rows, columns and row groups as `run` writes in one process, so the same file. A part
-whose worker died is decided again from its states.
+order of first appearance, parts of about equal size). A task carries what the engine
+reads of its part, the state values and a code per stream, and sends back the decided
+columns; they are put back at the part's positions and written here by the writer of
+`run` in one process: the same columns, so the same file. A part whose worker died is
+decided again from the values its task carries.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
+from .. import ENGINE_MODEL
 from ..config import Config
 from ..io import parquet
-from ..io.files import InputError, part_file, temp_folder_for
+from ..io.files import InputError
 from ..io.stateset import StateSet
+from ..io.traces import TraceColumns
 from ._spec import quiet, worker_count
 
 _PARTS_PER_WORKER = 2
+# The decided columns a task sends back; `t` is the states' own, worked out here.
+_DECIDED = tuple(f.name for f in fields(TraceColumns) if f.name != "t")
 
 
-def _decide(states: StateSet, config: Config, path: str, chaos: bool) -> np.ndarray:
-    """Decide one part and write its traces (slice by slice); the count of decisions at each level."""
-    from ..engine.write import write_run
+def _decide(values: np.ndarray, streams: np.ndarray, config: Config) -> dict[str, np.ndarray]:
+    """The columns the engine decides for one part: its state values and stream codes (the
+    engine reads no other part of a state)."""
+    from ..engine import run
 
-    return write_run(path, states, config, chaos=chaos)
+    k = int(values.shape[0])
+    cols = run(StateSet(values=values, streams=streams.tolist(), t=[None] * k, ids=[None] * k), config)
+    return {name: getattr(cols, name) for name in _DECIDED}
 
 
 def stream_parts(states: StateSet, n_parts: int) -> list[np.ndarray]:
@@ -62,90 +66,45 @@ def _check_keys(states: StateSet, source: str) -> None:
         raise InputError(source, i + 1, name, parquet._MIXED, value)
 
 
-def _layout(schema: Any) -> parquet.TraceLayout:
-    return parquet.TraceLayout(tuple(schema.names), schema.field("t").type, schema.field("stream").type,
-                               schema.field("id").type)
+def decide_on_cluster(client: Any, states: StateSet, config: Config) -> TraceColumns:
+    """The engine's columns for `states` under `config`, decided on the cluster: the same
+    bytes as `engine.run(states, config)`. Each part's columns are put in place as it
+    comes back, so that no more than one part's are held twice."""
+    from distributed import as_completed
 
+    from ..engine._batch import _trace_times
 
-def _conform(batch: Any, schema: Any) -> Any:
-    """A part's batch in the output's schema: its types widened, columns it lacks null."""
-    import pyarrow as pa
+    parts = stream_parts(states, worker_count(client) * _PARTS_PER_WORKER)
+    if not parts:  # no states: nothing to share out
+        from ..engine import run
 
-    arrays = []
-    for field in schema:
-        index = batch.schema.get_field_index(field.name)
-        if index < 0:
-            arrays.append(pa.nulls(batch.num_rows, field.type))
-        else:
-            column = batch.column(index)
-            arrays.append(column if column.type == field.type else column.cast(field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-class _PartReader:
-    """The rows of one part file, handed out in order, k at a time."""
-
-    def __init__(self, file: str, schema: Any) -> None:
-        import pyarrow.parquet as pq
-
-        self._batches = pq.ParquetFile(file).iter_batches(batch_size=parquet.ROW_GROUP_ROWS)
-        self._schema = schema
-        self._buffer = None
-
-    def take(self, k: int) -> list[Any]:
-        pieces = []
-        while k > 0:
-            if self._buffer is None or self._buffer.num_rows == 0:
-                self._buffer = _conform(next(self._batches), self._schema)
-            piece = self._buffer.slice(0, k)
-            self._buffer = self._buffer.slice(piece.num_rows)
-            pieces.append(piece)
-            k -= piece.num_rows
-        return pieces
-
-
-def _merged(files: list[str], parts: list[np.ndarray], schema: Any, n: int) -> Iterator[Any]:
-    """The rows of the part files in input order, a row group's worth at a time."""
-    import pyarrow as pa
-
-    readers = [_PartReader(f, schema) for f in files]
-    done = [0] * len(parts)
-    for start in range(0, n, parquet.ROW_GROUP_ROWS):
-        stop = min(n, start + parquet.ROW_GROUP_ROWS)
-        pieces, positions = [], []
-        for p, index in enumerate(parts):
-            end = int(np.searchsorted(index, stop))
-            if end > done[p]:
-                pieces.extend(readers[p].take(end - done[p]))
-                positions.append(index[done[p]:end])
-                done[p] = end
-        table = pa.Table.from_batches(pieces, schema=schema)
-        yield from table.take(np.argsort(np.concatenate(positions), kind="stable")).to_batches()
+        return run(states, config)
+    codes, _ = states.stream_codes()
+    n = len(states)
+    with quiet():
+        futures = {client.submit(_decide, np.ascontiguousarray(states.values[index]), codes[index], config,
+                                 pure=False): p for p, index in enumerate(parts)}
+        decided: dict[str, np.ndarray] = {}
+        for future in as_completed(list(futures)):
+            part = future.result()
+            index = parts[futures.pop(future)]
+            del future
+            for name in _DECIDED:
+                values = part[name]
+                if name not in decided:
+                    decided[name] = np.empty((n,) + values.shape[1:], dtype=values.dtype)
+                decided[name][index] = values
+            del part
+    return TraceColumns(t=_trace_times(states), **decided)
 
 
 def run_on_cluster(client: Any, states: StateSet, config: Config, out: str, *, chaos: bool = False) -> np.ndarray:
     """Decide `states` under `config` on the cluster and write their traces to `out` (a
-    `.parquet` file, written atomically); returns the decisions at each level. The
-    workers write into a folder beside `out`, which they must see under that path."""
+    `.parquet` file, written atomically, as `run` writes it in one process); returns the
+    decisions at each level."""
     if not out.lower().endswith(parquet.PARQUET_SUFFIX):
         raise ValueError(f"{out}: the cluster writes Parquet (.parquet)")
     _check_keys(states, os.fspath(out))
-    parts = stream_parts(states, worker_count(client) * _PARTS_PER_WORKER)
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    folder = temp_folder_for(target)
-    try:
-        files = [str(part_file(folder, p)) for p in range(len(parts))]
-        with quiet():
-            futures = [client.submit(_decide, states.subset(index), config, file, chaos, pure=False)
-                       for index, file in zip(parts, files, strict=True)]
-            counts = client.gather(futures)
-        layout = None
-        for file in files:
-            own = _layout(parquet.file_schema(file))
-            layout = own if layout is None else layout.widen(own)
-        assert layout is not None
-        parquet.write_batches(out, layout.schema(), _merged(files, parts, layout.schema(), len(states)))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    return np.sum(counts, axis=0)
+    cols = decide_on_cluster(client, states, config)
+    parquet.write_traces(out, cols, states, config_id=config.config_id, model=ENGINE_MODEL, chaos=chaos)
+    return np.bincount(cols.level, minlength=3)

@@ -9,6 +9,7 @@ files as this process, under the same paths).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -71,13 +72,31 @@ def quiet() -> Iterator[None]:
         yield
 
 
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def local_cluster_options(n_workers: int) -> dict[str, Any]:
     """A LocalCluster of `n_workers` single-threaded processes on 127.0.0.1, no dashboard.
     The scheduler's small HTTP endpoint takes a free port rather than the usual 8787,
-    which another cluster on the machine may hold."""
+    which another cluster on the machine may hold. The engine's compiled loops in each
+    worker share the machine's cores with the other workers (one each when there are as
+    many workers as cores) instead of each starting a thread per core: more threads than
+    cores only wait on one another."""
+    numba_threads = max(1, usable_cpus() // max(1, n_workers))
     return dict(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address=None, scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-                silence_logs=logging.ERROR)
+                silence_logs=logging.CRITICAL, env={"NUMBA_NUM_THREADS": str(numba_threads)})
+
+
+def _start_method() -> str:
+    """How a local cluster starts its worker processes: forked from a server process that
+    imported Dask once (forkserver), where the system has it; else each one a fresh
+    interpreter (spawn), Dask's default. A plain fork of this process, whose threads
+    (Dask's own among them) would be copied half-way, is never used."""
+    import multiprocessing
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 @contextmanager
@@ -85,6 +104,7 @@ def cluster_client(spec: str | ClusterSpec, *, connect_timeout: float = 10.0) ->
     """A dask.distributed Client for `spec`; a local cluster it started is closed on exit."""
     spec = spec if isinstance(spec, ClusterSpec) else ClusterSpec.parse(spec)
     require_dask()
+    import dask
     from distributed import Client, KilledWorker, LocalCluster
 
     logger = logging.getLogger("distributed")
@@ -92,7 +112,7 @@ def cluster_client(spec: str | ClusterSpec, *, connect_timeout: float = 10.0) ->
     logger.setLevel(logging.ERROR)  # its connection retries and worker restarts are not errors of ours
     cluster = client = None
     try:
-        with quiet():
+        with quiet(), dask.config.set({"distributed.worker.multiprocessing-method": _start_method()}):
             if spec.address is None:
                 cluster = LocalCluster(**local_cluster_options(spec.workers))
                 client = Client(cluster)
