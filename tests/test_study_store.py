@@ -212,7 +212,11 @@ def test_ctrl_c_says_how_far_it_got_and_how_to_continue(tmp_path):
     out, history = tmp_path / "s.toml", tmp_path / "h.jsonl"
     args = ["learn", "--scenario", "chaos", "--n", "1200", "--strategy", "random", "--budget", "100000",
             "--batch-size", "8", "--out", str(out), "--history", str(history)]
-    proc = subprocess.Popen([sys.executable, "-m", "ami_engine.cli", *args], stdout=subprocess.PIPE,
+    # Ctrl-C's own handler, even where this test was started in the background of a
+    # non-interactive shell (which starts its commands with SIGINT ignored, and Python keeps that).
+    launch = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "runpy.run_module('ami_engine.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", launch, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=os.environ | {"COLUMNS": "400"})
     study = tmp_path / "s.study.journal"
     try:
