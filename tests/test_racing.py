@@ -226,3 +226,15 @@ def test_the_report_shows_the_racing_schedule(raced):
     table = table[:table.index("</table>")]
     assert table.count("<tr>") == 1 + len(racing["rungs"]) + 1  # header, the rungs, the refinement
     assert f"<td>{racing['rungs'][0]['decisions']:,}</td>" in table
+
+
+def test_a_study_whose_top_rung_batch_lost_its_sums_is_refused(tmp_path, raced):
+    from ami_engine.learning.study import StudyError
+
+    study = tmp_path / "s.journal"
+    _learn(str(study))
+    text = study.read_text()
+    assert '"sums"' in text
+    study.write_text(text.replace('"sums"', '"sumz"'))
+    with pytest.raises(StudyError, match="does not hold its sums; start the study over with --fresh"):
+        _learn(str(study))

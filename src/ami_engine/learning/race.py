@@ -17,12 +17,14 @@ from ..engine import EngineSums, ScoreTable
 from ..suites import critical_set
 from . import refine
 from .constraints import regression_failures
+from .study import StudyError
 
 
 class Race:
     """The search's batches in their one order: the strategy's candidates on rung 0, then
-    rung by rung the promotions, with the refinement after those of the refinement rung. Each batch is a history
-    step; a batch the study already holds is taken from it, not evaluated again."""
+    rung by rung the promotions, with the refinement after those of the refinement rung.
+    Each batch is a history step; a batch the study already holds is taken from it, not
+    evaluated again."""
 
     def __init__(self, schedule, ev, baseline, space, settings, regression):
         self.schedule, self.ev, self.baseline, self.space = schedule, ev, baseline, space
@@ -73,8 +75,6 @@ class Race:
                 X, y, extras = b.X, b.y, [dict(e) for e in b.extras]
                 for row, e in zip(X, extras, strict=True):
                     self.feasibility.setdefault(row.tobytes(), {k: e[k] for k in _CHECK_KEYS})
-                    if rung == self.schedule.top and "sums" in e:
-                        self.top_sums.setdefault(row.tobytes(), EngineSums(np.array(e["sums"], dtype=np.float64)))
             else:
                 X = X_of()
                 if len(X) == 0:
@@ -82,9 +82,9 @@ class Race:
                 X = self.space.clamp(X)
                 y, extras = self._evaluate(X, rung, phase, known)
                 store.record_batch(number, X, y, extras)
-                if rung == self.schedule.top:
-                    for row, e in zip(X, extras, strict=True):
-                        self.top_sums.setdefault(row.tobytes(), EngineSums(np.array(e["sums"], dtype=np.float64)))
+            if rung == self.schedule.top:
+                for row, e in zip(X, extras, strict=True):
+                    self.top_sums.setdefault(row.tobytes(), _stored_sums(e, number))
             self.batches.append((number, phase, rung, X, y, extras))
             count[0] += len(y)
             if progress:
@@ -182,6 +182,18 @@ class Race:
             line["heldout_decisions"] = held_decisions
             lines.append(line)
         return lines
+
+
+def _stored_sums(extras: dict[str, Any], number: int) -> EngineSums:
+    """The sums on all the training data a study batch keeps for one candidate."""
+    try:
+        sums = EngineSums(np.array(extras["sums"], dtype=np.float64))
+        if sums.one and np.isfinite(sums.to_array()).all():
+            return sums
+    except (KeyError, TypeError, ValueError):
+        pass
+    raise StudyError(f"the study's batch {number} on all the training data does not hold its sums; start the "
+                     "study over with --fresh")
 
 
 _CHECK_KEYS = ("critical_fail_safe_rate", "critical_mean_H", "regression_failures", "feasible")
