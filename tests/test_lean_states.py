@@ -95,3 +95,30 @@ def test_the_reports_traces_of_lean_held_out_data_carry_their_t_and_id(tmp_path,
     assert got_note == want_note and (got_note is None) == (limit == 10_000)
     assert got.t == want.t and got.ids == want.ids and got.streams == want.streams
     assert np.array_equal(got.values, want.values)
+
+
+def test_trace_states_read_the_same_when_the_footers_count_is_not_trusted(tmp_path, monkeypatch):
+    from ami_engine.io import parquet
+
+    states = generate("chaos", 2500, 4, streams=5)
+    write_traces(tmp_path / "t.parquet", run(states, BASE), states, config_id=BASE.config_id, model=ENGINE_MODEL,
+                 chaos=False)
+    whole = read_trace_states(tmp_path / "t.parquet").states
+    monkeypatch.setattr(parquet, "_PREALLOCATE_ROWS", 7)  # the matrix grows as the rows come
+    grown = read_trace_states(tmp_path / "t.parquet").states
+    assert np.array_equal(grown.values, whole.values) and grown.values.shape == (2500, 9)
+
+
+def test_traces_changed_after_learning_read_them_give_no_report_keys(tmp_path):
+    from ami_engine.learning.data import data_from_traces_file
+    from ami_engine.learning.settings import LearnError
+
+    states = generate("chaos", 1000, 2, streams=4)
+    path = tmp_path / "t.parquet"
+    write_traces(path, run(states, BASE), states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=False)
+    data = data_from_traces_file(str(path))
+    assert data.subset(np.arange(10)).ids == states.ids[:10]
+    other = StateSet(states.values, states.streams, states.t, [f"other{i}" for i in range(1000)])
+    write_traces(path, run(other, BASE), other, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=False)
+    with pytest.raises(LearnError, match="changed since it was read for learning"):
+        data.subset(np.arange(10))

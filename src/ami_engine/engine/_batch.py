@@ -172,13 +172,20 @@ def _columns(t: list[Any], space: ActionSpace, pre: _Pre, out: _Outputs, c: int)
     )
 
 
+def _direct_pre(values: np.ndarray, space: ActionSpace, cfgs: np.ndarray) -> _Pre:
+    """The pre-decisions of the config in row 0 of `cfgs`, each state scored on the fly
+    (the direct path)."""
+    pre = _Pre(1, values.shape[0])
+    kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights, cfgs[0], BLOCK,
+                      *pre.args())
+    return pre
+
+
 def run(states: StateSet, config: Config) -> TraceColumns:
     """Decide every state under one config (the direct path: no per-state sort of all actions)."""
     space = ActionSpace.of(config)
     cfgs = _config_matrix([config])
-    pre = _Pre(1, len(states))
-    kernel.pre_direct(states.values, space.actions, space.comp_of, space.comp_values, space.score_weights,
-                      cfgs[0], BLOCK, *pre.args())
+    pre = _direct_pre(states.values, space, cfgs)
     codes, n_streams = states.stream_codes()
     out = _Outputs(1, len(states), full=True)
     _finish(states.values, space, cfgs, _stream_layout(codes, n_streams), pre, 0, _Streams(cfgs, n_streams), out)
@@ -201,9 +208,7 @@ def run_slices(states: StateSet, config: Config, rows: int) -> Iterator[tuple[sl
         part = slice(start, min(n, start + rows))
         k = part.stop - part.start
         values = states.values[part]
-        pre = _Pre(1, k)
-        kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights,
-                          cfgs[0], BLOCK, *pre.args())
+        pre = _direct_pre(values, space, cfgs)
         out = _Outputs(1, k, full=True)
         # Only the streams of this slice, numbered afresh: the finish pass shares its work
         # out by stream number, so all of them would otherwise fall to one thread when
@@ -231,9 +236,7 @@ def direct_sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
     for config in configs:
         space = ActionSpace.of(config)
         cfgs = _config_matrix([config])
-        pre = _Pre(1, len(states))
-        kernel.pre_direct(states.values, space.actions, space.comp_of, space.comp_values, space.score_weights,
-                          cfgs[0], BLOCK, *pre.args())
+        pre = _direct_pre(states.values, space, cfgs)
         streams = _Streams(cfgs, n_streams)
         _finish(states.values, space, cfgs, layout, pre, 0, streams, nothing)
         totals.append(streams.totals())
@@ -374,9 +377,7 @@ def decide(state: Mapping[str, Any], config: Config, history: Sequence[float] | 
     states = states_from_records([dict(state)])
     space = ActionSpace.of(config)
     cfgs = _config_matrix([config])
-    pre = _Pre(1, 1)
-    kernel.pre_direct(states.values, space.actions, space.comp_of, space.comp_values, space.score_weights,
-                      cfgs[0], BLOCK, *pre.args())
+    pre = _direct_pre(states.values, space, cfgs)
     # The stream's window as the finish pass would hold it after `history`: value j at
     # j % window, with len(history) decisions seen.
     streams = _Streams(cfgs, 1)

@@ -517,6 +517,9 @@ def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None 
     return out
 
 
+_PREALLOCATE_ROWS = 1 << 25  # 33.5M states, 2.4 GB
+
+
 def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True) -> Any:
     """The states a traces Parquet file or folder carries (see traces.read_trace_states).
 
@@ -530,8 +533,10 @@ def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True) -> Any
     n_records = missing = 0
     first_missing = None
     wanted = ("t", "stream", "id", "state")
-    # Filled in place (the row count is in the files' footers): no second copy of the states.
-    matrix = np.empty((count_rows(path), len(STATE_FIELDS)))
+    # Filled in place, sized by the row count the files' footers give (no second copy of the
+    # states); a footer is not trusted for more than _PREALLOCATE_ROWS, nor the rows read to
+    # match it: the matrix grows if more come.
+    matrix = np.empty((min(max(count_rows(path), 0), _PREALLOCATE_ROWS), len(STATE_FIELDS)))
     filled = 0
     for block in iter_trace_blocks(path, wanted):
         c = block.columns
@@ -543,8 +548,10 @@ def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True) -> Any
                 first_missing = int(block.index[np.argmin(has)]) + 1
         if "state" in c:
             k = int(np.count_nonzero(has))
-            if filled + k > matrix.shape[0]:  # the files grew while read: take what is there
-                matrix = np.concatenate([matrix[:filled], np.empty((filled + k - matrix.shape[0], len(STATE_FIELDS)))])
+            if filled + k > matrix.shape[0]:
+                grown = np.empty((max(filled + k, matrix.shape[0] * 3 // 2), len(STATE_FIELDS)))
+                grown[:filled] = matrix[:filled]
+                matrix = grown
             matrix[filled:filled + k] = c["state"][has]
             filled += k
         keep = np.flatnonzero(has).tolist()

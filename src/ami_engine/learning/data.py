@@ -97,7 +97,12 @@ def data_from_traces_file(path: str) -> LearnData:
         def keys(positions: np.ndarray) -> tuple[list[Any], list[Any]]:
             from ..io.parquet import trace_keys
 
-            return trace_keys(path, positions)
+            found_keys = trace_keys(path, positions)
+            # Read a second time: they must come from the data the states were learned from.
+            if dataset_sha256(path) != digest:
+                raise LearnError(f"{path}: changed since it was read for learning (its SHA-256 differs); "
+                                 "nothing was written")
+            return found_keys
     else:
         loaded = read_once(path)
         found, name, digest = read_trace_states(loaded), loaded.name, loaded.sha256
