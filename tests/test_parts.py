@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from ami_engine.config import load_config
-from ami_engine.engine import run, trace_records
-from ami_engine.engine.parts import run_parts, stream_parts
-from ami_engine.gate import CriticalFloor
+from ami_engine.engine import direct_sums, run, trace_records
+from ami_engine.engine.parts import PartsRun, run_parts, stream_parts
+from ami_engine.gate import CriticalFloor, run_gate
 from ami_engine.gate import certificate as certificate_module
 from ami_engine.gate import checks as checks_module
 from ami_engine.gate.certificate import certify, decision_losses, heldout_losses
-from ami_engine.gate.checks import check_heldout_loss
+from ami_engine.gate.checks import check_certificate, check_heldout_loss
 from ami_engine.learning.loss import LossWeights
 from ami_engine.learning.needless import needless_fail_safes
 from ami_engine.report import render_report
@@ -98,6 +98,32 @@ def test_heldout_losses_over_parts_are_those_of_one_run(states):
         ours, theirs = heldout_losses(states, (LEARNED, BASE), W, part_decisions=target)
         assert np.array_equal(ours, decision_losses(run(states, LEARNED), W))
         assert np.array_equal(theirs, decision_losses(run(states, BASE), W))
+
+
+def test_sums_over_parts_are_the_bytes_of_one_direct_pass(states):
+    whole = direct_sums(states, [LEARNED, BASE])
+    for target in (1, 350, 800, len(states)):
+        decided = PartsRun(states, [LEARNED, BASE], target)
+        for _ in decided:
+            pass
+        assert decided.sums().to_array().tobytes() == whole.to_array().tobytes()
+
+
+def test_the_gate_decides_the_held_out_data_once_for_both_checks(states, monkeypatch):
+    alone = (check_heldout_loss(LEARNED, BASE, states, W),
+             check_certificate(LEARNED, BASE, states, W, CriticalFloor()))
+    runs = []
+    real = certificate_module.PartsRun
+
+    def counted(*args, **kwargs):
+        runs.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(certificate_module, "PartsRun", counted)
+    report = run_gate(LEARNED, BASE, held_out=states, weights=W)
+    assert len(runs) == 1
+    assert (report.check("heldout_loss"), report.check("certificate")) == alone
+    assert report.heldout_sums.to_array().tobytes() == direct_sums(states, [LEARNED, BASE]).to_array().tobytes()
 
 
 def test_certificate_and_heldout_check_are_the_same_in_parts(states, monkeypatch):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from .. import ENGINE_MODEL
 from ..config import Config, ConfigError
-from ..io.stateset import StateSet
+from ..io.stateset import Nones, StateSet
 from ..io.traces import TraceColumns
 from ..io.traces import trace_records as _io_trace_records
 from . import _kernel as kernel
@@ -36,14 +37,21 @@ class ActionSpace:
 
     @classmethod
     def of(cls, config: Config) -> ActionSpace:
-        grid = np.asarray(config["ACTION_GRID"], dtype=np.float64)
-        g = grid.shape[0]
-        actions = action_grid(config["ACTION_GRID"])
-        comp_of = (np.arange(actions.shape[0]) // (g * g)) % g
-        return cls(actions, comp_of.astype(np.int64), grid, np.asarray(config["SCORE_WEIGHTS"], dtype=np.float64))
+        return _action_space(tuple(config["ACTION_GRID"]), tuple(config["SCORE_WEIGHTS"]))
 
     def key(self) -> tuple:
         return (tuple(self.comp_values), tuple(self.score_weights))
+
+
+@lru_cache(maxsize=32)
+def _action_space(grid: tuple[float, ...], weights: tuple[float, ...]) -> ActionSpace:
+    """The action space of a grid and weights, worked out once: every config of a search
+    shares it. Its arrays are shared too, and never written."""
+    values = np.asarray(grid, dtype=np.float64)
+    g = values.shape[0]
+    actions = action_grid(grid)
+    comp_of = (np.arange(actions.shape[0]) // (g * g)) % g
+    return ActionSpace(actions, comp_of.astype(np.int64), values, np.asarray(weights, dtype=np.float64))
 
 
 def _stream_layout(codes: np.ndarray, n_streams: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,6 +67,8 @@ def _config_matrix(configs: Sequence[Config]) -> np.ndarray:
 
 
 def _trace_times(states: StateSet) -> list[Any]:
+    if isinstance(states.t, Nones):
+        return list(range(len(states)))
     return [i if t is None else t for i, t in enumerate(states.t)]
 
 
@@ -173,11 +183,13 @@ def _columns(t: list[Any], space: ActionSpace, pre: _Pre, out: _Outputs, c: int)
 
 
 def _direct_pre(values: np.ndarray, space: ActionSpace, cfgs: np.ndarray) -> _Pre:
-    """The pre-decisions of the config in row 0 of `cfgs`, each state scored on the fly
-    (the direct path)."""
-    pre = _Pre(1, values.shape[0])
-    kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights, cfgs[0], BLOCK,
-                      *pre.args())
+    """The pre-decisions of the configs in the rows of `cfgs`, each state scored on the fly,
+    config by config (the direct path: sharing the scoring between configs saves less than
+    filtering each config's candidates out of the union costs)."""
+    pre = _Pre(cfgs.shape[0], values.shape[0])
+    for c in range(cfgs.shape[0]):
+        kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights, cfgs[c],
+                          BLOCK, *(a[c:c + 1] for a in pre.args()))
     return pre
 
 
@@ -192,55 +204,92 @@ def run(states: StateSet, config: Config) -> TraceColumns:
     return _columns(_trace_times(states), space, pre, out, 0)
 
 
+class StreamRun:
+    """Configs that share an action space decided over a state set piece by piece
+    (consecutive slices, or parts of whole streams), each stream's drift window carried
+    from piece to piece and its sums kept. Pieces that give each stream's states in input
+    order give exactly the columns of run() on all the states, and sums() the bytes of
+    direct_sums over all of them; only one piece's per-decision columns exist at a time."""
+
+    def __init__(self, states: StateSet, configs: Sequence[Config]) -> None:
+        if len({ActionSpace.of(c).key() for c in configs}) != 1:
+            raise ConfigError("configs decided together must share ACTION_GRID and SCORE_WEIGHTS")
+        self.states = states
+        self.space = ActionSpace.of(configs[0])
+        self.cfgs = _config_matrix(configs)
+        self.codes, n_streams = states.stream_codes()
+        self.streams = _Streams(self.cfgs, n_streams)
+
+    def decide(self, piece: slice | np.ndarray) -> list[TraceColumns]:
+        """Each config's columns on the states at `piece` (a slice, or ascending positions)."""
+        values = np.ascontiguousarray(self.states.values[piece])
+        pre = _direct_pre(values, self.space, self.cfgs)
+        out = _Outputs(self.cfgs.shape[0], values.shape[0], full=True)
+        # Only the streams of this piece, numbered afresh: the finish pass shares its work
+        # out by stream number, so all of them would otherwise fall to one thread when
+        # streams come one after the other.
+        present, local = np.unique(self.codes[piece], return_inverse=True)
+        mine = self.streams.take(present)
+        _finish(values, self.space, self.cfgs, _stream_layout(local.ravel(), present.shape[0]), pre, 0, mine, out)
+        self.streams.put(present, mine)
+        positions = range(len(self.states))[piece] if isinstance(piece, slice) else piece.tolist()
+        t = [i if v is None else v for i, v in zip(positions, _at(self.states.t, positions), strict=True)]
+        return [_columns(t, self.space, pre, out, c) for c in range(self.cfgs.shape[0])]
+
+    def sums(self) -> EngineSums:
+        """Each config's sums over every state decided so far."""
+        return EngineSums(self.streams.totals())
+
+
+def _at(values: Sequence[Any], positions: Sequence[int]) -> Sequence[Any]:
+    if isinstance(values, Nones):
+        return Nones(len(positions))
+    return [values[i] for i in positions]
+
+
 def run_slices(states: StateSet, config: Config, rows: int) -> Iterator[tuple[slice, TraceColumns]]:
     """Decide every state under one config, `rows` consecutive states at a time: each slice
-    of the input and its columns, in input order. Each stream's drift window is carried
-    from slice to slice, so the columns are the same bytes as those of run() on all the
-    states, while only one slice's per-decision columns exist at a time."""
+    of the input and its columns, in input order (StreamRun): the same bytes as those of
+    run() on all the states, while only one slice's per-decision columns exist at a time."""
     if rows < 1:
         raise ValueError(f"rows: expected an integer >= 1, got {rows!r}")
-    space = ActionSpace.of(config)
-    cfgs = _config_matrix([config])
-    codes, n_streams = states.stream_codes()
-    streams = _Streams(cfgs, n_streams)
+    decided = StreamRun(states, [config])
     n = len(states)
     for start in range(0, n, rows):
         part = slice(start, min(n, start + rows))
-        k = part.stop - part.start
-        values = states.values[part]
-        pre = _direct_pre(values, space, cfgs)
-        out = _Outputs(1, k, full=True)
-        # Only the streams of this slice, numbered afresh: the finish pass shares its work
-        # out by stream number, so all of them would otherwise fall to one thread when
-        # streams come one after the other.
-        present, local = np.unique(codes[part], return_inverse=True)
-        mine = streams.take(present)
-        _finish(values, space, cfgs, _stream_layout(local.ravel(), present.shape[0]), pre, 0, mine, out)
-        streams.put(present, mine)
-        t = [start + i if v is None else v for i, v in enumerate(states.t[part])]
-        yield part, _columns(t, space, pre, out, 0)
+        yield part, decided.decide(part)[0]
 
 
 def direct_sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
-    """Each config's sums over all states through the direct path, one config at a time,
-    without a score table: the cheaper way for up to DIRECT_MAX_CONFIGS configs. The
-    decisions are those of `run`; their floats may differ from a table's in the last bit,
-    so a caller that must give the same bytes every time chooses the path by the number of
-    configs, never by memory."""
+    """Each config's sums over all states through the direct path, without a score table:
+    the cheaper way for up to DIRECT_MAX_CONFIGS configs. Configs that share an action
+    space share one finish pass over the states. The decisions are those
+    of `run`; their floats may differ from a table's in the last bit, so a caller that must
+    give the same bytes every time chooses the path by the number of configs, never by
+    memory."""
     if not len(configs):
         return EngineSums.empty()
     codes, n_streams = states.stream_codes()
     layout = _stream_layout(codes, n_streams)
     nothing = _Outputs(0, 0, full=False)
-    totals = []
-    for config in configs:
-        space = ActionSpace.of(config)
-        cfgs = _config_matrix([config])
+    rows: list[np.ndarray | None] = [None] * len(configs)
+    for members in _by_space(configs):
+        space = ActionSpace.of(configs[members[0]])
+        cfgs = _config_matrix([configs[i] for i in members])
         pre = _direct_pre(states.values, space, cfgs)
         streams = _Streams(cfgs, n_streams)
         _finish(states.values, space, cfgs, layout, pre, 0, streams, nothing)
-        totals.append(streams.totals())
-    return EngineSums(np.concatenate(totals))
+        for i, row in zip(members, streams.totals(), strict=True):
+            rows[i] = row
+    return EngineSums(np.stack(rows))
+
+
+def _by_space(configs: Sequence[Config]) -> list[list[int]]:
+    """The positions of the configs, grouped by action space (in order of first appearance)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(ActionSpace.of(config).key(), []).append(i)
+    return list(groups.values())
 
 
 def _available_memory() -> int:

@@ -40,11 +40,13 @@ from .rules import (
     combined_uncertainty,
     confidence,
     confidence_from_spread,
+    distinct_scores,
     divergence,
     drift_escalates,
     drift_window,
     escalation,
     fail_safe,
+    first_tied,
     is_candidate,
     is_distinct,
     no_candidate_action,
@@ -80,24 +82,75 @@ N_SUMS = S_REASON + len(REASONS)
 
 
 @njit(cache=True)
-def sort_descending(keys, order, m, tmp):
-    """Stable bottom-up merge sort of order[:m] by keys[order] descending, in place.
+def sort_descending(keys, items, m, tmp_keys, tmp_items, run):
+    """Stable sort of keys[:m] descending, items[:m] (the actions) moved with them, in
+    place: each run of `run` consecutive entries is sorted by insertion, then runs are
+    merged bottom-up.
 
-    Equal keys keep their input order (grid order), as section 5's tie rule needs."""
-    width = 1
-    src, dst = order, tmp
+    Equal keys keep their input order (grid order), as section 5's tie rule needs. Any
+    `run` gives the same order; a run whose keys already descend (the actions of one
+    group: see _grid_fallback) costs one comparison per entry."""
+    for lo in range(0, m, run):
+        for i in range(lo + 1, min(lo + run, m)):
+            key, item = keys[i], items[i]
+            j = i - 1
+            while j >= lo and keys[j] < key:
+                keys[j + 1], items[j + 1] = keys[j], items[j]
+                j -= 1
+            keys[j + 1], items[j + 1] = key, item
+    width = run
+    sk, si, dk, di = keys, items, tmp_keys, tmp_items
     while width < m:
         for lo in range(0, m, 2 * width):
             mid = min(lo + width, m)
             hi = min(lo + 2 * width, m)
             i, j, k = lo, mid, lo
             while i < mid and j < hi:
-                if keys[src[j]] > keys[src[i]]:
-                    dst[k] = src[j]
-                    j += 1
-                else:
-                    dst[k] = src[i]
-                    i += 1
+                later = sk[j] > sk[i]  # strictly: an equal key from the later run waits
+                dk[k] = sk[j] if later else sk[i]
+                di[k] = si[j] if later else si[i]
+                j += later
+                i += 1 - later
+                k += 1
+            while i < mid:
+                dk[k], di[k] = sk[i], si[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dk[k], di[k] = sk[j], si[j]
+                j += 1
+                k += 1
+        sk, si, dk, di = dk, di, sk, si
+        width *= 2
+    if sk is not keys:
+        keys[:m] = sk[:m]
+        items[:m] = si[:m]
+
+
+@njit(cache=True)
+def sort_values_descending(keys, m, tmp, run):
+    """keys[:m] sorted descending in place, as sort_descending does it but without items:
+    the direct path's walk needs the values alone."""
+    for lo in range(0, m, run):
+        for i in range(lo + 1, min(lo + run, m)):
+            key = keys[i]
+            j = i - 1
+            while j >= lo and keys[j] < key:
+                keys[j + 1] = keys[j]
+                j -= 1
+            keys[j + 1] = key
+    width = run
+    src, dst = keys, tmp
+    while width < m:
+        for lo in range(0, m, 2 * width):
+            mid = min(lo + width, m)
+            hi = min(lo + 2 * width, m)
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                later = src[j] > src[i]
+                dst[k] = src[j] if later else src[i]
+                j += later
+                i += 1 - later
                 k += 1
             while i < mid:
                 dst[k] = src[i]
@@ -109,8 +162,8 @@ def sort_descending(keys, order, m, tmp):
                 k += 1
         src, dst = dst, src
         width *= 2
-    if src is not order:
-        order[:m] = src[:m]
+    if src is not keys:
+        keys[:m] = src[:m]
 
 
 @njit(cache=True)
@@ -202,13 +255,40 @@ def _pre_decide(st, actions, ks, ka, ke, idx, m, fallback, cfg, c, i, pre_a, pre
 PRE_FLOATS = 5  # confidence, margin, cus, de_norm, as_norm
 
 
+@njit(cache=True, inline="always")
+def _grid_fallback(st, actions, comp_of, sw, g, j_grp, h_grp, c_comp, s_all, firsts):
+    """Section 8 without any candidate: the first action of the whole grid whose S is
+    within TIE of the best S of all actions (rules.no_candidate_action), scoring only the
+    first action of each group, from the group's J and H and C already known.
+
+    Within a group S does not increase with the delay, exactly in floating point: the
+    delay enters W only through the terms 0.2 * intervention * (1 - delay) and
+    -0.1 * risk * delay, neither of which grows with it (intervention, risk >= 0), every
+    further operation is monotone and rounding keeps order, the weights are non-negative
+    and the grid ascends. So a group's first action holds its highest S, the best of
+    these is the best of the grid, and the first action in grid order within TIE of it
+    is the first action of the first group whose first action is."""
+    risk = st[RISK]
+    weights = (sw[0], sw[1], sw[2], sw[3])
+    n_groups = actions.shape[0] // g
+    s_max = -np.inf
+    for group in range(n_groups):
+        a = group * g
+        W = moral_W(risk, actions[a, 0], actions[a, 1], actions[a, 2], actions[a, 3])
+        s_all[a] = selection_score(W, j_grp[group], h_grp[group], c_comp[comp_of[a]], weights)
+        firsts[group] = a
+        s_max = max(s_max, s_all[a])
+    return first_tied(s_all, firsts, n_groups, s_max)
+
+
 @njit(parallel=True, cache=True)
 def pre_direct(states, actions, comp_of, comp_values, sw, cfg, block, pre_a, pre_level, pre_reason, pre_f):
     """Pre-decisions of one config (row 0 of the outputs), scoring each state on the fly.
 
-    Only the actions of the groups that pass the filter are scored and sorted; every
-    action is scored only when there is no candidate (section 8 then needs the best of
-    the whole grid)."""
+    Only the actions of the groups that pass the filter are scored, and only their scores
+    sorted (section 5's walk needs the values in order; the selected action is the first
+    candidate in grid order that ties with the best). Without any candidate, only the
+    first action of each group is scored (_grid_fallback)."""
     n_states = states.shape[0]
     n_actions = actions.shape[0]
     g = comp_values.shape[0]
@@ -218,28 +298,26 @@ def pre_direct(states, actions, comp_of, comp_values, sw, cfg, block, pre_a, pre
         h_grp = np.empty(n_actions // g)
         c_comp = np.empty(g)
         order = np.empty(n_actions, dtype=np.int64)
-        tmp = np.empty(n_actions, dtype=np.int64)
         ks = np.empty(n_actions)
-        ka = np.empty(n_actions, dtype=np.int64)
+        tmp = np.empty(n_actions)
         idx = np.arange(n_actions)
         no_shared = np.full(1, np.nan)
         for i in range(b * block, min(n_states, (b + 1) * block)):
             st = states[i]
             m = score_state(st, actions, comp_of, comp_values, sw, cfg[J_MIN], cfg[H_MAX], cfg[C_MIN], cfg[C_MAX],
                             s_all, j_grp, h_grp, c_comp, order)
-            fallback = 0
             if m == 0:
-                score_state(st, actions, comp_of, comp_values, sw, -np.inf, np.inf, -np.inf, np.inf, s_all, j_grp,
-                            h_grp, c_comp, order)
-                fallback = no_candidate_action(s_all)
-            else:
-                # Collected in grid order, so the stable sort keeps ties in grid order.
-                sort_descending(s_all, order, m, tmp)
-                for k in range(m):
-                    ks[k] = s_all[order[k]]
-                    ka[k] = order[k]
-            _pre_decide(st, actions, ks, ka, no_shared, idx, m, fallback, cfg, 0, i,
-                        pre_a, pre_level, pre_reason, pre_f)
+                fallback = _grid_fallback(st, actions, comp_of, sw, g, j_grp, h_grp, c_comp, s_all, order)
+                _no_candidate(fallback, 0, i, pre_a, pre_level, pre_reason, pre_f)
+                continue
+            # Collected group by group, each group's scores descending (see _grid_fallback).
+            for k in range(m):
+                ks[k] = s_all[order[k]]
+            sort_values_descending(ks, m, tmp, g)
+            best = first_tied(s_all, order, m, ks[0])
+            n, de, as_ = distinct_scores(ks, no_shared, idx, m, cfg)
+            conf, margin, cus, level, reason = escalate(st, actions[best], n, de, as_, cfg)
+            _store(best, conf, margin, cus, level, reason, de, as_, 0, i, pre_a, pre_level, pre_reason, pre_f)
 
 
 @njit(parallel=True, cache=True)
@@ -250,18 +328,21 @@ def build_score_table(states, actions, comp_of, comp_values, sw, block, table_s,
     a at group a // len(grid); C per compassion value."""
     n_states = states.shape[0]
     n_actions = actions.shape[0]
+    g = comp_values.shape[0]
     for b in prange((n_states + block - 1) // block):
         s_all = np.empty(n_actions)
         order = np.empty(n_actions, dtype=np.int64)
-        tmp = np.empty(n_actions, dtype=np.int64)
+        ks = np.empty(n_actions)
+        tmp_s = np.empty(n_actions)
+        tmp_a = np.empty(n_actions, dtype=np.int64)
         for i in range(b * block, min(n_states, (b + 1) * block)):
             score_state(states[i], actions, comp_of, comp_values, sw, -np.inf, np.inf, -np.inf, np.inf, s_all,
                         group_j[i], group_h[i], c_comp[i], order)
-            sort_descending(s_all, order, n_actions, tmp)
+            ks[:] = s_all
+            sort_descending(ks, order, n_actions, tmp_s, tmp_a, g)
             for k in range(n_actions):
-                a = order[k]
-                table_s[i, k] = s_all[a]
-                table_a[i, k] = a
+                table_s[i, k] = ks[k]
+                table_a[i, k] = order[k]
             fallback[i] = no_candidate_action(s_all)
 
 

@@ -14,9 +14,10 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ..config import Config
-from ..io.stateset import Nones, StateSet
+from ..io.stateset import StateSet
 from ..io.traces import TraceColumns
-from ._batch import run
+from ._batch import StreamRun, _by_space
+from .sums import EngineSums
 
 PART_DECISIONS = 200_000  # target decisions per part (a longer stream is a part on its own)
 
@@ -44,20 +45,35 @@ def stream_parts(states: StateSet, target: int = PART_DECISIONS,
     return parts
 
 
-def part_states(states: StateSet, positions: np.ndarray) -> StateSet:
-    """The states at `positions` (whole streams, ascending) as a StateSet for the engine:
-    values and stream labels; times and ids are not carried (the decisions use neither)."""
-    if positions.size == len(states):
-        return states
-    k = int(positions.size)
-    streams = states.streams
-    return StateSet(values=np.ascontiguousarray(states.values[positions]),
-                    streams=[streams[i] for i in positions.tolist()], t=Nones(k), ids=Nones(k))
+class PartsRun:
+    """Configs decided over the parts of whole streams of a state set, part after part:
+    iterating gives each part's positions and every config's columns on it; afterwards
+    sums() gives each config's sums over all the states, the bytes of direct_sums."""
+
+    def __init__(self, states: StateSet, configs: Sequence[Config], target: int = PART_DECISIONS,
+                 codes: tuple[np.ndarray, int] | None = None) -> None:
+        self.parts = stream_parts(states, target, codes)
+        self.groups = _by_space(configs)  # configs that share an action space are decided together
+        self.runs = [StreamRun(states, [configs[i] for i in members]) for members in self.groups]
+        self.n_configs = len(configs)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, list[TraceColumns]]]:
+        for positions in self.parts:
+            columns: list[TraceColumns | None] = [None] * self.n_configs
+            for members, decided in zip(self.groups, self.runs, strict=True):
+                for i, cols in zip(members, decided.decide(positions), strict=True):
+                    columns[i] = cols
+            yield positions, columns
+
+    def sums(self) -> EngineSums:
+        rows: list[EngineSums | None] = [None] * self.n_configs
+        for members, decided in zip(self.groups, self.runs, strict=True):
+            for i, row in zip(members, decided.sums(), strict=True):
+                rows[i] = row
+        return EngineSums.concat(rows)
 
 
 def run_parts(states: StateSet, configs: Sequence[Config], target: int = PART_DECISIONS,
               codes: tuple[np.ndarray, int] | None = None) -> Iterator[tuple[np.ndarray, list[TraceColumns]]]:
-    """Each part's positions and every config's columns on it (run), part after part."""
-    for positions in stream_parts(states, target, codes):
-        part = part_states(states, positions)
-        yield positions, [run(part, config) for config in configs]
+    """Each part's positions and every config's columns on it, part after part (PartsRun)."""
+    return iter(PartsRun(states, configs, target, codes))

@@ -96,24 +96,45 @@ def is_distinct(s, last_kept):
     return s < last_kept - TIE
 
 
+@njit(cache=True, inline="always")
+def first_tied(s, cand, m, s_best):
+    """§5 (and §8 without candidates): the first of the actions cand[:m], given in grid
+    order, whose S (s[action]) is within TIE of the best score s_best."""
+    for k in range(m):
+        if ties_with_best(s[cand[k]], s_best):
+            return cand[k]
+    return cand[0]
+
+
 @njit(cache=True)
 def selection(ks, ka, ke, idx, m, cfg):
     """§5 and §7 over the candidates ks[idx[:m]] (m >= 1), sorted by S descending with ties
-    in grid order; ka holds their grid indices.
+    in grid order; ka holds their grid indices. Returns the selected action, the number n
+    of distinct scores, DE_norm and AS_norm (see distinct_scores for ke)."""
+    s_max = ks[idx[0]]
+    best = ka[idx[0]]
+    j = 1
+    while j < m and ties_with_best(ks[idx[j]], s_max):
+        best = min(best, ka[idx[j]])
+        j += 1
+    n, de, as_ = distinct_scores(ks, ke, idx, m, cfg)
+    return best, n, de, as_
 
-    One walk selects the action and keeps the distinct scores, accumulating the softmax of
-    §7 over them (shifted by the best score, which cancels in DE_norm). ke[k] =
-    exp((ks[k] - s_ref) / T) for one reference score s_ref >= every ks (the sweep path
-    shares these across configs), or ke[0] = NaN to compute the exponentials here.
-    Returns the selected action, the number n of distinct scores, DE_norm and AS_norm.
+
+@njit(cache=True, inline="always")
+def distinct_scores(ks, ke, idx, m, cfg):
+    """§5 distinct scores and §7 over the scores ks[idx[:m]] (m >= 1) sorted descending.
+
+    One walk keeps the distinct scores, accumulating the softmax of §7 over them (shifted
+    by the best score, which cancels in DE_norm). ke[k] = exp((ks[k] - s_ref) / T) for one
+    reference score s_ref >= every ks (the sweep path shares these across configs), or
+    ke[0] = NaN to compute the exponentials here. Returns n, DE_norm and AS_norm.
     """
     inv_t = 1.0 / cfg[DE_TEMPERATURE]
     shared = not math.isnan(ke[0])
     k0 = idx[0]
     s_max = ks[k0]
-    best = ka[k0]
     inv_e_best = 1.0 / ke[k0] if shared else 1.0
-    selecting = True
     last_kept = s_max
     n = 1
     second = s_max
@@ -122,11 +143,6 @@ def selection(ks, ka, ke, idx, m, cfg):
     for j in range(1, m):
         k = idx[j]
         s = ks[k]
-        if selecting:
-            if ties_with_best(s, s_max):
-                best = min(best, ka[k])
-            else:
-                selecting = False
         if is_distinct(s, last_kept):
             n += 1
             last_kept = s
@@ -137,7 +153,7 @@ def selection(ks, ka, ke, idx, m, cfg):
             z += e
             zx += x * e
     de, as_ = uncertainty(n, z, zx, s_max - second, cfg)
-    return best, n, de, as_
+    return n, de, as_
 
 
 # -------------------------------------------------------------------- §6 confidence

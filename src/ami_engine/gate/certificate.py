@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import run
-from ..engine.parts import PART_DECISIONS, run_parts
+from ..engine import EngineSums, run
+from ..engine.parts import PART_DECISIONS, PartsRun
 from ..figures import FAIL_SAFE_LEVEL
 from ..learning.bounds import (
     BOOTSTRAP_SEED,
@@ -182,16 +182,17 @@ def _shortfall(what: str, seen: str, need: int | None, unit: str, have: int) -> 
             f"(here {have:,}) would certify it")
 
 
-def certify(config, baseline, *, held_out, weights, critical, delta: float = DEFAULT_DELTA) -> Certificate:
-    """The certificate of `config` against `baseline` (held_out: a StateSet or None)."""
+def certify(config, baseline, *, held_out, weights, critical, delta: float = DEFAULT_DELTA,
+            decided: HeldOutDecisions | None = None) -> Certificate:
+    """The certificate of `config` against `baseline` (held_out: a StateSet or None;
+    decided: decide_held_out(held_out, (config, baseline), weights), when the caller has it)."""
     delta = check_delta(delta)
     n_heldout = point = lower = None
     block = block_length(max(int(config["CUS_MEAN_WINDOW"]), int(baseline["CUS_MEAN_WINDOW"])))
     if held_out is not None:
-        codes = held_out.stream_codes()
-        ours, theirs = heldout_losses(held_out, (config, baseline), weights, part_decisions=PART_DECISIONS,
-                                      codes=codes)
-        codes = codes[0]
+        decided = decided or decide_held_out(held_out, (config, baseline), weights)
+        ours, theirs = decided.losses
+        codes = held_out.stream_codes()[0]
         n_heldout = len(held_out)
         if theirs.sum() > 0:
             point, lower = loss_reduction_bound(theirs, ours, codes, block, delta)
@@ -205,16 +206,31 @@ def certify(config, baseline, *, held_out, weights, critical, delta: float = DEF
         floor=float(floor), ceiling=float(ceiling), floor_on=critical.factor != 0, block=block)
 
 
-def heldout_losses(states, configs, weights, *, part_decisions: int = PART_DECISIONS,
-                   codes=None) -> list[np.ndarray]:
-    """Each config's decision_losses on every state, the engine run over parts of whole
-    streams (engine/parts.py): the same values as one run over all of them, without their
-    full columns at once."""
+@dataclass(frozen=True)
+class HeldOutDecisions:
+    """What the gate needs of the configs' decisions on the held-out data, from one run of
+    the engine over it: each config's decision_losses, and its sums (the bytes of
+    engine.direct_sums over the held-out states)."""
+
+    losses: list[np.ndarray]
+    sums: EngineSums
+
+
+def decide_held_out(states, configs, weights, *, part_decisions: int | None = None) -> HeldOutDecisions:
+    """The configs decided over the held-out states in parts of whole streams
+    (engine/parts.py; about PART_DECISIONS each unless given): the values of one run over
+    all of them, without their full columns at once."""
     out = [np.empty(len(states)) for _ in configs]
-    for pos, columns in run_parts(states, configs, part_decisions, codes):
+    decided = PartsRun(states, configs, PART_DECISIONS if part_decisions is None else part_decisions)
+    for pos, columns in decided:
         for losses, cols in zip(out, columns, strict=True):
             losses[pos] = decision_losses(cols, weights)
-    return out
+    return HeldOutDecisions(out, decided.sums())
+
+
+def heldout_losses(states, configs, weights, *, part_decisions: int | None = None) -> list[np.ndarray]:
+    """Each config's decision_losses on every state (decide_held_out)."""
+    return decide_held_out(states, configs, weights, part_decisions=part_decisions).losses
 
 
 def decision_losses(cols, weights) -> np.ndarray:

@@ -25,7 +25,7 @@ from ..learning.bounds import DEFAULT_DELTA
 from ..learning.constraints import CriticalFloor, regression_failures
 from ..learning.loss import LossWeights
 from ..suites import CHAOS_SUITE, CRITICAL_SET, chaos_suite, critical_set, profile_suite
-from .certificate import certify
+from .certificate import HeldOutDecisions, certify
 from .verdict import Check
 
 CHECK_NAMES = ("bounds", "invariants", "determinism", "heldout_loss", "critical_floor", "regression", "certificate")
@@ -120,13 +120,15 @@ def _sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
 
 
 def check_heldout_loss(config: Config, baseline: Config, held_out: StateSet | None, weights: LossWeights,
-                       tolerance: float = 0.0) -> Check:
-    """L of the config <= L of the baseline (+ tolerance) on the held-out data."""
+                       tolerance: float = 0.0, decided: HeldOutDecisions | None = None) -> Check:
+    """L of the config <= L of the baseline (+ tolerance) on the held-out data (decided:
+    decide_held_out(held_out, (config, baseline), weights), when the caller has it)."""
     if held_out is None:
         return Check("heldout_loss", True, "n/a", "<= baseline's L", "not applicable: the config names no data")
     if len(held_out) == 0:
         raise ValueError("held_out: no states")
-    ours, theirs = (row.figures(weights) for row in _sums(held_out, [config, baseline]))
+    sums = decided.sums if decided is not None else _sums(held_out, [config, baseline])
+    ours, theirs = (row.figures(weights) for row in sums)
     limit = theirs["L"] + tolerance
     parts = ", ".join(f"{label} {_g(ours[name])} (baseline {_g(theirs[name])})"
                       for name, label in _METRIC_LABELS.items())
@@ -174,7 +176,9 @@ def check_regression(config: Config, regression: StateSet | None) -> Check:
 
 
 def check_certificate(config: Config, baseline: Config, held_out: StateSet | None, weights: LossWeights,
-                      critical: CriticalFloor, delta: float = DEFAULT_DELTA) -> Check:
+                      critical: CriticalFloor, delta: float = DEFAULT_DELTA,
+                      decided: HeldOutDecisions | None = None) -> Check:
     """Checks 4 and 5 as one-sided confidence bounds at 1 - delta (certificate.py)."""
-    cert = certify(config, baseline, held_out=held_out, weights=weights, critical=critical, delta=delta)
+    cert = certify(config, baseline, held_out=held_out, weights=weights, critical=critical, delta=delta,
+                   decided=decided)
     return Check("certificate", cert.passed, cert.figure(), cert.threshold(), cert.detail())

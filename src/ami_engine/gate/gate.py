@@ -20,6 +20,7 @@ from ..learning.bounds import DEFAULT_DELTA, check_delta
 from ..learning.constraints import CriticalFloor
 from ..learning.loss import LossWeights
 from ..suites import chaos_suite
+from .certificate import decide_held_out
 from .checks import (
     CHECK_NAMES,
     check_bounds,
@@ -66,16 +67,21 @@ def run_gate(config: Config, baseline: Config, *, held_out: StateSet | None = No
     """Every check of the gate on one config; ACCEPT only when all pass."""
     GateThresholds(critical, heldout_tolerance, delta)  # the thresholds are checked once, here
     chaos_columns = run(chaos_suite(), config)  # shared by the invariants and the determinism check
+    # One run of both configs over the held-out data, shared by the held-out loss and the certificate.
+    decided = None
+    if held_out is not None and len(held_out):
+        decided = decide_held_out(held_out, (config, baseline), weights)
     checks = (
         check_bounds(config, baseline),
         check_invariants(config, chaos_columns),
         check_determinism(config, chaos_columns),
-        check_heldout_loss(config, baseline, held_out, weights, heldout_tolerance),
+        check_heldout_loss(config, baseline, held_out, weights, heldout_tolerance, decided),
         check_critical_floor(config, baseline, critical),
         check_regression(config, regression),
-        check_certificate(config, baseline, held_out, weights, critical, delta),
+        check_certificate(config, baseline, held_out, weights, critical, delta, decided),
     )
-    return GateReport(config.config_id, baseline.config_id, checks)
+    return GateReport(config.config_id, baseline.config_id, checks,
+                      heldout_sums=None if decided is None else decided.sums)
 
 
 __all__ = [

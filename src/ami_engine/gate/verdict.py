@@ -4,7 +4,7 @@ when every check passes."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .render import print_report, rich_table
@@ -28,6 +28,9 @@ class GateReport:
     config_id: str
     baseline_id: str
     checks: tuple[Check, ...]
+    # The EngineSums of [config, baseline] on the held-out data the gate decided, when it had
+    # some: what a caller reports as held-out figures is then what the gate judged.
+    heldout_sums: Any = field(default=None, compare=False, repr=False)
 
     @property
     def accepted(self) -> bool:

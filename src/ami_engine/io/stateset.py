@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,9 @@ class Nones(Sequence[None]):
 
     def __len__(self) -> int:
         return self._n
+
+    def __iter__(self) -> Iterator[None]:
+        return repeat(None, self._n)
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
@@ -77,14 +81,20 @@ class StateSet:
         """Integer code per state (codes numbered by first appearance) and the number of streams.
         Worked out once per state set (its streams are never changed); each call gets its own copy."""
         if self._codes is None:
-            seen: dict[tuple[str, Any], int] = {}
-            codes = np.empty(len(self), dtype=np.int64)
-            for i, s in enumerate(self.streams):
-                key = (type(s).__name__, s)
-                codes[i] = seen.setdefault(key, len(seen))
-            object.__setattr__(self, "_codes", (codes, len(seen)))
+            object.__setattr__(self, "_codes", _first_appearance(self.streams))
         codes, n_streams = self._codes
         return codes.copy(), n_streams
+
+    def codes_at(self, index: np.ndarray) -> tuple[np.ndarray, int]:
+        """stream_codes() of the states at `index` (in that order) as a state set of their own,
+        from this set's codes."""
+        codes, _ = self.stream_codes()
+        return renumber(codes[np.asarray(index, dtype=np.int64)])
+
+    def with_codes(self, codes: tuple[np.ndarray, int]) -> StateSet:
+        """This state set, its stream_codes() given (codes_at of the set it was taken from)."""
+        object.__setattr__(self, "_codes", codes)
+        return self
 
     def lean(self, index: np.ndarray) -> StateSet:
         """The states at the given positions, in that order, as the engine needs them: values
@@ -92,7 +102,8 @@ class StateSet:
         index = np.asarray(index, dtype=np.int64)
         streams = self.streams
         return StateSet(values=np.ascontiguousarray(self.values[index]),
-                        streams=[streams[i] for i in index.tolist()], t=Nones(index.size), ids=Nones(index.size))
+                        streams=[streams[i] for i in index.tolist()], t=Nones(index.size),
+                        ids=Nones(index.size)).with_codes(self.codes_at(index))
 
     def subset(self, index: np.ndarray) -> StateSet:
         """The states at the given positions, in that order (t keeps each state's own value)."""
@@ -105,4 +116,35 @@ class StateSet:
             ids=[self.ids[i] for i in idx],
             repairs=None if self.repairs is None else [self.repairs[i] for i in idx],
             expect_level_min=None if self.expect_level_min is None else self.expect_level_min[index],
-        )
+        ).with_codes(self.codes_at(index))
+
+
+def renumber(codes: np.ndarray) -> tuple[np.ndarray, int]:
+    """Stream codes renumbered 0, 1, ... in order of first appearance, and their number."""
+    if not codes.size:
+        return np.empty(0, dtype=np.int64), 0
+    present, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    rank = np.empty(present.size, dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(present.size)
+    return rank[inverse.ravel()], int(present.size)
+
+
+def _first_appearance(streams: Sequence[Any]) -> tuple[np.ndarray, int]:
+    """A code per stream label, numbered by first appearance; "1" and 1 are different streams.
+    Labels all of one type (str, or int within 64 bits) are coded by Arrow's dictionary
+    encoding, which numbers values by first appearance too; anything else one by one."""
+    kinds = set(map(type, streams))
+    if len(kinds) == 1 and kinds <= {str, int}:
+        import pyarrow as pa
+
+        try:
+            encoded = pa.array(streams).dictionary_encode()
+        except (pa.ArrowInvalid, OverflowError):
+            pass
+        else:
+            return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), len(encoded.dictionary)
+    seen: dict[tuple[str, Any], int] = {}
+    codes = np.empty(len(streams), dtype=np.int64)
+    for i, s in enumerate(streams):
+        codes[i] = seen.setdefault((type(s).__name__, s), len(seen))
+    return codes, len(seen)

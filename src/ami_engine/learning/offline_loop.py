@@ -171,7 +171,7 @@ def learn(
         history = race.history_lines(held_ev, range(sample), int(held_shards.sizes[:sample].sum()))
         chosen_sums = next((train_sums[i] for i, c in enumerate(candidates) if c is chosen), base_sums)
         sums = {"train": EngineSums.concat([base_sums, chosen_sums]),
-                "heldout": held_ev.evaluate([baseline, chosen], range(len(held_shards)))}
+                "heldout": _heldout_sums(gate_report, chosen, baseline, held_ev, len(held_shards))}
     finally:
         train_ev.close()
         held_ev.close()
@@ -180,6 +180,16 @@ def learn(
                    "evaluated": race.evaluated_per_rung()}
     return _result(data, baseline, settings, split, space, chosen, sums, held_out, history,
                    gate_report, status, note, racing_meta)
+
+
+def _heldout_sums(gate_report, chosen: Config, baseline: Config, held_ev, n_shards: int) -> EngineSums:
+    """The sums of [baseline, chosen] on the held-out data: those the gate judged the chosen
+    config by, when it did, else evaluated here."""
+    decided = getattr(gate_report, "heldout_sums", None)
+    if decided is not None and gate_report.config_id == chosen.config_id \
+            and gate_report.baseline_id == baseline.config_id:
+        return EngineSums.concat([decided[1], decided[0]])
+    return held_ev.evaluate([baseline, chosen], range(n_shards))
 
 
 # The names of the pipeline's other steps, as this module has always offered them.

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..engine import DIRECT_MAX_CONFIGS, ActionSpace, EngineSums, ScoreTable, direct_sums
-from ..io.stateset import Nones, StateSet
+from ..io.stateset import Nones, StateSet, renumber
 
 SHARD_DECISIONS = 5_000  # target decisions per shard
 CONFIG_SCRATCH = 128 << 20  # the most ScoreTable.evaluate's per-config scratch may take
@@ -76,7 +76,7 @@ def lean_subset(values: np.ndarray, labels: list, codes: np.ndarray, index: np.n
     """The states at `index` as a StateSet of values and shared stream labels only."""
     n = int(index.size)
     return StateSet(values=np.ascontiguousarray(values[index]), streams=[labels[c] for c in codes[index]],
-                    t=Nones(n), ids=Nones(n))
+                    t=Nones(n), ids=Nones(n)).with_codes(renumber(codes[index]))
 
 
 def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
