@@ -84,17 +84,18 @@ def test_metrics_on_parquet_equal_metrics_on_jsonl_to_the_bit(traces, tmp_path):
     assert len(small) == 5
 
 
-def test_metrics_read_only_the_columns_they_need(traces, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_metrics_read_only_the_columns_they_need(traces, monkeypatch, workers):
     read = []
-    original = parquet._iter_batches
+    original = pq.ParquetFile.read_row_group
 
-    def spy(path, wanted, batch_rows):
-        for item in original(path, wanted, batch_rows):
-            read.append(set(item[3].schema.names))
-            yield item
+    def spy(self, i, columns=None, **kwargs):
+        table = original(self, i, columns=columns, **kwargs)
+        read.append(set(table.schema.names))
+        return table
 
-    monkeypatch.setattr(parquet, "_iter_batches", spy)
-    metrics_from_traces(traces["t.parquet"])
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    assert metrics_from_traces(traces["t.parquet"], workers=workers) == metrics_from_traces(traces["t.jsonl"])
     assert read and all(names == set(METRIC_COLUMNS) for names in read)
 
 
@@ -268,3 +269,21 @@ def test_explain_picks_a_parquet_row_as_it_picks_a_jsonl_line(tmp_path):
         doc.pop("picked")
     assert picked_a == picked_b
     assert invoke("explain", "--states", tmp_path / "s.parquet", "--line", 31).exit_code == 2
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_metrics_over_row_group_ranges_name_the_first_bad_row_in_file_order(traces, tmp_path, workers):
+    """Ranges of row groups are read side by side; a bad value is still reported as a
+    reading in order reports it: the first one in the file."""
+    table = pq.read_table(traces["t.parquet"])
+    cus = table.column("cus").to_numpy().copy()
+    cus[[1234, 2500]] = 1.5
+    bad = table.set_column(table.schema.get_field_index("cus"), "cus", pa.array(cus))
+    path = tmp_path / "bad.parquet"
+    pq.write_table(bad, path, row_group_size=200)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 15
+    with pytest.raises(InputError, match=r"bad.parquet row 1235: cus: outside \[0, 1\]"):
+        metrics_from_traces(path, workers=workers)
+    good = tmp_path / "good.parquet"
+    pq.write_table(table, good, row_group_size=200)
+    assert metrics_from_traces(good, workers=workers) == metrics_from_traces(traces["t.jsonl"])

@@ -19,17 +19,10 @@ import numpy as np
 from ..io import parquet
 from ..io.files import DEFAULT_BLOCK_BYTES, InputError, display_name, is_plain_file
 from ..learning import feedback_metrics as fm
-from ..learning.feedback_metrics import METRIC_COLUMNS, MetricSums
+from ..learning.feedback_metrics import MetricSums, ParquetRange
 from ._spec import ClusterError, quiet, worker_count
 
 _RANGES_PER_WORKER = 4
-
-
-@dataclass(frozen=True)
-class _RowGroups:
-    file: str
-    first: int
-    stop: int
 
 
 @dataclass(frozen=True)
@@ -52,34 +45,9 @@ class _Part:
     error: InputError | None = None
 
 
-def _sums_of_row_groups(part: _RowGroups) -> _Part:
-    """Row groups [first, stop) of one Parquet file, checked as `metrics` checks them."""
-    try:
-        pf = parquet._open(part.file)
-        schema = pf.schema_arrow
-        parquet._required_present(schema, part.file, parquet.REQUIRED_COLUMNS)
-        columns = [c for c in METRIC_COLUMNS if schema.get_field_index(c) >= 0]
-        row = sum(pf.metadata.row_group(g).num_rows for g in range(part.first))
-        total = MetricSums()
-        for group in range(part.first, part.stop):
-            # One thread, as the worker has: Arrow's own threads would only contend with the
-            # other workers for the same cores.
-            table = pf.read_row_group(group, columns=columns, use_threads=False)
-            for batch in table.to_batches(max_chunksize=parquet.BATCH_ROWS):
-                total = total + _sums_of_batch(parquet._Batch(batch, part.file, row))
-                row += batch.num_rows
-        return _Part(total)
-    except InputError as err:
-        return _Part(MetricSums(), error=err)
-    except (OSError, ValueError) as exc:
-        return _Part(MetricSums(), error=InputError(part.file, None, None, f"not a readable Parquet file: {exc}"))
-
-
-def _sums_of_batch(b: Any) -> MetricSums:
-    c = {name: parquet._trace_column(b, name, b.batch.column(i), False) for i, name in enumerate(b.batch.schema.names)}
-    b.raise_first()
-    return fm.sums_from_columns(c["level"], c["cus"], c["soft_clamp"], c["raw_action"], c["final_action"],
-                                c["human_escalation"])
+def _sums_of_row_groups(part: ParquetRange) -> _Part:
+    sums, error = fm.sums_of_parquet_range(part)
+    return _Part(sums, error=error)
 
 
 def _sums_of_blocks(part: _Blocks) -> _Part:
@@ -98,7 +66,7 @@ def _sums_of_whole(part: _Whole) -> _Part:
 
 
 def _compute(part: Any) -> _Part:
-    if isinstance(part, _RowGroups):
+    if isinstance(part, ParquetRange):
         return _sums_of_row_groups(part)
     if isinstance(part, _Blocks):
         return _sums_of_blocks(part)
@@ -109,21 +77,7 @@ def _plan(path: str, n_ranges: int, block_bytes: int) -> list[Any]:
     """The ranges of one input, in reading order; an unreadable Parquet file is its own
     range, so that its error comes in its place."""
     if parquet.is_parquet(path):
-        files = parquet.parquet_files(path)
-        groups = []
-        for file in files:
-            try:
-                groups.append(parquet._open(file).metadata.num_row_groups)
-            except InputError:
-                groups.append(0)
-        per_range = max(1, math.ceil(sum(groups) / max(1, n_ranges)))
-        plan: list[Any] = []
-        for file, n in zip(files, groups, strict=True):
-            edges = list(range(0, n, per_range)) + [n]
-            plan.extend(_RowGroups(file, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
-            if n == 0:
-                plan.append(_RowGroups(file, 0, 0))  # the file's columns are still checked
-        return plan
+        return fm.parquet_ranges(path, n_ranges)
     if not is_plain_file(path):
         return [_Whole(path)]
     n_blocks = max(1, math.ceil(os.path.getsize(path) / block_bytes))

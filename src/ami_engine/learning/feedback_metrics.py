@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -239,14 +240,14 @@ def metrics_from_traces(
     """MetricSums of a traces file, streamed block by block (`-` = stdin, `.gz` decompressed).
 
     Every record is checked for the Phase 4.7.1 fields; the first bad one raises InputError.
-    A large plain file is shared among `workers` processes (default: the usable CPUs).
-    The result does not depend on the number of workers: each block's sums are taken
-    alone and added in file order.
+    A large plain file is shared among `workers` processes (default: the usable CPUs), a
+    Parquet input's row groups among `workers` threads. The result does not depend on the
+    number of workers: each block's sums are taken alone and added in file order.
     """
-    if is_parquet(path):
-        return _metrics_from_parquet(path)
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if is_parquet(path):
+        return _metrics_from_parquet(path, workers)
     n_blocks = 0
     if workers > 1 and is_plain_file(path) and "fork" in multiprocessing.get_all_start_methods():
         n_blocks = math.ceil(os.path.getsize(path) / block_bytes)
@@ -273,19 +274,91 @@ def metrics_from_traces(
 METRIC_COLUMNS = ("level", "cus", "soft_clamp", "raw_action", "final_action", "human_escalation")
 
 
-def _metrics_from_parquet(path: str | os.PathLike[str]) -> MetricSums:
-    """MetricSums of a traces Parquet file or folder: the six columns the metrics need,
-    read a record batch at a time and checked value by value (the other required columns
-    must be there, and are not read)."""
+_RANGES_PER_WORKER = 4  # Parquet row-group ranges per reading thread or worker
+
+
+@dataclass(frozen=True)
+class ParquetRange:
+    """Row groups [first, stop) of one Parquet file: a piece of a traces file that can be
+    read and checked on its own (here by a thread, or by a cluster's worker)."""
+
+    file: str
+    first: int
+    stop: int
+
+
+def parquet_ranges(path: str | os.PathLike[str], n_ranges: int) -> list[ParquetRange]:
+    """About n_ranges ranges of whole row groups covering a traces Parquet file or folder, in
+    reading order; a file without row groups, or unreadable, is a range of its own, so that
+    its columns are still checked and its error comes in its place."""
+    files = parquet.parquet_files(path)
+    groups = []
+    for file in files:
+        try:
+            groups.append(parquet._open(file).metadata.num_row_groups)
+        except InputError:
+            groups.append(0)
+    per_range = max(1, math.ceil(sum(groups) / max(1, n_ranges)))
+    ranges: list[ParquetRange] = []
+    for file, n in zip(files, groups, strict=True):
+        edges = list(range(0, n, per_range)) + [n]
+        ranges.extend(ParquetRange(file, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True))
+        if n == 0:
+            ranges.append(ParquetRange(file, 0, 0))
+    return ranges
+
+
+def sums_of_parquet_range(part: ParquetRange) -> tuple[MetricSums, InputError | None]:
+    """The MetricSums of one range, its six columns checked value by value (the other
+    required columns must be there, and are not read); or the first error in it."""
+    try:
+        pf = parquet._open(part.file)
+        schema = pf.schema_arrow
+        parquet._required_present(schema, part.file, parquet.REQUIRED_COLUMNS)
+        columns = [c for c in METRIC_COLUMNS if schema.get_field_index(c) >= 0]
+        row = sum(pf.metadata.row_group(g).num_rows for g in range(part.first))
+        total = MetricSums()
+        for group in range(part.first, part.stop):
+            # One Arrow thread per range: the ranges are read side by side already.
+            table = pf.read_row_group(group, columns=columns, use_threads=False)
+            for batch in table.to_batches(max_chunksize=parquet.BATCH_ROWS):
+                total = total + _sums_of_batch(parquet._Batch(batch, part.file, row))
+                row += batch.num_rows
+        return total, None
+    except InputError as err:
+        return MetricSums(), err
+    except (OSError, ValueError) as exc:
+        return MetricSums(), InputError(part.file, None, None, f"not a readable Parquet file: {exc}")
+
+
+def _sums_of_batch(b: Any) -> MetricSums:
+    c = {name: parquet._trace_column(b, name, b.batch.column(i), False) for i, name in enumerate(b.batch.schema.names)}
+    b.raise_first()
+    return sums_from_columns(c["level"], c["cus"], c["soft_clamp"], c["raw_action"], c["final_action"],
+                             c["human_escalation"])
+
+
+def add_ranges(path: str | os.PathLike[str], results: Iterable[tuple[MetricSums, InputError | None]]) -> MetricSums:
+    """The ranges' sums added in reading order; the first range's error, in that order, is
+    raised (exact sums: any order of adding gives the same figures)."""
     total = MetricSums()
-    for block in parquet.iter_trace_blocks(path, METRIC_COLUMNS):
-        c = block.columns
-        clamped = c["soft_clamp"]
-        total = total + _sums(c["level"], c["cus"], clamped, c["raw_action"][clamped], c["final_action"][clamped],
-                              int(np.count_nonzero(c["human_escalation"])))
+    for sums, error in results:
+        if error is not None:
+            raise error
+        total = total + sums
     if total.n == 0:
         raise InputError(display_name(path), None, None, "no traces in the file")
     return total
+
+
+def _metrics_from_parquet(path: str | os.PathLike[str], workers: int) -> MetricSums:
+    """MetricSums of a traces Parquet file or folder, its row groups read in ranges by
+    `workers` threads (Arrow and NumPy work outside Python's lock)."""
+    ranges = parquet_ranges(path, workers * _RANGES_PER_WORKER)
+    if workers > 1 and len(ranges) > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(ranges))) as pool:
+            return add_ranges(path, list(pool.map(sums_of_parquet_range, ranges)))
+    return add_ranges(path, map(sums_of_parquet_range, ranges))
 
 
 @dataclass
