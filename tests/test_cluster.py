@@ -146,6 +146,15 @@ def test_shard_sums_equal_the_in_process_sums_bit_for_bit_on_two_workers(client,
             evaluator.evaluate(configs, [3])
 
 
+def test_only_the_first_shards_keep_their_tables_when_asked_and_the_sums_do_not_change(client, shards, configs):
+    baseline = configs[0]
+    with DaskShardEvaluator(client, shards, baseline, keep_first=1) as evaluator:
+        got = evaluator.evaluate(configs, [0, 1, 2])
+        assert got.to_array().tobytes() == _in_process(shards, baseline, configs, [0, 1, 2]).tobytes()
+        held = client.gather(evaluator._tables)
+        assert [s.scorer.holds_table for s in held] == [True, False, False]
+
+
 def test_a_worker_killed_mid_evaluation_is_replaced_and_the_sums_are_the_same_bytes(client, configs):
     baseline = configs[0]
     states = generate("chaos", 6000, seed=4, streams=8)

@@ -167,7 +167,7 @@ def test_the_gate_runs_after_the_training_tables_are_let_go():
 
     made, seen = [], []
 
-    def evaluator(shards, baseline):
+    def evaluator(shards, baseline, *, keep_first=None):
         made.append(InProcessEvaluator(shards, baseline, 1 << 30))
         return made[-1]
 

@@ -186,7 +186,7 @@ def test_any_memory_budget_or_evaluator_gives_the_same_result():
 
     made = []
 
-    def roomy_evaluator(shards, baseline):
+    def roomy_evaluator(shards, baseline, *, keep_first=None):
         made.append(len(shards))
         return InProcessEvaluator(shards, baseline, 1 << 34)
 

@@ -652,8 +652,8 @@ def learn(
         if client is not None:
             from .cluster import DaskShardEvaluator
 
-            def evaluator(shards, base):
-                return DaskShardEvaluator(client, shards, base)
+            def evaluator(shards, base, *, keep_first=None):
+                return DaskShardEvaluator(client, shards, base, keep_first=keep_first)
 
         outcome = run_learn_job(job, baseline, weights=weights, critical_factor=critical_factor,
                                 critical_margin=critical_margin, progress=progress, evaluator=evaluator)

@@ -30,10 +30,12 @@ _BYTES_PER_STATE = 8 << 10  # a ScoreTable's size, about 8 KB per state (engine/
 
 class _Shard:
     """A shard on a worker, scored by the one rule of paths (learning.shards.ShardScorer):
-    its score table is built there the first time a call needs one, and kept."""
+    its score table is built there the first time a call needs one, and kept when `keep`
+    (else dropped after the call)."""
 
-    def __init__(self, states: StateSet, baseline: Config) -> None:
-        self.scorer = ShardScorer(states, baseline, keep=True)
+    def __init__(self, states: StateSet, baseline: Config, keep: bool) -> None:
+        self.scorer = ShardScorer(states, baseline, keep=keep)
+        self.keep = keep
         self.baseline = baseline
         self.n = len(states)
         self.values_bytes = states.values.nbytes
@@ -41,7 +43,7 @@ class _Shard:
     @property
     def nbytes(self) -> int:
         # The size the shard has once its table is built: enough to keep Dask from moving it.
-        return self.n * _BYTES_PER_STATE + self.values_bytes
+        return self.n * _BYTES_PER_STATE * self.keep + self.values_bytes
 
 
 class _Row:
@@ -68,9 +70,9 @@ def _register_size() -> None:
     sizeof.register(_Shard)(lambda shard: shard.nbytes)
 
 
-def _build(states: StateSet, baseline: Config) -> _Shard:
+def _build(states: StateSet, baseline: Config, keep: bool) -> _Shard:
     _register_size()
-    return _Shard(states, baseline)
+    return _Shard(states, baseline, keep)
 
 
 def _evaluate(shard: _Shard, matrix: np.ndarray) -> EngineSums:
@@ -82,9 +84,11 @@ class DaskShardEvaluator:
 
     `evaluate(configs, shards)` returns the EngineSums of the configs: the sums of
     `ScoreTable(shard, baseline).evaluate(configs)` over the shards asked for, added in
-    ascending shard index starting from zeros. `close()` lets the workers drop the tables."""
+    ascending shard index starting from zeros. Only the first `keep_first` shards (None: all)
+    keep their tables between calls. `close()` lets the workers drop the tables."""
 
-    def __init__(self, client: Any, shards: Sequence[StateSet], baseline: Config) -> None:
+    def __init__(self, client: Any, shards: Sequence[StateSet], baseline: Config, *,
+                 keep_first: int | None = None) -> None:
         self._client = client
         self._space = ActionSpace.of(baseline).key()
         workers = sorted(client.scheduler_info().get("workers", {}))
@@ -93,7 +97,8 @@ class DaskShardEvaluator:
             # Spread the shards over the workers there are now; a worker that goes away
             # takes its restriction with it, and its shards are built wherever there is room.
             self._tables = [
-                client.submit(_build, shard, baseline, key=f"ami-score-table-{token}-{i}",
+                client.submit(_build, shard, baseline, keep_first is None or i < keep_first,
+                              key=f"ami-score-table-{token}-{i}",
                               workers=[workers[i % len(workers)]] if workers else None, allow_other_workers=True)
                 for i, shard in enumerate(shards)
             ]

@@ -126,8 +126,8 @@ def learn(
                                       keep_first=schedule.rungs[schedule.refine_rung].shards)
         held_ev = InProcessEvaluator(held_shards.shards, baseline, room // HELD_OUT_SHARE)
     else:
-        train_ev = evaluator(train_shards.shards, baseline)
-        held_ev = evaluator(held_shards.shards, baseline)
+        train_ev = evaluator(train_shards.shards, baseline, keep_first=schedule.rungs[schedule.refine_rung].shards)
+        held_ev = evaluator(held_shards.shards, baseline, keep_first=0)
     try:
         race = Race(schedule, train_ev, baseline, space, settings, regression)
         store = StudyStore.open(study, _fingerprint(data, baseline, settings, regression), space=space,

@@ -25,7 +25,7 @@ configs alone keeps the bytes the same.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -122,7 +122,13 @@ class ShardEvaluator(Protocol):
     def close(self) -> None: ...
 
 
-EvaluatorFactory = Callable[[list[StateSet], Config], ShardEvaluator]
+class EvaluatorFactory(Protocol):
+    """Makes the evaluator of a list of shards. `keep_first`: only the first that many
+    shards are worth keeping a score table for (they are evaluated batch after batch);
+    None: any."""
+
+    def __call__(self, shards: list[StateSet], baseline: Config, *, keep_first: int | None = None) \
+            -> ShardEvaluator: ...
 
 
 def shard_order(shards: Sequence[int], n_shards: int) -> list[int]:
