@@ -26,11 +26,11 @@ from ami_engine.cluster import (
     local_cluster_options,
     metrics_on_cluster,
     run_on_cluster,
-    stream_parts,
 )
 from ami_engine.config import LEARNED_BOUNDS, load_config
 from ami_engine.engine import DIRECT_MAX_CONFIGS, ScoreTable, direct_sums, run
 from ami_engine.engine import _kernel as kernel
+from ami_engine.io import parquet as parquet_module
 from ami_engine.io.files import InputError
 from ami_engine.io.parquet import write_traces as write_parquet_traces
 from ami_engine.io.stateset import StateSet
@@ -199,16 +199,6 @@ def _awkward_states():
     return StateSet(base.values, streams, t, ids, repairs)
 
 
-def test_parts_hold_whole_streams_in_input_order():
-    states = generate("chaos", 2000, seed=2, streams=9)
-    parts = stream_parts(states, 4)
-    codes, _ = states.stream_codes()
-    assert sorted(np.concatenate(parts).tolist()) == list(range(len(states)))
-    assert all((np.diff(p) > 0).all() for p in parts)
-    owners = [set(codes[p].tolist()) for p in parts]
-    assert sum(len(o) for o in owners) == len(set().union(*owners)) == 9
-
-
 def test_run_on_the_cluster_writes_the_file_run_writes_in_one_process(client, tmp_path):
     states = _awkward_states()
     here, there = tmp_path / "here.parquet", tmp_path / "there.parquet"
@@ -218,6 +208,19 @@ def test_run_on_the_cluster_writes_the_file_run_writes_in_one_process(client, tm
     levels = pq.read_table(here, columns=["level"]).column("level").to_numpy()
     assert counts.tolist() == np.bincount(levels, minlength=3).tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here.parquet", "there.parquet"]  # no parts left
+
+
+def test_run_on_the_cluster_slice_by_slice_writes_the_same_file(client, tmp_path, monkeypatch):
+    """Many slices, each pre-decided on a worker ahead of the one finished here: every
+    stream's drift window carried across them, the file the one written in one process."""
+    monkeypatch.setattr(parquet_module, "ROW_GROUP_ROWS", 256)
+    states = _awkward_states()
+    here, there = tmp_path / "here.parquet", tmp_path / "there.parquet"
+    write_parquet_traces(here, run(states, BASE), states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=False)
+    assert pq.ParquetFile(here).metadata.num_row_groups == 10
+    counts = run_on_cluster(client, states, BASE, str(there), rows=300)  # rounded up to 512: five slices
+    assert there.read_bytes() == here.read_bytes()
+    assert counts.sum() == len(states)
 
 
 def test_mixed_stream_types_are_refused_as_in_one_process(client, tmp_path):

@@ -51,8 +51,8 @@ def slices_seen(monkeypatch):
     """The slices run_slices hands out while a test writes."""
     seen: list[slice] = []
 
-    def counted(states, config, rows):
-        for part, cols in run_slices(states, config, rows):
+    def counted(states, config, rows, pres=None):
+        for part, cols in run_slices(states, config, rows, pres):
             seen.append(part)
             yield part, cols
 

@@ -274,8 +274,9 @@ def run(
     fill_missing: Annotated[bool, typer.Option("--fill-missing", help="Fill missing state fields with 0.5.")] = False,
     clip: Annotated[bool, typer.Option("--clip", help="Clip out-of-range state values into [0, 1].")] = False,
     drop_unknown: Annotated[bool, typer.Option("--drop-unknown", help=DROP_UNKNOWN_HELP)] = False,
-    cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP + " Streams are decided on the workers; "
-                                                "--out must be .parquet (the same file as without).")] = None,
+    cluster: Annotated[str | None, typer.Option(help=CLUSTER_HELP + " The states' pre-decisions are made on the "
+                                                "workers, a slice at a time; --out must be .parquet (the same "
+                                                "file as without).")] = None,
 ) -> None:
     """Decide states under one config and write one DecisionTrace per decision."""
     from .engine.write import write_run

@@ -1,5 +1,5 @@
 """Work shared out to a Dask cluster: config evaluation over shards of states for `learn`,
-metric sums over many trace files, and deciding states stream by stream for `run`.
+metric sums over many trace files, and the pre-decisions of states, slice by slice, for `run`.
 
 The figures are the same bytes as in one process: sums are added in a fixed order (or
 exactly), and decisions depend only on their own stream. Needs the `cluster` extra
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._evaluator import DaskShardEvaluator
     from ._metrics import metrics_on_cluster
-    from ._run import run_on_cluster, stream_parts
+    from ._run import run_on_cluster
 from ._spec import (
     INSTALL_HINT,
     ClusterError,
@@ -26,8 +26,7 @@ from ._spec import (
 
 # Imported when first asked for: a worker that sums metrics, and `metrics --cluster`
 # itself, need not load the engine's compiled kernels.
-_LAZY = {"DaskShardEvaluator": "._evaluator", "metrics_on_cluster": "._metrics", "run_on_cluster": "._run",
-         "stream_parts": "._run"}
+_LAZY = {"DaskShardEvaluator": "._evaluator", "metrics_on_cluster": "._metrics", "run_on_cluster": "._run"}
 
 
 def __getattr__(name: str) -> Any:
@@ -48,6 +47,5 @@ __all__ = [
     "metrics_on_cluster",
     "require_dask",
     "run_on_cluster",
-    "stream_parts",
     "worker_count",
 ]

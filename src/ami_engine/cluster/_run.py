@@ -1,54 +1,35 @@
-"""Deciding states on a Dask cluster, stream by stream, into one traces Parquet file.
+"""Deciding states on a Dask cluster into one traces Parquet file.
 
-A decision depends on its own stream only, so whole streams are dealt out to parts (in
-order of first appearance, parts of about equal size). A task carries what the engine
-reads of its part, the state values and a code per stream, and sends back the decided
-columns; they are put back at the part's positions and written here by the writer of
-`run` in one process: the same columns, so the same file. A part whose worker died is
-decided again from the values its task carries.
+A decision is made in two passes: the pre-decision of each state (scores, selection,
+confidence, uncertainty, escalation: the engine's costly part, independent per state)
+and the finish (drift, soft clamp, fail-safe: sequential per stream, cheap). The states
+are taken in consecutive slices, as `run` takes them in one process (engine/write.py):
+each slice's pre-decisions are made on a worker from its state values, a few slices
+ahead, and finished here in input order, each stream's drift window carried from slice
+to slice, then written by the writer of `run`: the same decisions, so the same file,
+while this process holds the states and the decisions of a few slices only. A slice
+whose worker died is decided again from the values its task carries.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import fields
+from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from .. import ENGINE_MODEL
 from ..config import Config
+from ..engine._batch import pre_decisions
+from ..engine.write import SLICE_ROWS, DecidedSlices
 from ..io import parquet
 from ..io.files import InputError
 from ..io.stateset import StateSet
-from ..io.traces import TraceColumns
 from ._spec import quiet, worker_count
 
-_PARTS_PER_WORKER = 2
-# The decided columns a task sends back; `t` is the states' own, worked out here.
-_DECIDED = tuple(f.name for f in fields(TraceColumns) if f.name != "t")
-
-
-def _decide(values: np.ndarray, streams: np.ndarray, config: Config) -> dict[str, np.ndarray]:
-    """The columns the engine decides for one part: its state values and stream codes (the
-    engine reads no other part of a state)."""
-    from ..engine import run
-
-    k = int(values.shape[0])
-    cols = run(StateSet(values=values, streams=streams.tolist(), t=[None] * k, ids=[None] * k), config)
-    return {name: getattr(cols, name) for name in _DECIDED}
-
-
-def stream_parts(states: StateSet, n_parts: int) -> list[np.ndarray]:
-    """Positions of the states of each part, ascending; every stream in one part, the
-    streams in order of first appearance, the parts of about equal numbers of states."""
-    codes, n_streams = states.stream_codes()
-    n_parts = max(1, min(n_parts, n_streams))
-    sizes = np.bincount(codes, minlength=n_streams)
-    before = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    part_of_stream = np.minimum(before * n_parts // max(1, len(states)), n_parts - 1)
-    part = part_of_stream[codes]
-    return [index for index in (np.flatnonzero(part == p) for p in range(n_parts)) if index.size]
+_AHEAD_PER_WORKER = 2  # slices being decided per worker while this process finishes one
 
 
 def _check_keys(states: StateSet, source: str) -> None:
@@ -66,45 +47,46 @@ def _check_keys(states: StateSet, source: str) -> None:
         raise InputError(source, i + 1, name, parquet._MIXED, value)
 
 
-def decide_on_cluster(client: Any, states: StateSet, config: Config) -> TraceColumns:
-    """The engine's columns for `states` under `config`, decided on the cluster: the same
-    bytes as `engine.run(states, config)`. Each part's columns are put in place as it
-    comes back, so that no more than one part's are held twice."""
-    from distributed import as_completed
+def _pres_on(client: Any, states: StateSet, config: Config):
+    """Given the slices, their pre-decisions in order, made on the cluster a few slices
+    ahead of the one asked for."""
+    def made(parts: list[slice]) -> Iterator[Any]:
+        ahead = max(1, _AHEAD_PER_WORKER * worker_count(client))
+        waiting = iter(parts)
+        pending: deque[Any] = deque()
 
-    from ..engine._batch import _trace_times
+        def submit() -> None:
+            part = next(waiting, None)
+            if part is not None:
+                values = np.ascontiguousarray(states.values[part])
+                pending.append(client.submit(pre_decisions, values, config, pure=False))
 
-    parts = stream_parts(states, worker_count(client) * _PARTS_PER_WORKER)
-    if not parts:  # no states: nothing to share out
-        from ..engine import run
+        with quiet():
+            for _ in range(ahead):
+                submit()
+            while pending:
+                future = pending.popleft()
+                pre = future.result()
+                del future
+                submit()
+                yield pre
 
-        return run(states, config)
-    codes, _ = states.stream_codes()
-    n = len(states)
-    with quiet():
-        futures = {client.submit(_decide, np.ascontiguousarray(states.values[index]), codes[index], config,
-                                 pure=False): p for p, index in enumerate(parts)}
-        decided: dict[str, np.ndarray] = {}
-        for future in as_completed(list(futures)):
-            part = future.result()
-            index = parts[futures.pop(future)]
-            del future
-            for name in _DECIDED:
-                values = part[name]
-                if name not in decided:
-                    decided[name] = np.empty((n,) + values.shape[1:], dtype=values.dtype)
-                decided[name][index] = values
-            del part
-    return TraceColumns(t=_trace_times(states), **decided)
+    return made
 
 
-def run_on_cluster(client: Any, states: StateSet, config: Config, out: str, *, chaos: bool = False) -> np.ndarray:
+def run_on_cluster(client: Any, states: StateSet, config: Config, out: str, *, chaos: bool = False,
+                   rows: int | None = None) -> np.ndarray:
     """Decide `states` under `config` on the cluster and write their traces to `out` (a
-    `.parquet` file, written atomically, as `run` writes it in one process); returns the
-    decisions at each level."""
+    `.parquet` file, written atomically, the same bytes as `run` writes in one process);
+    returns the decisions at each level. `rows`: states decided at a time (default
+    SLICE_ROWS, rounded up to whole row groups)."""
     if not out.lower().endswith(parquet.PARQUET_SUFFIX):
         raise ValueError(f"{out}: the cluster writes Parquet (.parquet)")
+    rows = SLICE_ROWS if rows is None else rows
+    if rows < 1:
+        raise ValueError(f"rows: expected an integer >= 1, got {rows!r}")
     _check_keys(states, os.fspath(out))
-    cols = decide_on_cluster(client, states, config)
-    parquet.write_traces(out, cols, states, config_id=config.config_id, model=ENGINE_MODEL, chaos=chaos)
-    return np.bincount(cols.level, minlength=3)
+    groups = parquet.ROW_GROUP_ROWS
+    decided = DecidedSlices(states, config, -(-rows // groups) * groups, _pres_on(client, states, config))
+    parquet.write_decided(out, decided, states, config_id=config.config_id, model=ENGINE_MODEL, chaos=chaos)
+    return decided.counts

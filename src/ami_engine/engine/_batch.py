@@ -3,7 +3,7 @@ and a single decision. All paths run the same compiled rules (rules.py, through 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -220,10 +220,15 @@ class StreamRun:
         self.codes, n_streams = states.stream_codes()
         self.streams = _Streams(self.cfgs, n_streams)
 
-    def decide(self, piece: slice | np.ndarray) -> list[TraceColumns]:
-        """Each config's columns on the states at `piece` (a slice, or ascending positions)."""
+    def decide(self, piece: slice | np.ndarray, pre: _Pre | None = None) -> list[TraceColumns]:
+        """Each config's columns on the states at `piece` (a slice, or ascending positions).
+        `pre`: their pre-decisions, when made elsewhere (pre_decisions of those states'
+        values, for these configs)."""
         values = np.ascontiguousarray(self.states.values[piece])
-        pre = _direct_pre(values, self.space, self.cfgs)
+        if pre is None:
+            pre = _direct_pre(values, self.space, self.cfgs)
+        elif pre.a.shape != (self.cfgs.shape[0], values.shape[0]):
+            raise ValueError(f"pre-decisions of shape {pre.a.shape} for {values.shape[0]} states")
         out = _Outputs(self.cfgs.shape[0], values.shape[0], full=True)
         # Only the streams of this piece, numbered afresh: the finish pass shares its work
         # out by stream number, so all of them would otherwise fall to one thread when
@@ -241,23 +246,34 @@ class StreamRun:
         return EngineSums(self.streams.totals())
 
 
+def pre_decisions(values: np.ndarray, config: Config) -> _Pre:
+    """The first pass of the direct path on the state values given, independent per state
+    (so it can be made anywhere, a piece at a time): what StreamRun.decide finishes."""
+    return _direct_pre(np.ascontiguousarray(values, dtype=np.float64), ActionSpace.of(config),
+                       _config_matrix([config]))
+
+
 def _at(values: Sequence[Any], positions: Sequence[int]) -> Sequence[Any]:
     if isinstance(values, Nones):
         return Nones(len(positions))
     return [values[i] for i in positions]
 
 
-def run_slices(states: StateSet, config: Config, rows: int) -> Iterator[tuple[slice, TraceColumns]]:
+def run_slices(states: StateSet, config: Config, rows: int,
+               pres: Callable[[list[slice]], Iterator[_Pre]] | None = None) -> Iterator[tuple[slice, TraceColumns]]:
     """Decide every state under one config, `rows` consecutive states at a time: each slice
     of the input and its columns, in input order (StreamRun): the same bytes as those of
-    run() on all the states, while only one slice's per-decision columns exist at a time."""
+    run() on all the states, while only one slice's per-decision columns exist at a time.
+    `pres`: given the slices, their pre-decisions in that order (pre_decisions, made
+    elsewhere, perhaps ahead); by default each slice's are made here when it comes."""
     if rows < 1:
         raise ValueError(f"rows: expected an integer >= 1, got {rows!r}")
     decided = StreamRun(states, [config])
     n = len(states)
-    for start in range(0, n, rows):
-        part = slice(start, min(n, start + rows))
-        yield part, decided.decide(part)[0]
+    parts = [slice(start, min(n, start + rows)) for start in range(0, n, rows)]
+    made = iter(pres(parts)) if pres is not None else None
+    for part in parts:
+        yield part, decided.decide(part, None if made is None else next(made))[0]
 
 
 def direct_sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:

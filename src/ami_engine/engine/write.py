@@ -11,7 +11,8 @@ record per line, so the file is the same bytes as the one written from run() at 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -26,12 +27,14 @@ from ._batch import run, run_slices
 SLICE_ROWS = 131_072  # states decided at a time (rounded up to whole row groups for Parquet)
 
 
-class _Slices:
-    """The decisions slice by slice, counting the decisions at each level as they go (from
-    zero again each time they are gone through)."""
+class DecidedSlices:
+    """The decisions slice by slice (run_slices; `pres`: the pre-decisions made elsewhere),
+    counting the decisions at each level as they go (from zero again each time they are
+    gone through)."""
 
-    def __init__(self, states: StateSet, config: Config, rows: int) -> None:
-        self.states, self.config, self.rows = states, config, rows
+    def __init__(self, states: StateSet, config: Config, rows: int,
+                 pres: Callable[[list[slice]], Iterator[Any]] | None = None) -> None:
+        self.states, self.config, self.rows, self.pres = states, config, rows, pres
         self.counts = np.zeros(3, dtype=np.int64)
 
     def __call__(self) -> Iterator[tuple[slice, TraceColumns]]:
@@ -39,7 +42,7 @@ class _Slices:
         if not len(self.states):  # no states: the empty columns, as run() gives them
             yield slice(0, 0), run(self.states, self.config)
             return
-        for part, cols in run_slices(self.states, self.config, self.rows):
+        for part, cols in run_slices(self.states, self.config, self.rows, self.pres):
             self.counts += np.bincount(cols.level, minlength=3)
             yield part, cols
 
@@ -56,10 +59,10 @@ def write_run(out: str | os.PathLike[str], states: StateSet, config: Config, *, 
     config_id = config.config_id
     if os.fspath(out).lower().endswith(parquet.PARQUET_SUFFIX):
         groups = parquet.ROW_GROUP_ROWS
-        decided = _Slices(states, config, -(-rows // groups) * groups)
+        decided = DecidedSlices(states, config, -(-rows // groups) * groups)
         parquet.write_decided(out, decided, states, config_id=config_id, model=ENGINE_MODEL, chaos=chaos)
     else:
-        decided = _Slices(states, config, rows)
+        decided = DecidedSlices(states, config, rows)
         with atomic_output(out) as fh:
             for part, cols in decided():
                 for chunk in encode_traces(cols, states, config_id=config_id, model=ENGINE_MODEL, chaos=chaos,
