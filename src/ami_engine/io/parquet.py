@@ -247,11 +247,10 @@ def _action(b: _Batch, arr: Any, name: str) -> np.ndarray:
     """An action column as an (n, 4) float64 array."""
     pa = _pa()
     n = len(arr)
-    out = np.full((n, ACTION_SIZE), np.nan)
     if not (pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type)
             or pa.types.is_large_list(arr.type)) or not _is_number_type(arr.type.value_type):
         b.type_problem(arr, name, f"lists of {ACTION_SIZE} numbers")
-        return out
+        return np.full((n, ACTION_SIZE), np.nan)
     null = _nulls(arr)
     b.note(null, name, "missing (null)")
     if not (pa.types.is_fixed_size_list(arr.type) and arr.type.list_size == ACTION_SIZE):
@@ -259,7 +258,7 @@ def _action(b: _Batch, arr: Any, name: str) -> np.ndarray:
 
         lengths = np.asarray(pc.list_value_length(arr).fill_null(ACTION_SIZE).to_numpy(zero_copy_only=False))
         if b.note(lengths != ACTION_SIZE, name, f"expected {ACTION_SIZE} numbers", arr):
-            return out
+            return np.full((n, ACTION_SIZE), np.nan)
     if null.any():
         arr = arr.fill_null(pa.scalar([0.0] * ACTION_SIZE, type=arr.type))
     flat = arr.flatten()
