@@ -17,7 +17,7 @@ from ami_engine.cli import app
 from ami_engine.config import load_config
 from ami_engine.engine import run
 from ami_engine.engine import write as write_module
-from ami_engine.engine._batch import run_slices
+from ami_engine.engine._batch import StreamRun, pre_decisions, run_slices
 from ami_engine.engine.write import write_run
 from ami_engine.io import parquet
 from ami_engine.io.files import InputError, part_file, remove_stale_temps, temp_folder_for
@@ -218,3 +218,17 @@ def test_the_folder_of_parts_run_cluster_makes_is_cleared_once_its_process_is_go
         part_file(folder, p).write_bytes(b"PAR1")
     assert folder.is_dir() and folder.parent == tmp_path and folder.name.startswith(".x.parquet.")
     assert remove_stale_temps(tmp_path) == [folder] and list(tmp_path.iterdir()) == []
+
+
+def test_pre_decisions_made_elsewhere_are_checked_before_they_index_anything():
+    states = generate("chaos", 300, seed=4, streams=3)
+    good = pre_decisions(states.values, BASE)
+    cols = StreamRun(states, [BASE]).decide(slice(0, 300), good)[0]
+    assert np.array_equal(cols.level, run(states, BASE).level)
+    for field, value in (("a", 10**6), ("level", 3), ("reason", 100)):
+        bad = pre_decisions(states.values, BASE)
+        getattr(bad, field)[0, 7] = value
+        with pytest.raises(ValueError, match="out of range"):
+            StreamRun(states, [BASE]).decide(slice(0, 300), bad)
+    with pytest.raises(ValueError, match="shapes"):
+        StreamRun(states, [BASE]).decide(slice(0, 200), good)

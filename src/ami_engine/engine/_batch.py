@@ -13,7 +13,7 @@ import numpy as np
 from .. import ENGINE_MODEL
 from ..config import Config, ConfigError
 from ..io.stateset import Nones, StateSet
-from ..io.traces import TraceColumns
+from ..io.traces import REASONS, TraceColumns
 from ..io.traces import trace_records as _io_trace_records
 from . import _kernel as kernel
 from .scores import action_grid
@@ -227,8 +227,8 @@ class StreamRun:
         values = np.ascontiguousarray(self.states.values[piece])
         if pre is None:
             pre = _direct_pre(values, self.space, self.cfgs)
-        elif pre.a.shape != (self.cfgs.shape[0], values.shape[0]):
-            raise ValueError(f"pre-decisions of shape {pre.a.shape} for {values.shape[0]} states")
+        else:
+            _check_pre(pre, self.cfgs.shape[0], values.shape[0], self.space.actions.shape[0])
         out = _Outputs(self.cfgs.shape[0], values.shape[0], full=True)
         # Only the streams of this piece, numbered afresh: the finish pass shares its work
         # out by stream number, so all of them would otherwise fall to one thread when
@@ -244,6 +244,17 @@ class StreamRun:
     def sums(self) -> EngineSums:
         """Each config's sums over every state decided so far."""
         return EngineSums(self.streams.totals())
+
+
+def _check_pre(pre: _Pre, n_configs: int, n_states: int, n_actions: int) -> None:
+    """Pre-decisions made elsewhere index the action grid, the levels and the reasons in the
+    finish pass, which does not check its indices: their shapes and ranges are checked here."""
+    shapes = (pre.a.shape, pre.level.shape, pre.reason.shape, pre.f.shape)
+    if shapes != ((n_configs, n_states),) * 3 + ((n_configs, n_states, kernel.PRE_FLOATS),):
+        raise ValueError(f"pre-decisions of shapes {shapes} for {n_configs} config(s) and {n_states} states")
+    if n_states and not (0 <= pre.a.min() and pre.a.max() < n_actions and 0 <= pre.level.min()
+                         and pre.level.max() <= 2 and 0 <= pre.reason.min() and pre.reason.max() < len(REASONS)):
+        raise ValueError("pre-decisions out of range (action, level or reason)")
 
 
 def pre_decisions(values: np.ndarray, config: Config) -> _Pre:
