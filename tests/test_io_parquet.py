@@ -87,14 +87,14 @@ def test_metrics_on_parquet_equal_metrics_on_jsonl_to_the_bit(traces, tmp_path):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_metrics_read_only_the_columns_they_need(traces, monkeypatch, workers):
     read = []
-    original = pq.ParquetFile.read_row_group
+    original = pq.ParquetFile.iter_batches
 
-    def spy(self, i, columns=None, **kwargs):
-        table = original(self, i, columns=columns, **kwargs)
-        read.append(set(table.schema.names))
-        return table
+    def spy(self, *args, **kwargs):
+        for batch in original(self, *args, **kwargs):
+            read.append(set(batch.schema.names))
+            yield batch
 
-    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
     assert metrics_from_traces(traces["t.parquet"], workers=workers) == metrics_from_traces(traces["t.jsonl"])
     assert read and all(names == set(METRIC_COLUMNS) for names in read)
 

@@ -318,10 +318,11 @@ def sums_of_parquet_range(part: ParquetRange) -> tuple[MetricSums, InputError | 
         columns = [c for c in METRIC_COLUMNS if schema.get_field_index(c) >= 0]
         row = sum(pf.metadata.row_group(g).num_rows for g in range(part.first))
         total = MetricSums()
-        for group in range(part.first, part.stop):
-            # One Arrow thread per range: the ranges are read side by side already.
-            table = pf.read_row_group(group, columns=columns, use_threads=False)
-            for batch in table.to_batches(max_chunksize=parquet.BATCH_ROWS):
+        if part.stop > part.first:
+            # A batch at a time, even inside a large row group; one Arrow thread per range:
+            # the ranges are read side by side already.
+            for batch in pf.iter_batches(batch_size=parquet.BATCH_ROWS, row_groups=range(part.first, part.stop),
+                                         columns=columns, use_threads=False):
                 total = total + _sums_of_batch(parquet._Batch(batch, part.file, row))
                 row += batch.num_rows
         return total, None
