@@ -50,8 +50,9 @@ from .shards import EvaluatorFactory, InProcessEvaluator, make_shards, resident_
 from .split import Split, split_states
 from .study import StudyLocation, StudyStore, make_fingerprint
 
-# The held-out data is evaluated twice (the history's bests, then the baseline and the
-# suggestion): its evaluator gets this fraction of the budget and mostly scores it afresh.
+# The held-out evaluator scores the history's bests (and the baseline and the suggestion
+# when no gate judged them: the gate decides the held-out data itself); it gets this
+# fraction of the budget and mostly scores it afresh.
 HELD_OUT_SHARE = 16
 
 
