@@ -76,7 +76,8 @@ def _codes_by_labels(streams):
 
 
 def test_stream_codes_follow_first_appearance_for_any_labels():
-    for streams in (["b", "a", "b", "c"], [3, 1, 3, 2**70, 1], [3, "3", 3, None, True, 1], [True, 1, False], []):
+    for streams in (["b", "a", "b", "c"], [3, 1, 3, 2**70, 1], [3, "3", 3, None, True, 1], [True, 1, False], [],
+                    ["a", "\ud800", "a", "b\x00c", "\ud800"]):
         s = StateSet(np.zeros((len(streams), len(STATE_FIELDS))), list(streams), [None] * len(streams),
                      [None] * len(streams))
         codes, n = s.stream_codes()

@@ -139,7 +139,7 @@ def _first_appearance(streams: Sequence[Any]) -> tuple[np.ndarray, int]:
 
         try:
             encoded = pa.array(streams).dictionary_encode()
-        except (pa.ArrowInvalid, OverflowError):
+        except (pa.ArrowInvalid, OverflowError, UnicodeEncodeError):  # e.g. a lone surrogate: one by one
             pass
         else:
             return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), len(encoded.dictionary)
