@@ -13,7 +13,7 @@ from ami_engine.engine.parts import PartsRun, run_parts, stream_parts
 from ami_engine.gate import CriticalFloor, run_gate
 from ami_engine.gate import certificate as certificate_module
 from ami_engine.gate import checks as checks_module
-from ami_engine.gate.certificate import certify, decision_losses, heldout_losses
+from ami_engine.gate.certificate import certify, decide_held_out, decision_losses
 from ami_engine.gate.checks import check_certificate, check_heldout_loss
 from ami_engine.learning.loss import LossWeights
 from ami_engine.learning.needless import needless_fail_safes
@@ -95,7 +95,7 @@ def test_needless_matches_one_run_of_each_config(states):
 
 def test_heldout_losses_over_parts_are_those_of_one_run(states):
     for target in (1, 800):
-        ours, theirs = heldout_losses(states, (LEARNED, BASE), W, part_decisions=target)
+        ours, theirs = decide_held_out(states, (LEARNED, BASE), W, part_decisions=target).losses
         assert np.array_equal(ours, decision_losses(run(states, LEARNED), W))
         assert np.array_equal(theirs, decision_losses(run(states, BASE), W))
 

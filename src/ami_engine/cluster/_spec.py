@@ -9,7 +9,6 @@ files as this process, under the same paths).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from ..io.files import usable_cpus
 
 MAX_LOCAL_WORKERS = 256
 INSTALL_HINT = "pip install 'ami-engine[cluster]'"
@@ -70,10 +70,6 @@ def quiet() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=".*[Ll]arge object.*")
         warnings.filterwarnings("ignore", message=".*[Ss]ending large graph.*")
         yield
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def local_cluster_options(n_workers: int) -> dict[str, Any]:

@@ -228,11 +228,6 @@ def decide_held_out(states, configs, weights, *, part_decisions: int | None = No
     return HeldOutDecisions(out, decided.sums())
 
 
-def heldout_losses(states, configs, weights, *, part_decisions: int | None = None) -> list[np.ndarray]:
-    """Each config's decision_losses on every state (decide_held_out)."""
-    return decide_held_out(states, configs, weights, part_decisions=part_decisions).losses
-
-
 def decision_losses(cols, weights) -> np.ndarray:
     """Each decision's contribution to L: L of a set of decisions is the mean of these."""
     distortion = clamp_distortions(cols.soft_clamp, cols.raw_action, cols.final_action)

@@ -5,6 +5,7 @@ so that the same file gives the same blocks however it is shared out among worke
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,6 +87,11 @@ def iter_decoded_lines(
         except DECODE_ERRORS as exc:
             raise explain_line(line, exc, source, first_line + offset) from None
         yield first_line + offset, record
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: what reading a file in parts is shared among."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from ._blocks import (
     gc_paused,
     iter_blocks,
     iter_decoded_lines,
+    usable_cpus,
 )
 from ._errors import DECODE_ERRORS, explain_line, explain_validation, os_input_error
 from ._open import (
@@ -63,5 +64,6 @@ __all__ = [
     "show_value",
     "temp_folder_for",
     "temp_path_for",
+    "usable_cpus",
     "write_outputs",
 ]

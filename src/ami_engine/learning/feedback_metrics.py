@@ -44,6 +44,7 @@ from ..io.files import (
     gc_paused,
     is_plain_file,
     iter_blocks,
+    usable_cpus,
 )
 from ..io.parquet import is_parquet
 from ..io.traces import RequiredTraceRecord, action_matrix, iter_trace_blocks
@@ -245,7 +246,7 @@ def metrics_from_traces(
     number of workers: each block's sums are taken alone and added in file order.
     """
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = usable_cpus()
     if is_parquet(path):
         return _metrics_from_parquet(path, workers)
     n_blocks = 0
