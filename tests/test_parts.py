@@ -15,8 +15,9 @@ from ami_engine.gate import certificate as certificate_module
 from ami_engine.gate import checks as checks_module
 from ami_engine.gate.certificate import certify, decide_held_out, decision_losses
 from ami_engine.gate.checks import check_certificate, check_heldout_loss
+from ami_engine.io.stateset import STATE_FIELDS
 from ami_engine.learning.loss import LossWeights
-from ami_engine.learning.needless import needless_fail_safes
+from ami_engine.learning.needless import NeedlessTally, needless_fail_safes
 from ami_engine.report import render_report
 from ami_engine.scenario import generate
 from ami_engine.workflow import report_traces_states
@@ -91,6 +92,67 @@ def test_needless_matches_one_run_of_each_config(states):
                                 "1": int(np.sum(removed & (sugg.level == 1)))}
     assert got["margins"]["J_minus_J_MIN"]["min"] == float((sugg.J[removed] - LEARNED["J_MIN"]).min())
     assert got["margins"]["H_MAX_minus_H"]["median"] == float(np.median(LEARNED["H_MAX"] - sugg.H[removed]))
+    edges = np.linspace(0.0, 1.0, 11)  # counted against these edges, the last bin closed
+    for j, field in enumerate(STATE_FIELDS):
+        assert got["histograms"][field]["needless"] == np.histogram(states.values[removed, j], edges)[0].tolist()
+        assert got["histograms"][field]["all"] == np.histogram(states.values[:, j], edges)[0].tolist()
+
+
+def test_a_needless_tally_refuses_figures_before_every_decision_is_in(states):
+    tally = NeedlessTally(len(states), LEARNED)
+    for pos, (base, sugg) in run_parts(states, [BASE, LEARNED], 700):
+        tally.add(pos, base.level, base.reason, sugg)
+        if tally.seen.sum() < len(states):
+            with pytest.raises(ValueError, match="decisions tallied"):
+                tally.figures(states)
+    _same(tally.figures(states), needless_fail_safes(states, BASE, LEARNED))
+
+
+def test_learning_tallies_the_needless_fail_safes_from_its_own_decisions(monkeypatch):
+    """In this process the finalists' decisions on the training shards and one pass over the
+    held-out states give the needless fail-safes: the figures of one pass over all states."""
+    from ami_engine.learning import offline_loop
+    from ami_engine.learning.shards import InProcessEvaluator
+
+    data = offline_loop.data_from_scenario("chaos", 3000, 3)
+    settings = offline_loop.LearnSettings(strategy="tpe", budget=60, seed=2, batch_size=8, rung0=300)
+    passes = []
+
+    def whole_pass(*args, **kwargs):
+        passes.append(args)
+        return needless_fail_safes(*args, **kwargs)
+
+    def held_out_pass(*args, **kwargs):
+        passes.append(("held-out", len(args[0])))
+        return run_parts(*args, **kwargs)
+
+    monkeypatch.setattr(offline_loop, "needless_fail_safes", whole_pass)
+    monkeypatch.setattr(offline_loop, "run_parts", held_out_pass)
+    tallied = offline_loop.learn(data, BASE, settings)
+    assert tallied.suggestion_toml["meta"]["split"]["method"] == "by_stream"
+    assert passes == [("held-out", tallied.suggestion_toml["meta"]["split"]["n_heldout"])]
+    assert tallied.needless["count"] > 0
+    _same(tallied.needless, needless_fail_safes(data.states, BASE, tallied.suggestion))
+    # The gate decides the held-out states anyway, and shows them: no pass of its own.
+    gated = offline_loop.learn(data, BASE, settings, gate_fn=run_gate)
+    assert gated.accepted and gated.suggestion.config_id == tallied.suggestion.config_id and len(passes) == 1
+    _same(gated.needless, tallied.needless)
+    del passes[:]
+
+    # An evaluator that is not this process's sends no decisions back: one pass, the same figures.
+    def elsewhere(shards, baseline, *, keep_first=None):
+        return InProcessEvaluator(shards, baseline, 1 << 30, keep_first=keep_first)
+
+    passed = offline_loop.learn(data, BASE, settings, evaluator=elsewhere)
+    assert len(passes) == 1
+    _same(passed.needless, tallied.needless)
+    assert passed.suggestion_toml["meta"]["needless"] == tallied.suggestion_toml["meta"]["needless"]
+
+    # Split in time, a stream's held-out decisions follow its training ones: one pass over all.
+    few = offline_loop.data_from_scenario("chaos", 3000, 3, streams=3)
+    in_time = offline_loop.learn(few, BASE, settings)
+    assert in_time.suggestion_toml["meta"]["split"]["method"] == "in_time" and len(passes) == 2
+    _same(in_time.needless, needless_fail_safes(few.states, BASE, in_time.suggestion))
 
 
 def test_heldout_losses_over_parts_are_those_of_one_run(states):

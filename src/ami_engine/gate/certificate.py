@@ -216,15 +216,19 @@ class HeldOutDecisions:
     sums: EngineSums
 
 
-def decide_held_out(states, configs, weights, *, part_decisions: int | None = None) -> HeldOutDecisions:
+def decide_held_out(states, configs, weights, *, part_decisions: int | None = None,
+                    observe=None) -> HeldOutDecisions:
     """The configs decided over the held-out states in parts of whole streams
     (engine/parts.py; about PART_DECISIONS each unless given): the values of one run over
-    all of them, without their full columns at once."""
+    all of them, without their full columns at once. `observe(positions, columns)`, when
+    given, sees each part's positions and the configs' columns on it."""
     out = [np.empty(len(states)) for _ in configs]
     decided = PartsRun(states, configs, PART_DECISIONS if part_decisions is None else part_decisions)
     for pos, columns in decided:
         for losses, cols in zip(out, columns, strict=True):
             losses[pos] = decision_losses(cols, weights)
+        if observe is not None:
+            observe(pos, columns)
     return HeldOutDecisions(out, decided.sums())
 
 

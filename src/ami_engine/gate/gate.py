@@ -63,14 +63,16 @@ class GateThresholds:
 def run_gate(config: Config, baseline: Config, *, held_out: StateSet | None = None,
              regression: StateSet | None = None, critical: CriticalFloor = DEFAULT_CRITICAL,
              weights: LossWeights = DEFAULT_WEIGHTS, heldout_tolerance: float = 0.0,
-             delta: float = DEFAULT_DELTA) -> GateReport:
-    """Every check of the gate on one config; ACCEPT only when all pass."""
+             delta: float = DEFAULT_DELTA, observe=None) -> GateReport:
+    """Every check of the gate on one config; ACCEPT only when all pass. `observe(positions,
+    columns)`: shown the held-out decisions of [config, baseline] part by part, as they are
+    made (learning tallies the needless fail-safes from them)."""
     GateThresholds(critical, heldout_tolerance, delta)  # the thresholds are checked once, here
     chaos_columns = run(chaos_suite(), config)  # shared by the invariants and the determinism check
     # One run of both configs over the held-out data, shared by the held-out loss and the certificate.
     decided = None
     if held_out is not None and len(held_out):
-        decided = decide_held_out(held_out, (config, baseline), weights)
+        decided = decide_held_out(held_out, (config, baseline), weights, observe=observe)
     checks = (
         check_bounds(config, baseline),
         check_invariants(config, chaos_columns),

@@ -541,24 +541,27 @@ def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True) -> Any
         c = block.columns
         n = len(block)
         has = c["has_state"] if "state" in c else np.zeros(n, dtype=bool)
-        if not has.all():
-            missing += int(np.count_nonzero(~has))
+        k = int(np.count_nonzero(has))
+        if k < n:
+            missing += n - k
             if first_missing is None:
                 first_missing = int(block.index[np.argmin(has)]) + 1
         if "state" in c:
-            k = int(np.count_nonzero(has))
             if filled + k > matrix.shape[0]:
                 grown = np.empty((max(filled + k, matrix.shape[0] * 3 // 2), len(STATE_FIELDS)))
                 grown[:filled] = matrix[:filled]
                 matrix = grown
             matrix[filled:filled + k] = c["state"][has]
             filled += k
-        keep = np.flatnonzero(has).tolist()
+        keep = range(n) if k == n else np.flatnonzero(has).tolist()
         rows.append(block.index[has] + 1)
         column = c.get("stream")
-        # One object per stream label, shared by its states (not one per record).
-        streams.extend(None if column is None else labels.setdefault((type(column[i]), column[i]), column[i])
-                       for i in keep)
+        if column is None:
+            streams.extend([None] * len(keep))
+        else:
+            # One object per stream label, shared by its states (not one per record).
+            chosen = column if k == n else [column[i] for i in keep]
+            streams.extend(map(labels.setdefault, zip(map(type, chosen), chosen), chosen))
         if keys:
             column = c.get("id")
             ids.extend(None if column is None else column[i] for i in keep)

@@ -1,8 +1,13 @@
 """The needless fail-safes a suggestion removes (docs/learning.md §8): which baseline
-fail-safes it decides without one, why the baseline escalated them, and where they lie."""
+fail-safes it decides without one, why the baseline escalated them, and where they lie.
+
+The figures are tallied from both configs' decisions part by part (NeedlessTally), so they
+can come from any passes that decide every state under both: the one of
+needless_fail_safes, or the passes learning makes anyway (learning/offline_loop.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -12,6 +17,159 @@ from ..config import Config
 from ..engine import REASONS
 from ..engine.parts import PART_DECISIONS, run_parts
 from ..io.stateset import STATE_FIELDS, StateSet
+from .shards import Observer
+
+
+class BaselineLevels:
+    """The baseline's level and reason of each of n decisions, filled part by part."""
+
+    def __init__(self, n: int) -> None:
+        self.level = np.zeros(n, dtype=np.int8)
+        self.reason = np.zeros(n, dtype=np.int8)
+        self.added = 0
+
+    def add(self, positions: np.ndarray, cols: Any) -> None:
+        """The baseline's decisions at these positions (each position added once)."""
+        self.level[positions] = cols.level
+        self.reason[positions] = cols.reason
+        self.added += int(positions.size)
+
+
+class NeedlessTally:
+    """The needless fail-safes of `suggestion` over n decisions, tallied from the parts of
+    the decisions added (each decision once, in any order and any parts): the figures are
+    those of one pass over all of them."""
+
+    def __init__(self, n: int, suggestion: Config) -> None:
+        self.suggestion = suggestion
+        self.seen = np.zeros(n, dtype=bool)
+        self.base_l2, self.removed, self.still = (np.zeros(n, dtype=bool) for _ in range(3))
+        self.reasons = np.zeros(len(REASONS), dtype=np.int64)
+        self.new_level = np.zeros(2, dtype=np.int64)
+        self.j_margins: list[np.ndarray] = []
+        self.h_margins: list[np.ndarray] = []
+        self.broken_removed = 0
+
+    def add(self, positions: np.ndarray, base_level: np.ndarray, base_reason: np.ndarray, sugg: Any) -> None:
+        """The decisions at `positions`: the baseline's levels and reasons there, and the
+        suggestion's columns (TraceColumns) on the same states."""
+        l2 = base_level == 2
+        gone = l2 & (sugg.level < 2)
+        self.seen[positions] = True
+        self.base_l2[positions], self.removed[positions], self.still[positions] = l2, gone, l2 & (sugg.level == 2)
+        self.reasons += np.bincount(base_reason[gone], minlength=len(REASONS))[:len(REASONS)]
+        self.new_level += [int(np.sum(gone & (sugg.level == 0))), int(np.sum(gone & (sugg.level == 1)))]
+        self.j_margins.append(sugg.J[gone] - self.suggestion["J_MIN"])
+        self.h_margins.append(self.suggestion["H_MAX"] - sugg.H[gone])
+        self.broken_removed += sum(1 for i in {v.line for v in check_columns(sugg, self.suggestion)} if gone[i])
+
+    def figures(self, states: StateSet, bins: int = 10) -> dict[str, Any]:
+        """docs/learning.md §8, once every decision of `states` has been added."""
+        n = len(states)
+        if self.seen.shape[0] != n or not self.seen.all():
+            raise ValueError(f"needless fail-safes: {int(self.seen.sum())} of {n} decisions tallied")
+        removed, still = self.removed, self.still
+        by_reason = {REASONS[r]: int(self.reasons[r]) for r in range(len(REASONS))}
+        by_reason = {k: v for k, v in by_reason.items() if v}
+        # The histograms' equal bins over [0, 1] (the states' range), counted by NumPy's
+        # uniform-bin path: the same counts as against these edges, without sorting.
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        fields, histograms, contrasts = [], {}, []
+        values = states.values
+        for j, name in enumerate(STATE_FIELDS):
+            col = values[:, j]
+            mean_all = float(col.mean())
+            mean_removed = float(col[removed].mean()) if removed.any() else None
+            mean_still = float(col[still].mean()) if still.any() else None
+            fields.append({"field": name, "mean_needless": mean_removed, "mean_all": mean_all,
+                           "mean_still_l2": mean_still})
+            histograms[name] = {"edges": [float(e) for e in edges],
+                                "all": np.histogram(col, bins, (0.0, 1.0))[0].tolist(),
+                                "needless": np.histogram(col[removed], bins, (0.0, 1.0))[0].tolist()}
+            if mean_removed is not None:
+                spread = float(col.std()) or 1.0
+                contrasts.append(((mean_removed - mean_all) / spread, name, mean_removed, mean_all))
+        contrasts.sort(key=lambda c: -abs(c[0]))
+        summary = [
+            f"{name} is {'high' if z > 0 else 'low'} (mean {m:.2f} vs {a:.2f} over all states)"
+            for z, name, m, a in contrasts[:3] if abs(z) >= 0.1
+        ]
+        n_removed = int(removed.sum())
+        return {
+            "definition": NEEDLESS_DEFINITION,
+            "meet_invariants": int(n_removed - self.broken_removed),
+            "margins": {"J_minus_J_MIN": _spread(np.concatenate(self.j_margins or [np.empty(0)])),
+                        "H_MAX_minus_H": _spread(np.concatenate(self.h_margins or [np.empty(0)]))},
+            "count": n_removed,
+            "baseline_l2": int(self.base_l2.sum()),
+            "n": n,
+            "rate": n_removed / n,
+            "by_reason": by_reason,
+            "new_level": {"0": int(self.new_level[0]), "1": int(self.new_level[1])},
+            "fields": fields,
+            "histograms": histograms,
+            "summary": summary,
+            "_mask": removed,
+        }
+
+
+class TrainingWatch:
+    """Needless tallies taken from the decisions learning makes anyway on the training
+    shards: the baseline's (its levels, from its pass over all of them) and the finalists'
+    (on the top rung), so that only the held-out states remain to be decided for the
+    suggestion's needless fail-safes. Tallies are kept while they fit `budget` bytes."""
+
+    def __init__(self, n: int, shard_positions: list[np.ndarray], budget: int) -> None:
+        self.n, self.positions, self.budget = n, shard_positions, budget
+        self.base = BaselineLevels(n)
+        self.tallies: dict[str, NeedlessTally] = {}
+        self.n_train = sum(int(p.size) for p in shard_positions)
+
+    def baseline(self) -> Callable[[int], Observer]:
+        """The observers of the baseline's pass over the training shards."""
+        def on(shard: int) -> Observer:
+            where = self.positions[shard]
+            return lambda pos, columns: self.base.add(where[pos], columns[0])
+        return on
+
+    def finalists(self, configs: list[Config]) -> Callable[[int], Observer] | None:
+        """The observers of the finalists' pass over the training shards (after the
+        baseline's); None when their tallies would not fit what is left of the budget."""
+        # Per tally: four masks over all the states, and two margins per removed decision at most.
+        need = len(configs) * (4 * self.n + 16 * self.n_train)
+        if need > self.budget or self.base.added != self.n_train:
+            return None
+        self.budget -= need
+        tallies = [NeedlessTally(self.n, c) for c in configs]
+        for config, tally in zip(configs, tallies, strict=True):
+            self.tallies.setdefault(config.config_id, tally)
+
+        def on(shard: int) -> Observer:
+            where = self.positions[shard]
+
+            def seen(pos: np.ndarray, columns: list[Any]) -> None:
+                at = where[pos]
+                level, reason = self.base.level[at], self.base.reason[at]
+                for tally, cols in zip(tallies, columns, strict=True):
+                    tally.add(at, level, reason, cols)
+            return seen
+        return on
+
+    def tally(self, config: Config) -> NeedlessTally | None:
+        """The config's tally, if it was a watched finalist."""
+        return self.tallies.get(config.config_id)
+
+    def held_out(self, config: Config, positions: np.ndarray) -> Observer | None:
+        """The observer of [config, baseline]'s decisions on the held-out states (at these
+        positions of the data), for the config's tally; None when it has none."""
+        tally = self.tally(config)
+        if tally is None:
+            return None
+
+        def seen(pos: np.ndarray, columns: list[Any]) -> None:
+            sugg, base = columns
+            tally.add(positions[pos], base.level, base.reason, sugg)
+        return seen
 
 
 def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, bins: int = 10,
@@ -22,61 +180,10 @@ def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, 
     Both configs run over parts of whole streams (engine/parts.py, about `part_decisions`
     each); only the masks, the counts and the margins of the needless decisions are kept
     from each part, so the figures are exactly those of one run over all the states."""
-    n = len(states)
-    base_l2, removed, still = (np.zeros(n, dtype=bool) for _ in range(3))
-    reasons = np.zeros(len(REASONS), dtype=np.int64)
-    new_level = np.zeros(2, dtype=np.int64)
-    j_margins, h_margins = [], []
-    broken_removed = 0
+    tally = NeedlessTally(len(states), suggestion)
     for pos, (base, sugg) in run_parts(states, [baseline, suggestion], part_decisions):
-        l2 = base.level == 2
-        gone = l2 & (sugg.level < 2)
-        base_l2[pos], removed[pos], still[pos] = l2, gone, l2 & (sugg.level == 2)
-        reasons += np.bincount(base.reason[gone], minlength=len(REASONS))[:len(REASONS)]
-        new_level += [int(np.sum(gone & (sugg.level == 0))), int(np.sum(gone & (sugg.level == 1)))]
-        j_margins.append(sugg.J[gone] - suggestion["J_MIN"])
-        h_margins.append(suggestion["H_MAX"] - sugg.H[gone])
-        broken_removed += sum(1 for i in {v.line for v in check_columns(sugg, suggestion)} if gone[i])
-    by_reason = {REASONS[r]: int(reasons[r]) for r in range(len(REASONS))}
-    by_reason = {k: v for k, v in by_reason.items() if v}
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    fields, histograms, contrasts = [], {}, []
-    values = states.values
-    for j, name in enumerate(STATE_FIELDS):
-        col = values[:, j]
-        mean_all = float(col.mean())
-        mean_removed = float(col[removed].mean()) if removed.any() else None
-        mean_still = float(col[still].mean()) if still.any() else None
-        fields.append({"field": name, "mean_needless": mean_removed, "mean_all": mean_all,
-                       "mean_still_l2": mean_still})
-        histograms[name] = {"edges": [float(e) for e in edges],
-                            "all": np.histogram(col, edges)[0].tolist(),
-                            "needless": np.histogram(col[removed], edges)[0].tolist()}
-        if mean_removed is not None:
-            spread = float(col.std()) or 1.0
-            contrasts.append(((mean_removed - mean_all) / spread, name, mean_removed, mean_all))
-    contrasts.sort(key=lambda c: -abs(c[0]))
-    summary = [
-        f"{name} is {'high' if z > 0 else 'low'} (mean {m:.2f} vs {a:.2f} over all states)"
-        for z, name, m, a in contrasts[:3] if abs(z) >= 0.1
-    ]
-    n_removed = int(removed.sum())
-    return {
-        "definition": NEEDLESS_DEFINITION,
-        "meet_invariants": int(n_removed - broken_removed),
-        "margins": {"J_minus_J_MIN": _spread(np.concatenate(j_margins)),
-                    "H_MAX_minus_H": _spread(np.concatenate(h_margins))},
-        "count": n_removed,
-        "baseline_l2": int(base_l2.sum()),
-        "n": n,
-        "rate": n_removed / n,
-        "by_reason": by_reason,
-        "new_level": {"0": int(new_level[0]), "1": int(new_level[1])},
-        "fields": fields,
-        "histograms": histograms,
-        "summary": summary,
-        "_mask": removed,
-    }
+        tally.add(pos, base.level, base.reason, sugg)
+    return tally.figures(states, bins)
 
 
 NEEDLESS_DEFINITION = (

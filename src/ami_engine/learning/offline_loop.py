@@ -27,6 +27,7 @@ gate was given: the candidate is not accepted, whatever its figures).
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -35,11 +36,12 @@ import numpy as np
 from .. import ENGINE_MODEL
 from ..config import Config
 from ..engine import EngineSums
+from ..engine.parts import run_parts
 from ..io.stateset import StateSet
 from . import refine
 from .bounds import check_delta
 from .data import LearnData, data_from_scenario, data_from_states_file, data_from_traces_file, meta_field
-from .needless import NEEDLESS_DEFINITION, needless_fail_safes
+from .needless import NEEDLESS_DEFINITION, TrainingWatch, needless_fail_safes
 from .policy_optimizer import SearchSpace, make_strategy
 from .race import Race
 from .racing import ETA, REFINE_ITERATIONS, REFINE_RUNG, REFINE_SHARE, VERSION, plan, rung_shards
@@ -54,6 +56,8 @@ from .study import StudyLocation, StudyStore, make_fingerprint
 # when no gate judged them: the gate decides the held-out data itself); it gets this
 # fraction of the budget and mostly scores it afresh.
 HELD_OUT_SHARE = 16
+# The needless tallies of the finalists (TrainingWatch) get this fraction of the budget.
+WATCH_SHARE = 8
 
 
 def with_learned(baseline: Config, row: np.ndarray, space: SearchSpace) -> Config:
@@ -129,17 +133,25 @@ def learn(
     else:
         train_ev = evaluator(train_shards.shards, baseline, keep_first=schedule.rungs[schedule.refine_rung].shards)
         held_ev = evaluator(held_shards.shards, baseline, keep_first=0)
+    # In this process the needless fail-safes are tallied from the training decisions the
+    # search makes anyway (the split keeps whole streams apart, so they are those of one
+    # pass over all the states); a cluster's workers do not send decisions back.
+    watch = None
+    if evaluator is None and split.method == "by_stream":
+        watch = TrainingWatch(len(data.states), train_shards.positions, room // WATCH_SHARE)
     try:
-        race = Race(schedule, train_ev, baseline, space, settings, regression)
+        everything = range(len(train_shards))
+        base_sums = train_ev.evaluate([baseline], everything) if watch is None else \
+            train_ev.evaluate([baseline], everything, observe=watch.baseline())
+        base_L = float(base_sums.loss(settings.weights)[0])
+        race = Race(schedule, train_ev, baseline, space, settings, regression,
+                    watch=None if watch is None else watch.finalists)
         store = StudyStore.open(study, _fingerprint(data, baseline, settings, regression), space=space,
                                 existing=existing_study)
         try:
             race.run(strategy, store, progress)
         finally:
             store.close()
-        everything = range(len(train_shards))
-        base_sums = train_ev.evaluate([baseline], everything)
-        base_L = float(base_sums.loss(settings.weights)[0])
         # Only a candidate that beats the baseline's own training loss is worth suggesting.
         better = [row for row, y in race.ranked() if y < base_L - 1e-12 * max(1.0, abs(base_L))]
         better = better[:MAX_GATE_TRIES]
@@ -157,8 +169,12 @@ def learn(
             if gate_fn is None:
                 chosen, status = candidate, NOT_GATED
                 break
+            shown = {}
+            if watch is not None and _takes_observe(gate_fn):  # the gate decides the held-out data anyway
+                shown["observe"] = watch.held_out(candidate, split.held_out)
             gate_report = gate_fn(candidate, baseline, held_out=held_out, regression=regression,
-                                  critical=settings.critical, weights=settings.weights, delta=settings.gate_delta)
+                                  critical=settings.critical, weights=settings.weights, delta=settings.gate_delta,
+                                  **shown)
             tried.append(candidate)
             if gate_report.accepted:
                 chosen, status = candidate, ACCEPTED
@@ -179,8 +195,33 @@ def learn(
     note = strategy.note if hasattr(strategy, "note") else None
     racing_meta = {**schedule.meta(), "shards": len(train_shards), "shard_method": train_shards.method,
                    "evaluated": race.evaluated_per_rung()}
+    needless = _needless(data, baseline, chosen, watch, held_out, split)
     return _result(data, baseline, settings, split, space, chosen, sums, held_out, history,
-                   gate_report, status, note, racing_meta)
+                   gate_report, status, note, racing_meta, needless)
+
+
+def _needless(data: LearnData, baseline: Config, chosen: Config, watch: TrainingWatch | None, held_out: StateSet,
+              split: Split) -> dict[str, Any]:
+    """The needless fail-safes of the chosen config over all the states: from its tally on
+    the training shards, when it was a watched finalist, and on the held-out states, as the
+    gate decided them or else decided here; without a tally, from a pass over all of them."""
+    tally = None if watch is None else watch.tally(chosen)
+    shown = 0 if tally is None else int(np.count_nonzero(tally.seen[split.held_out]))
+    if tally is None or 0 < shown < split.held_out.size:
+        return needless_fail_safes(data.states, baseline, chosen)
+    if not shown:  # the gate did not show them (or did not run)
+        for pos, (base, sugg) in run_parts(held_out, [baseline, chosen]):
+            tally.add(split.held_out[pos], base.level, base.reason, sugg)
+    return tally.figures(data.states)
+
+
+def _takes_observe(gate_fn: Callable[..., Any]) -> bool:
+    """True when the gate function names an `observe` parameter (run_gate does): it is then
+    shown the held-out decisions' observer."""
+    try:
+        return "observe" in inspect.signature(gate_fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _heldout_sums(gate_report, chosen: Config, baseline: Config, held_ev, n_shards: int) -> EngineSums:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine import EngineSums, ScoreTable
+from ..engine import DIRECT_MAX_CONFIGS, EngineSums, ScoreTable
 from ..suites import critical_set
 from . import refine
 from .constraints import regression_failures
@@ -26,8 +26,12 @@ class Race:
     Each batch is a history step; a batch the study already holds is taken from it, not
     evaluated again."""
 
-    def __init__(self, schedule, ev, baseline, space, settings, regression):
+    def __init__(self, schedule, ev, baseline, space, settings, regression, watch=None):
+        """`watch(configs)`: the observers (InProcessEvaluator.evaluate's `observe`) of the
+        finalists' decisions on the top rung, or None; asked for promoted batches of at
+        most DIRECT_MAX_CONFIGS configs only (the path that can show them)."""
         self.schedule, self.ev, self.baseline, self.space = schedule, ev, baseline, space
+        self.watch = watch
         self.settings, self.regression = settings, regression
         self.crit_table = ScoreTable(critical_set(), baseline)
         self.crit_base = self.crit_table.evaluate([baseline])[0]
@@ -37,12 +41,18 @@ class Race:
         self.top_sums: dict[bytes, EngineSums] = {}  # each candidate's sums on all the training data
 
     # -- evaluation
-    def _rung_sums(self, configs, rung):
-        return self.ev.evaluate(configs, range(self.schedule.rungs[rung].shards))
+    def _rung_sums(self, configs, rung, phase):
+        shards = range(self.schedule.rungs[rung].shards)
+        if phase == "promote" and rung == self.schedule.top and self.watch is not None \
+                and len(configs) <= DIRECT_MAX_CONFIGS:
+            observe = self.watch(configs)
+            if observe is not None:
+                return self.ev.evaluate(configs, shards, observe=observe)
+        return self.ev.evaluate(configs, shards)
 
     def _evaluate(self, X, rung, phase, known=False):
         configs = [self.baseline.replace(**self.space.to_dict(row)) for row in X]
-        sums = self._rung_sums(configs, rung)
+        sums = self._rung_sums(configs, rung, phase)
         w = self.settings.weights
         losses = sums.loss(w)
         if known:  # feasibility does not depend on the data: judged once per candidate

@@ -53,14 +53,16 @@ def _scenario_figures(baseline: Config, suggestion: Config, weights: LossWeights
 
 
 def build_result(data, baseline, settings, split, space, chosen, sums, held_out, history, gate_report, status,
-                 note=None, racing=None) -> LearnResult:
+                 note=None, racing=None, needless=None) -> LearnResult:
     """The suggestion document and summary; `sums` holds the EngineSums of [baseline, chosen]
-    on the "train" and "heldout" data."""
+    on the "train" and "heldout" data; `needless`: the chosen config's needless fail-safes
+    over all the states, when the caller has them."""
     accepted = status == ACCEPTED
     w = settings.weights
     metrics = {part: {"baseline": rows[0].figures(w), "suggestion": rows[1].figures(w)}
                for part, rows in sums.items()}
-    needless = needless_fail_safes(data.states, baseline, chosen)
+    if needless is None:
+        needless = needless_fail_safes(data.states, baseline, chosen)
     row = space.from_dict(chosen.learned())
     meta: dict[str, Any] = {
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

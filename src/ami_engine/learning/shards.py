@@ -25,7 +25,7 @@ configs alone keeps the bytes the same.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,11 +33,17 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..engine import DIRECT_MAX_CONFIGS, ActionSpace, EngineSums, ScoreTable, direct_sums
+from ..engine.parts import PartsRun
 from ..io.stateset import Nones, StateSet, renumber
+from ..io.traces import TraceColumns
 
 SHARD_DECISIONS = 5_000  # target decisions per shard
 CONFIG_SCRATCH = 128 << 20  # the most ScoreTable.evaluate's per-config scratch may take
 TABLE_SHARE = 0.25  # of the memory budget, for the score tables kept between evaluations
+
+# Given each config's decisions on some of a shard's states: their positions in the shard
+# (ascending) and the configs' columns on them.
+Observer = Callable[[np.ndarray, list[TraceColumns]], None]
 
 
 def resident_bytes() -> int:
@@ -63,6 +69,7 @@ class Sharding:
     shards: list[StateSet]
     method: str  # "whole streams"
     seed: int
+    positions: list[np.ndarray]  # of each shard's states in the state set shared, in shard order
 
     @property
     def sizes(self) -> np.ndarray:
@@ -99,18 +106,19 @@ def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
     ptr = np.zeros(n_streams + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(np.bincount(codes, minlength=n_streams))
     dealt = np.random.default_rng(np.random.SeedSequence([seed, 0x5A4D])).permutation(n_streams)
-    shards: list[StateSet] = []
+    where: list[np.ndarray] = []
     pending: list[np.ndarray] = []
     size = 0
     for s in dealt:
         pending.append(order[ptr[s]:ptr[s + 1]])
         size += int(ptr[s + 1] - ptr[s])
         if size >= target:
-            shards.append(lean_subset(states.values, labels, all_codes, np.concatenate(pending)))
+            where.append(np.concatenate(pending))
             pending, size = [], 0
     if pending:
-        shards.append(lean_subset(states.values, labels, all_codes, np.concatenate(pending)))
-    return Sharding(shards, "whole streams", seed)
+        where.append(np.concatenate(pending))
+    shards = [lean_subset(states.values, labels, all_codes, index) for index in where]
+    return Sharding(shards, "whole streams", seed, where)
 
 
 class ShardEvaluator(Protocol):
@@ -161,13 +169,22 @@ class ShardScorer:
     def holds_table(self) -> bool:
         return self._table is not None
 
-    def sums(self, configs: Sequence[Config]) -> EngineSums:
+    def sums(self, configs: Sequence[Config], observe: Observer | None = None) -> EngineSums:
+        """`observe(positions, columns)`: given each config's decisions on the shard, part
+        by part (positions in the shard; direct path only, the same sums)."""
         configs = list(configs)
         if len(configs) <= DIRECT_MAX_CONFIGS:
             for cfg in configs:
                 if ActionSpace.of(cfg).key() != self._space:
                     raise ConfigError(f"{cfg.source}: ACTION_GRID and SCORE_WEIGHTS must match the score table's")
-            return direct_sums(self.shard, configs)
+            if observe is None:
+                return direct_sums(self.shard, configs)
+            decided = PartsRun(self.shard, configs)
+            for positions, columns in decided:
+                observe(positions, columns)
+            return decided.sums()
+        if observe is not None:
+            raise ValueError(f"decisions are observed on the direct path only (at most {DIRECT_MAX_CONFIGS} configs)")
         table = self._table
         if table is None:
             table = ScoreTable(self.shard, self.baseline, memory_bytes=self.part_bytes)
@@ -216,10 +233,14 @@ class InProcessEvaluator:
         """The number of score tables held now."""
         return sum(s.holds_table for s in self._scorers)
 
-    def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums:
+    def evaluate(self, configs: Sequence[Config], shards: Sequence[int], *,
+                 observe: Callable[[int], Observer] | None = None) -> EngineSums:
+        """`observe(shard)`: the observer of that shard's decisions (ShardScorer.sums), for
+        at most DIRECT_MAX_CONFIGS configs; the sums are the same with or without it."""
         configs = list(configs)
         order = shard_order(shards, len(self.shards))
-        return merge((self._scorers[i].sums(configs) for i in order), len(configs))
+        return merge((self._scorers[i].sums(configs, None if observe is None else observe(i)) for i in order),
+                     len(configs))
 
     def close(self) -> None:
         for scorer in self._scorers:
