@@ -5,12 +5,15 @@ import io
 import json
 import math
 import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ami_engine.io.files import InputError
-from ami_engine.learning.feedback_metrics import MetricSums, metrics_from_traces, sums_from_columns
+from ami_engine.learning.feedback_metrics import MetricSums, exact_sum, metrics_from_traces, sums_from_columns
 
 SAFE = [0.0, 0.5, 0.0, 1.0]
 
@@ -169,3 +172,16 @@ def test_an_empty_traces_file_has_no_metrics(tmp_path):
     path.write_text("")
     with pytest.raises(InputError, match="no traces"):
         metrics_from_traces(str(path))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=60))
+def test_exact_sum_is_the_sum_of_the_values_as_fractions(values):
+    """Any finite floats, subnormals, negative zero and the largest ones included."""
+    assert exact_sum(np.array(values, dtype=np.float64)) == sum((Fraction(v) for v in values), Fraction(0))
+
+
+def test_exact_sum_refuses_what_is_not_finite():
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="finite"):
+            exact_sum(np.array([0.5, bad]))

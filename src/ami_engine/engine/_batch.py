@@ -238,7 +238,11 @@ class StreamRun:
         _finish(values, self.space, self.cfgs, _stream_layout(local.ravel(), present.shape[0]), pre, 0, mine, out)
         self.streams.put(present, mine)
         positions = range(len(self.states))[piece] if isinstance(piece, slice) else piece.tolist()
-        t = [i if v is None else v for i, v in zip(positions, _at(self.states.t, positions), strict=True)]
+        if isinstance(self.states.t, Nones):  # no times at all: each decision's is its position
+            t = list(positions)
+        else:
+            times = self.states.t
+            t = [i if v is None else v for i, v in zip(positions, (times[i] for i in positions), strict=True)]
         return [_columns(t, self.space, pre, out, c) for c in range(self.cfgs.shape[0])]
 
     def sums(self) -> EngineSums:
@@ -262,12 +266,6 @@ def pre_decisions(values: np.ndarray, config: Config) -> _Pre:
     (so it can be made anywhere, a piece at a time): what StreamRun.decide finishes."""
     return _direct_pre(np.ascontiguousarray(values, dtype=np.float64), ActionSpace.of(config),
                        _config_matrix([config]))
-
-
-def _at(values: Sequence[Any], positions: Sequence[int]) -> Sequence[Any]:
-    if isinstance(values, Nones):
-        return Nones(len(positions))
-    return [values[i] for i in positions]
 
 
 def run_slices(states: StateSet, config: Config, rows: int,

@@ -180,9 +180,11 @@ _EXACT_CHUNK = 1 << _HALF_BITS
 def exact_sum(values: np.ndarray) -> Fraction:
     """The exact sum of finite float64 values, as a fraction (no rounding at all).
 
-    Every float is m * 2**(e - 53) with an integer mantissa m; the mantissas are split in
-    two halves and added per exponent, exactly, then the few per-exponent totals are
-    joined with Python integers. Exact sums add up in any order to the same value.
+    Every float is m * 2**(e - 1075) with an integer m below 2**53 read off its bits (the
+    stored fraction, with the leading 1 of a normal number) and e its biased exponent (1
+    for a subnormal); the m are split in two halves and added per exponent, exactly, then
+    the few per-exponent totals are joined with Python integers. Exact sums add up in any
+    order to the same value.
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size > _EXACT_CHUNK:
@@ -191,16 +193,21 @@ def exact_sum(values: np.ndarray) -> Fraction:
         return Fraction(0)
     if not np.isfinite(x).all():
         raise ValueError("exact_sum: the values must be finite")
-    fraction, exponent = np.frexp(x)
-    mantissa = (fraction * float(1 << 53)).astype(np.int64)
+    bits = x.view(np.int64)
+    biased = (bits >> 52) & 0x7FF
+    mantissa = bits & ((1 << 52) - 1)
+    mantissa |= (biased != 0).astype(np.int64) << 52
+    np.negative(mantissa, out=mantissa, where=bits < 0)
+    exponent = np.maximum(biased, 1)
     low_exponent = int(exponent.min())
-    slot = (exponent - low_exponent).astype(np.intp)
+    slot = exponent - low_exponent
+    # Floor halves: high * 2**26 + low == m, for negative m too.
     high = np.bincount(slot, weights=mantissa >> _HALF_BITS)
     low = np.bincount(slot, weights=mantissa & ((1 << _HALF_BITS) - 1))
     total = 0
     for k in np.flatnonzero((high != 0) | (low != 0)).tolist():
         total += ((int(high[k]) << _HALF_BITS) + int(low[k])) << k
-    scale = low_exponent - 53
+    scale = low_exponent - 1075
     return Fraction(total << scale) if scale >= 0 else Fraction(total, 1 << -scale)
 
 

@@ -82,7 +82,10 @@ class Sharding:
 def lean_subset(values: np.ndarray, labels: list, codes: np.ndarray, index: np.ndarray) -> StateSet:
     """The states at `index` as a StateSet of values and shared stream labels only."""
     n = int(index.size)
-    return StateSet(values=np.ascontiguousarray(values[index]), streams=[labels[c] for c in codes[index]],
+    shared = np.empty(len(labels), dtype=object)  # the labels themselves, shared, whatever their type
+    for code, label in enumerate(labels):
+        shared[code] = label
+    return StateSet(values=np.ascontiguousarray(values[index]), streams=shared[codes[index]].tolist(),
                     t=Nones(n), ids=Nones(n)).with_codes(renumber(codes[index]))
 
 
