@@ -125,6 +125,12 @@ class TrainingWatch:
         self.tallies: dict[str, NeedlessTally] = {}
         self.n_train = sum(int(p.size) for p in shard_positions)
 
+    @staticmethod
+    def bytes_needed(n: int, n_train: int, n_configs: int) -> int:
+        """The most the tallies of n_configs finalists take: four masks over all the n
+        states, and two margins per removed training decision at most."""
+        return n_configs * (4 * n + 16 * n_train)
+
     def baseline(self) -> Callable[[int], Observer]:
         """The observers of the baseline's pass over the training shards."""
         def on(shard: int) -> Observer:
@@ -135,8 +141,7 @@ class TrainingWatch:
     def finalists(self, configs: list[Config]) -> Callable[[int], Observer] | None:
         """The observers of the finalists' pass over the training shards (after the
         baseline's); None when their tallies would not fit what is left of the budget."""
-        # Per tally: four masks over all the states, and two margins per removed decision at most.
-        need = len(configs) * (4 * self.n + 16 * self.n_train)
+        need = self.bytes_needed(self.n, self.n_train, len(configs))
         if need > self.budget or self.base.added != self.n_train:
             return None
         self.budget -= need

@@ -35,7 +35,7 @@ import numpy as np
 
 from .. import ENGINE_MODEL
 from ..config import Config
-from ..engine import EngineSums
+from ..engine import DIRECT_MAX_CONFIGS, EngineSums
 from ..engine.parts import run_parts
 from ..io.stateset import StateSet
 from . import refine
@@ -119,12 +119,23 @@ def learn(
     space = SearchSpace()
     strategy = make_strategy(settings.strategy_object or settings.strategy, space, seed=settings.seed,
                              budget=settings.budget, **settings.strategy_options)
-    train_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.train)
+    # In this process the needless fail-safes can be tallied from the training decisions the
+    # search makes anyway (the split keeps whole streams apart, so they are those of one
+    # pass over all the states); a cluster's workers do not send decisions back.
+    watching = evaluator is None and split.method == "by_stream"
+    train_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.train,
+                               keep_positions=watching)
     held_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.held_out)
     schedule = plan(train_shards.sizes, settings.budget, space.dim, rung0=settings.rung0)
+    watch = None
     if evaluator is None:  # the training shards get most of the budget; held-out data is streamed
         # What the data and the program hold already is not there to spend.
         room = max(MIN_MEMORY, settings.memory - resident_bytes())
+        # Watched only when the top rung's batches take the direct path and their tallies fit.
+        finalists = schedule.rungs[schedule.top].candidates
+        if watching and min(finalists, settings.batch_size) <= DIRECT_MAX_CONFIGS \
+                and TrainingWatch.bytes_needed(len(data.states), split.train.size, finalists) <= room // WATCH_SHARE:
+            watch = TrainingWatch(len(data.states), train_shards.positions, room // WATCH_SHARE)
         # Tables are worth keeping where candidates are evaluated batch after batch: up to the
         # refinement rung. Above it each rung is one batch, scored shard by shard.
         train_ev = InProcessEvaluator(train_shards.shards, baseline, room * 3 // 4,
@@ -133,12 +144,6 @@ def learn(
     else:
         train_ev = evaluator(train_shards.shards, baseline, keep_first=schedule.rungs[schedule.refine_rung].shards)
         held_ev = evaluator(held_shards.shards, baseline, keep_first=0)
-    # In this process the needless fail-safes are tallied from the training decisions the
-    # search makes anyway (the split keeps whole streams apart, so they are those of one
-    # pass over all the states); a cluster's workers do not send decisions back.
-    watch = None
-    if evaluator is None and split.method == "by_stream":
-        watch = TrainingWatch(len(data.states), train_shards.positions, room // WATCH_SHARE)
     try:
         everything = range(len(train_shards))
         base_sums = train_ev.evaluate([baseline], everything) if watch is None else \

@@ -69,7 +69,8 @@ class Sharding:
     shards: list[StateSet]
     method: str  # "whole streams"
     seed: int
-    positions: list[np.ndarray]  # of each shard's states in the state set shared, in shard order
+    # Of each shard's states in the state set shared (int32 where it fits), when asked for.
+    positions: list[np.ndarray] | None = None
 
     @property
     def sizes(self) -> np.ndarray:
@@ -90,11 +91,12 @@ def lean_subset(values: np.ndarray, labels: list, codes: np.ndarray, index: np.n
 
 
 def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
-                positions: np.ndarray | None = None) -> Sharding:
+                positions: np.ndarray | None = None, *, keep_positions: bool = False) -> Sharding:
     """Whole streams dealt to shards in a seeded order, each shard filled to about `target`
     decisions; inside a shard the streams follow that order, each in input order.
     `positions`: shard only the states at these positions (input order kept), without
-    making a copy of the rest of the state set first."""
+    making a copy of the rest of the state set first. `keep_positions`: the Sharding says
+    where each shard's states are in `states`."""
     if target < 1:
         raise ValueError(f"target: expected an integer >= 1, got {target!r}")
     all_codes, n_all = states.stream_codes()
@@ -121,7 +123,10 @@ def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
     if pending:
         where.append(np.concatenate(pending))
     shards = [lean_subset(states.values, labels, all_codes, index) for index in where]
-    return Sharding(shards, "whole streams", seed, where)
+    if not keep_positions:
+        return Sharding(shards, "whole streams", seed)
+    small = np.int32 if len(states) <= np.iinfo(np.int32).max else np.int64
+    return Sharding(shards, "whole streams", seed, [index.astype(small) for index in where])
 
 
 class ShardEvaluator(Protocol):
