@@ -287,3 +287,16 @@ def test_metrics_over_row_group_ranges_name_the_first_bad_row_in_file_order(trac
     good = tmp_path / "good.parquet"
     pq.write_table(table, good, row_group_size=200)
     assert metrics_from_traces(good, workers=workers) == metrics_from_traces(traces["t.jsonl"])
+
+
+@pytest.mark.parametrize("kind", ["fixed", "variable"])
+def test_an_action_column_is_read_from_where_its_slice_starts(kind):
+    """A batch's action column may be a slice of a longer array (its values do not start
+    at 0): each row gets its own four numbers, fixed-size lists and lists alike."""
+    rows = [[0.1 * i, 0.2, 0.3, 0.4] for i in range(6)]
+    full = pa.array(rows, type=pa.list_(pa.float64(), 4) if kind == "fixed" else pa.list_(pa.float64()))
+    sliced = full.slice(2, 3)
+    batch = parquet._Batch(pa.RecordBatch.from_arrays([sliced], names=["raw_action"]), "x.parquet", 0)
+    got = parquet._action(batch, batch.batch.column(0), "raw_action")
+    batch.raise_first()
+    assert np.array_equal(got, np.array(rows[2:5]))

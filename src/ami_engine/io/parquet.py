@@ -205,11 +205,14 @@ def _floats(b: _Batch, arr: Any, name: str, *, nullable: bool, unit: bool) -> np
         values[null] = np.nan
     # The common case, every value present and fine, costs two passes over the column.
     finite = np.isfinite(values)
-    if null.any() or not finite.all():
+    all_finite = bool(finite.all())
+    if null.any() or not all_finite:
         if b.note(~null & ~finite, name, "not a finite number", values):
             return values
-    if unit and (values.min(initial=0.0, where=finite) < 0.0 or values.max(initial=1.0, where=finite) > 1.0):
-        b.note(finite & ((values < 0.0) | (values > 1.0)), name, "outside [0, 1]", values)
+    if unit:
+        checked = values if all_finite else values[finite]
+        if checked.size and (checked.min() < 0.0 or checked.max() > 1.0):
+            b.note(finite & ((values < 0.0) | (values > 1.0)), name, "outside [0, 1]", values)
     return values
 
 
@@ -261,7 +264,10 @@ def _action(b: _Batch, arr: Any, name: str) -> np.ndarray:
             return np.full((n, ACTION_SIZE), np.nan)
     if null.any():
         arr = arr.fill_null(pa.scalar([0.0] * ACTION_SIZE, type=arr.type))
-    flat = arr.flatten()
+    if pa.types.is_fixed_size_list(arr.type):  # its values in place (flatten() would load Arrow's compute module)
+        flat = arr.values.slice(arr.offset * ACTION_SIZE, n * ACTION_SIZE)
+    else:
+        flat = arr.flatten()
     if flat.type != pa.float64():
         flat = flat.cast(pa.float64())
     values = np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float64).reshape(n, ACTION_SIZE)
