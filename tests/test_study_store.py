@@ -250,3 +250,29 @@ def test_ctrl_c_counts_the_evaluations_the_schedule_plans_not_the_budget(tmp_pat
     result = invoke("learn", "--scenario", "chaos", "--n", "1200", "--budget", "300", "--out", tmp_path / "s.toml")
     assert result.exit_code == 130
     assert "interrupted after 0 of 777 evaluations; continue with: ami-engine" in result.output
+
+
+def test_ctrl_c_is_an_interrupt_even_when_a_cleanup_fails_on_the_way_out(tmp_path, monkeypatch):
+    """The study's lock file half cleaned up when Ctrl-C lands in it: still exit 130, not
+    an error about the lock file; an error without an interrupt stays an error."""
+    from ami_engine import cli, workflow
+
+    def interrupted_in_a_lock(job, baseline, *, progress, **_):
+        progress(0, 300)
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "s.journal.lock.rename"))
+
+    monkeypatch.setattr(workflow, "run_learn_job", interrupted_in_a_lock)
+    monkeypatch.setattr(cli, "_learn_planned", [])
+    result = invoke("learn", "--scenario", "chaos", "--n", "1200", "--budget", "300", "--out", tmp_path / "s.toml")
+    assert result.exit_code == 130, result.output
+    assert "interrupted after 0 of 300 evaluations" in result.output and "lock" not in result.output
+
+    def failed(job, baseline, **_):
+        raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "gone.jsonl"))
+
+    monkeypatch.setattr(workflow, "run_learn_job", failed)
+    result = invoke("learn", "--scenario", "chaos", "--n", "1200", "--budget", "300", "--out", tmp_path / "s.toml")
+    assert result.exit_code == 2 and "gone.jsonl" in result.output

@@ -212,25 +212,46 @@ def _interruptible(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Ctrl-C during `learn`: say how far the study got and the command that goes on, exit 130.
 
     Outputs are written atomically, so an interrupted run leaves none half-made; the
-    study keeps every finished batch."""
+    study keeps every finished batch. An error raised while the interrupt unwinds (a study
+    store's lock file cleaned up half-way, say) is part of the interrupt, not a failure of
+    its own."""
+
+    def interrupted(kwargs: dict[str, Any]) -> typer.Exit:
+        from .learning.study import finished_evaluations
+        from .workflow import study_path
+
+        finished = 0
+        with contextlib.suppress(Exception):  # no study yet, or none readable: nothing finished
+            finished = finished_evaluations(study_path(kwargs.get("study"), kwargs["out"])) or 0
+        of = f" of {_learn_planned[0]}" if _learn_planned else ""  # known once the schedule is
+        err_console.print(f"interrupted after {finished}{of} evaluations; continue with: "
+                          f"{_resume_command()}", highlight=False, markup=False, soft_wrap=True)
+        return typer.Exit(130)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except KeyboardInterrupt:
-            from .learning.study import finished_evaluations
-            from .workflow import study_path
-
-            finished = 0
-            with contextlib.suppress(Exception):  # no study yet, or none readable: nothing finished
-                finished = finished_evaluations(study_path(kwargs.get("study"), kwargs["out"])) or 0
-            of = f" of {_learn_planned[0]}" if _learn_planned else ""  # known once the schedule is
-            err_console.print(f"interrupted after {finished}{of} evaluations; continue with: "
-                              f"{_resume_command()}", highlight=False, markup=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise interrupted(kwargs) from None
+        except Exception as exc:
+            if not _during_interrupt(exc):
+                raise
+            raise interrupted(kwargs) from None
 
     return wrapper
+
+
+def _during_interrupt(exc: BaseException) -> bool:
+    """True when `exc` was raised while a KeyboardInterrupt was being handled."""
+    seen: set[int] = set()
+    context = exc.__context__
+    while context is not None and id(context) not in seen:
+        if isinstance(context, KeyboardInterrupt):
+            return True
+        seen.add(id(context))
+        context = context.__context__
+    return False
 
 
 @contextmanager
