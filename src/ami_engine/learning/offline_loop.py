@@ -123,8 +123,7 @@ def learn(
     # search makes anyway (the split keeps whole streams apart, so they are those of one
     # pass over all the states); a cluster's workers do not send decisions back.
     watching = evaluator is None and split.method == "by_stream"
-    train_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.train,
-                               keep_positions=watching)
+    train_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.train)
     held_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.held_out)
     schedule = plan(train_shards.sizes, settings.budget, space.dim, rung0=settings.rung0)
     watch = None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, overload
 
 import numpy as np
 
@@ -62,41 +62,60 @@ def table_bytes(n_states: int, config: Config) -> int:
     return n_states * (a * (8 + 2) + 2 * 8 * (a // g) + g * 8 + 8)
 
 
+class Shards(Sequence[StateSet]):
+    """The shards of a state set, each built from it when asked for and not kept here: an
+    evaluator that keeps its shards elsewhere (on a cluster's workers) never holds them
+    all in this process."""
+
+    def __init__(self, values: np.ndarray, labels: list, codes: np.ndarray, where: list[np.ndarray]) -> None:
+        self._values, self._codes, self._where = values, codes, where
+        self._labels = np.empty(len(labels), dtype=object)  # the labels themselves, shared, whatever their type
+        for code, label in enumerate(labels):
+            self._labels[code] = label
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    @overload
+    def __getitem__(self, i: int) -> StateSet: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[StateSet]: ...
+
+    def __getitem__(self, i: int | slice) -> StateSet | list[StateSet]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        index = self._where[i]  # an IndexError past the end
+        n = int(index.size)
+        return StateSet(values=np.ascontiguousarray(self._values[index]),
+                        streams=self._labels[self._codes[index]].tolist(),
+                        t=Nones(n), ids=Nones(n)).with_codes(renumber(self._codes[index]))
+
+
 @dataclass(frozen=True)
 class Sharding:
     """The shards of a state set, and how they were cut."""
 
-    shards: list[StateSet]
+    shards: Shards
     method: str  # "whole streams"
     seed: int
-    # Of each shard's states in the state set shared (int32 where it fits), when asked for.
-    positions: list[np.ndarray] | None = None
+    positions: list[np.ndarray]  # of each shard's states in the state set (int32 where it fits)
 
     @property
     def sizes(self) -> np.ndarray:
-        return np.array([len(s) for s in self.shards], dtype=np.int64)
+        return np.array([p.size for p in self.positions], dtype=np.int64)
 
     def __len__(self) -> int:
-        return len(self.shards)
-
-
-def lean_subset(values: np.ndarray, labels: list, codes: np.ndarray, index: np.ndarray) -> StateSet:
-    """The states at `index` as a StateSet of values and shared stream labels only."""
-    n = int(index.size)
-    shared = np.empty(len(labels), dtype=object)  # the labels themselves, shared, whatever their type
-    for code, label in enumerate(labels):
-        shared[code] = label
-    return StateSet(values=np.ascontiguousarray(values[index]), streams=shared[codes[index]].tolist(),
-                    t=Nones(n), ids=Nones(n)).with_codes(renumber(codes[index]))
+        return len(self.positions)
 
 
 def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
-                positions: np.ndarray | None = None, *, keep_positions: bool = False) -> Sharding:
+                positions: np.ndarray | None = None) -> Sharding:
     """Whole streams dealt to shards in a seeded order, each shard filled to about `target`
     decisions; inside a shard the streams follow that order, each in input order.
     `positions`: shard only the states at these positions (input order kept), without
-    making a copy of the rest of the state set first. `keep_positions`: the Sharding says
-    where each shard's states are in `states`."""
+    making a copy of the rest of the state set first. The shards are built from `states`
+    when asked for (Shards)."""
     if target < 1:
         raise ValueError(f"target: expected an integer >= 1, got {target!r}")
     all_codes, n_all = states.stream_codes()
@@ -122,11 +141,9 @@ def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
             pending, size = [], 0
     if pending:
         where.append(np.concatenate(pending))
-    shards = [lean_subset(states.values, labels, all_codes, index) for index in where]
-    if not keep_positions:
-        return Sharding(shards, "whole streams", seed)
     small = np.int32 if len(states) <= np.iinfo(np.int32).max else np.int64
-    return Sharding(shards, "whole streams", seed, [index.astype(small) for index in where])
+    where = [index.astype(small) for index in where]
+    return Sharding(Shards(states.values, labels, all_codes, where), "whole streams", seed, where)
 
 
 class ShardEvaluator(Protocol):
@@ -143,7 +160,7 @@ class EvaluatorFactory(Protocol):
     shards are worth keeping a score table for (they are evaluated batch after batch);
     None: any."""
 
-    def __call__(self, shards: list[StateSet], baseline: Config, *, keep_first: int | None = None) \
+    def __call__(self, shards: Sequence[StateSet], baseline: Config, *, keep_first: int | None = None) \
             -> ShardEvaluator: ...
 
 
@@ -212,7 +229,7 @@ class InProcessEvaluator:
     needs a table has it built afresh for the call, in parts that fit what is left, and
     dropped. Either way a shard's sums are the same bytes."""
 
-    def __init__(self, shards: list[StateSet], baseline: Config, memory_bytes: int, *,
+    def __init__(self, shards: Sequence[StateSet], baseline: Config, memory_bytes: int, *,
                  keep_first: int | None = None) -> None:
         if memory_bytes < 1:
             raise ValueError(f"memory_bytes: expected an integer >= 1, got {memory_bytes!r}")
