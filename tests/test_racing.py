@@ -177,6 +177,11 @@ def test_a_raced_learn_resumes_to_the_same_suggestion(tmp_path, raced):
     resumed = _learn(study)
     assert resumed.suggestion.config_id == raced.suggestion.config_id
     assert resumed.history == raced.history
+    assert resumed.suggestion_toml["meta"]["needless"] == raced.suggestion_toml["meta"]["needless"]
+    # Every batch from the study, the finalists' among them: their needless fail-safes from a pass of their own.
+    again = _learn(study)
+    assert again.history == raced.history
+    assert again.suggestion_toml["meta"]["needless"] == raced.suggestion_toml["meta"]["needless"]
 
 
 def test_any_memory_budget_or_evaluator_gives_the_same_result():
