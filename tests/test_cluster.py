@@ -335,3 +335,32 @@ def test_learn_with_cluster_hands_the_loop_an_evaluator_whose_sums_on_one_worker
     result = invoke("learn", "--scenario", "chaos", "--n", 500, "--out", tmp_path / "s.toml", "--cluster", "local:1")
     assert result.exit_code == 2 and "stopped after the evaluator was tried" in result.output
     assert seen["sums"].to_array().tobytes() == _in_process(shards, configs[0], configs, [0, 1, 2]).tobytes()
+
+
+def test_learning_on_the_cluster_reads_its_needless_fail_safes_off_the_workers(client, monkeypatch):
+    """The finalists' needless parts come back from the workers with their sums: no pass of
+    this process's own, and the suggestion document of learning in one process."""
+    from ami_engine.learning import offline_loop
+    from ami_engine.learning.needless import needless_fail_safes
+
+    data = offline_loop.data_from_scenario("chaos", 3000, 3)
+    settings = offline_loop.LearnSettings(strategy="tpe", budget=60, seed=2, batch_size=8, rung0=300)
+    here = offline_loop.learn(data, BASE, settings)
+    passes = []
+
+    def whole_pass(*args, **kwargs):
+        passes.append(args)
+        return needless_fail_safes(*args, **kwargs)
+
+    monkeypatch.setattr(offline_loop, "needless_fail_safes", whole_pass)
+
+    def on_the_cluster(shards, baseline, *, keep_first=None):
+        return DaskShardEvaluator(client, shards, baseline, keep_first=keep_first)
+
+    there = offline_loop.learn(data, BASE, settings, evaluator=on_the_cluster)
+    assert not passes and there.needless["count"] > 0
+    same = {k: v for k, v in here.suggestion_toml["meta"].items() if k != "created"}
+    assert {k: v for k, v in there.suggestion_toml["meta"].items() if k != "created"} == same
+    assert there.history == here.history
+    whole = needless_fail_safes(data.states, BASE, there.suggestion)
+    assert there.suggestion_toml["meta"]["needless"] == {k: v for k, v in whole.items() if not k.startswith("_")}

@@ -22,7 +22,7 @@ import numpy as np
 from ..config import Config, ConfigError
 from ..engine import ActionSpace, EngineSums
 from ..io.stateset import StateSet
-from ..learning.shards import ShardScorer, shard_order
+from ..learning.shards import Reader, Reading, ShardScorer, read_shard, shard_order
 from ._spec import quiet
 
 _BYTES_PER_STATE = 8 << 10  # a ScoreTable's size, about 8 KB per state (engine/_batch.py)
@@ -79,6 +79,10 @@ def _evaluate(shard: _Shard, matrix: np.ndarray) -> EngineSums:
     return shard.scorer.sums([_Row(shard.baseline, row) for row in matrix.tolist()])
 
 
+def _evaluate_read(shard: _Shard, matrix: np.ndarray, read: Reader, args: Any) -> tuple[EngineSums, list[Any]]:
+    return read_shard(shard.scorer, [_Row(shard.baseline, row) for row in matrix.tolist()], read, args)
+
+
 class DaskShardEvaluator:
     """Per-config sums over chosen shards of states, computed where the shards are kept.
 
@@ -112,16 +116,25 @@ class DaskShardEvaluator:
                 raise ConfigError(f"{cfg.source}: ACTION_GRID and SCORE_WEIGHTS must match the score table's")
         return np.ascontiguousarray([c.kernel_row() for c in configs], dtype=np.float64)
 
-    def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums:
+    def evaluate(self, configs: Sequence[Config], shards: Sequence[int], *,
+                 reading: Reading | None = None) -> EngineSums:
+        """`reading`: what the workers read off the decisions besides the sums (the same
+        sums); each shard's results come back with its sums."""
         order = shard_order(shards, len(self._tables))
         matrix = self._matrix(configs)
         total = EngineSums.zeros(len(configs))
         if not len(configs) or not order:
             return total
         with quiet():
-            futures = [self._client.submit(_evaluate, self._tables[i], matrix, pure=False) for i in order]
-            parts = self._client.gather(futures)
-        return EngineSums.merge([total, *parts])
+            if reading is None:
+                futures = [self._client.submit(_evaluate, self._tables[i], matrix, pure=False) for i in order]
+                return EngineSums.merge([total, *self._client.gather(futures)])
+            futures = [self._client.submit(_evaluate_read, self._tables[i], matrix, reading.read, reading.args(i),
+                                           pure=False) for i in order]
+            done = self._client.gather(futures)
+        for i, (_, results) in zip(order, done, strict=True):
+            reading.take(i, results)
+        return EngineSums.merge([total, *(sums for sums, _ in done)])
 
     def close(self) -> None:
         for future in self._tables:

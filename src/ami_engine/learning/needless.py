@@ -7,7 +7,7 @@ needless_fail_safes, or the passes learning makes anyway (learning/offline_loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from ..config import Config
 from ..engine import REASONS
 from ..engine.parts import PART_DECISIONS, run_parts
 from ..io.stateset import STATE_FIELDS, StateSet
-from .shards import Observer
+from .shards import Observer, Reading
 
 
 class BaselineLevels:
@@ -28,11 +28,40 @@ class BaselineLevels:
         self.reason = np.zeros(n, dtype=np.int8)
         self.added = 0
 
-    def add(self, positions: np.ndarray, cols: Any) -> None:
-        """The baseline's decisions at these positions (each position added once)."""
-        self.level[positions] = cols.level
-        self.reason[positions] = cols.reason
+    def add(self, positions: np.ndarray, level: np.ndarray, reason: np.ndarray) -> None:
+        """The baseline's levels and reasons at these positions (each position added once)."""
+        self.level[positions] = level
+        self.reason[positions] = reason
         self.added += int(positions.size)
+
+
+@dataclass(frozen=True)
+class NeedlessPart:
+    """What the needless figures need of some decisions under the baseline and a
+    suggestion (needless_part): small enough to send back from where they were made."""
+
+    base_l2: np.ndarray  # per decision: the baseline fails safe
+    removed: np.ndarray  # ... and the suggestion does not
+    still: np.ndarray  # ... and the suggestion does too
+    reasons: np.ndarray  # the baseline's reasons of the removed ones, counted
+    new_level: tuple[int, int]  # the removed ones at level 0 and 1 under the suggestion
+    j_margins: np.ndarray  # J - J_MIN of the removed ones
+    h_margins: np.ndarray  # H_MAX - H of the removed ones
+    broken: int  # removed ones whose decision breaks an invariant
+
+
+def needless_part(base_level: np.ndarray, base_reason: np.ndarray, sugg: Any, params: Any) -> NeedlessPart:
+    """The part of the needless figures given by some decisions: the baseline's levels and
+    reasons, the suggestion's columns (TraceColumns) on the same states, and the
+    suggestion's parameters (a Config, or its to_dict())."""
+    l2 = base_level == 2
+    gone = l2 & (sugg.level < 2)
+    broken = sum(1 for i in {v.line for v in check_columns(sugg, params)} if gone[i])
+    return NeedlessPart(
+        base_l2=l2, removed=gone, still=l2 & (sugg.level == 2),
+        reasons=np.bincount(base_reason[gone], minlength=len(REASONS))[:len(REASONS)],
+        new_level=(int(np.sum(gone & (sugg.level == 0))), int(np.sum(gone & (sugg.level == 1)))),
+        j_margins=sugg.J[gone] - params["J_MIN"], h_margins=params["H_MAX"] - sugg.H[gone], broken=broken)
 
 
 class NeedlessTally:
@@ -53,15 +82,17 @@ class NeedlessTally:
     def add(self, positions: np.ndarray, base_level: np.ndarray, base_reason: np.ndarray, sugg: Any) -> None:
         """The decisions at `positions`: the baseline's levels and reasons there, and the
         suggestion's columns (TraceColumns) on the same states."""
-        l2 = base_level == 2
-        gone = l2 & (sugg.level < 2)
+        self.add_part(positions, needless_part(base_level, base_reason, sugg, self.suggestion))
+
+    def add_part(self, positions: np.ndarray, part: NeedlessPart) -> None:
+        """The decisions at `positions`, as needless_part gave them."""
         self.seen[positions] = True
-        self.base_l2[positions], self.removed[positions], self.still[positions] = l2, gone, l2 & (sugg.level == 2)
-        self.reasons += np.bincount(base_reason[gone], minlength=len(REASONS))[:len(REASONS)]
-        self.new_level += [int(np.sum(gone & (sugg.level == 0))), int(np.sum(gone & (sugg.level == 1)))]
-        self.j_margins.append(sugg.J[gone] - self.suggestion["J_MIN"])
-        self.h_margins.append(self.suggestion["H_MAX"] - sugg.H[gone])
-        self.broken_removed += sum(1 for i in {v.line for v in check_columns(sugg, self.suggestion)} if gone[i])
+        self.base_l2[positions], self.removed[positions], self.still[positions] = part.base_l2, part.removed, part.still
+        self.reasons += part.reasons
+        self.new_level += part.new_level
+        self.j_margins.append(part.j_margins)
+        self.h_margins.append(part.h_margins)
+        self.broken_removed += part.broken
 
     def figures(self, states: StateSet, bins: int = 10) -> dict[str, Any]:
         """docs/learning.md §8, once every decision of `states` has been added."""
@@ -131,16 +162,18 @@ class TrainingWatch:
         states, and two margins per removed training decision at most."""
         return n_configs * (4 * n + 16 * n_train)
 
-    def baseline(self) -> Callable[[int], Observer]:
-        """The observers of the baseline's pass over the training shards."""
-        def on(shard: int) -> Observer:
+    def baseline(self) -> Reading:
+        """What to read off the baseline's pass over the training shards: its levels."""
+        def take(shard: int, parts: list[Any]) -> None:
             where = self.positions[shard]
-            return lambda pos, columns: self.base.add(where[pos], columns[0])
-        return on
+            for pos, level, reason in parts:
+                self.base.add(where[pos], level, reason)
+        return Reading(_levels, lambda shard: None, take)
 
-    def finalists(self, configs: list[Config]) -> Callable[[int], Observer] | None:
-        """The observers of the finalists' pass over the training shards (after the
-        baseline's); None when their tallies would not fit what is left of the budget."""
+    def finalists(self, configs: list[Config]) -> Reading | None:
+        """What to read off the finalists' pass over the training shards (after the
+        baseline's): each one's needless part against the baseline; None when their
+        tallies would not fit what is left of the budget."""
         need = self.bytes_needed(self.n, self.n_train, len(configs))
         if need > self.budget or self.base.added != self.n_train:
             return None
@@ -148,17 +181,18 @@ class TrainingWatch:
         tallies = [NeedlessTally(self.n, c) for c in configs]
         for config, tally in zip(configs, tallies, strict=True):
             self.tallies.setdefault(config.config_id, tally)
+        params = [c.to_dict() for c in configs]
 
-        def on(shard: int) -> Observer:
+        def args(shard: int) -> tuple:
             where = self.positions[shard]
+            return params, self.base.level[where], self.base.reason[where]
 
-            def seen(pos: np.ndarray, columns: list[Any]) -> None:
-                at = where[pos]
-                level, reason = self.base.level[at], self.base.reason[at]
-                for tally, cols in zip(tallies, columns, strict=True):
-                    tally.add(at, level, reason, cols)
-            return seen
-        return on
+        def take(shard: int, parts: list[Any]) -> None:
+            where = self.positions[shard]
+            for pos, each in parts:
+                for tally, part in zip(tallies, each, strict=True):
+                    tally.add_part(where[pos], part)
+        return Reading(_needless_parts, args, take)
 
     def tally(self, config: Config) -> NeedlessTally | None:
         """The config's tally, if it was a watched finalist."""
@@ -175,6 +209,19 @@ class TrainingWatch:
             sugg, base = columns
             tally.add(positions[pos], base.level, base.reason, sugg)
         return seen
+
+
+def _levels(positions: np.ndarray, columns: list[Any], _: None) -> tuple:
+    """Reading.read of the baseline's pass: its levels and reasons."""
+    return positions, columns[0].level, columns[0].reason
+
+
+def _needless_parts(positions: np.ndarray, columns: list[Any], args: tuple) -> tuple:
+    """Reading.read of the finalists' pass: each one's needless part against the
+    baseline's levels and reasons on the shard, given as `args`."""
+    params, level, reason = args
+    return positions, [needless_part(level[positions], reason[positions], cols, p)
+                       for cols, p in zip(columns, params, strict=True)]
 
 
 def needless_fail_safes(states: StateSet, baseline: Config, suggestion: Config, bins: int = 10,

@@ -119,22 +119,12 @@ def learn(
     space = SearchSpace()
     strategy = make_strategy(settings.strategy_object or settings.strategy, space, seed=settings.seed,
                              budget=settings.budget, **settings.strategy_options)
-    # In this process the needless fail-safes can be tallied from the training decisions the
-    # search makes anyway (the split keeps whole streams apart, so they are those of one
-    # pass over all the states); a cluster's workers do not send decisions back.
-    watching = evaluator is None and split.method == "by_stream"
     train_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.train)
     held_shards = make_shards(data.states, settings.seed, settings.shard_decisions, split.held_out)
     schedule = plan(train_shards.sizes, settings.budget, space.dim, rung0=settings.rung0)
-    watch = None
+    # What the data and the program hold already is not there to spend.
+    room = max(MIN_MEMORY, settings.memory - resident_bytes())
     if evaluator is None:  # the training shards get most of the budget; held-out data is streamed
-        # What the data and the program hold already is not there to spend.
-        room = max(MIN_MEMORY, settings.memory - resident_bytes())
-        # Watched only when the top rung's batches take the direct path and their tallies fit.
-        finalists = schedule.rungs[schedule.top].candidates
-        if watching and min(finalists, settings.batch_size) <= DIRECT_MAX_CONFIGS \
-                and TrainingWatch.bytes_needed(len(data.states), split.train.size, finalists) <= room // WATCH_SHARE:
-            watch = TrainingWatch(len(data.states), train_shards.positions, room // WATCH_SHARE)
         # Tables are worth keeping where candidates are evaluated batch after batch: up to the
         # refinement rung. Above it each rung is one batch, scored shard by shard.
         train_ev = InProcessEvaluator(train_shards.shards, baseline, room * 3 // 4,
@@ -143,10 +133,11 @@ def learn(
     else:
         train_ev = evaluator(train_shards.shards, baseline, keep_first=schedule.rungs[schedule.refine_rung].shards)
         held_ev = evaluator(held_shards.shards, baseline, keep_first=0)
+    watch = _watch(data, split, settings, schedule, train_shards.positions, train_ev, room // WATCH_SHARE)
     try:
         everything = range(len(train_shards))
         base_sums = train_ev.evaluate([baseline], everything) if watch is None else \
-            train_ev.evaluate([baseline], everything, observe=watch.baseline())
+            train_ev.evaluate([baseline], everything, reading=watch.baseline())
         base_L = float(base_sums.loss(settings.weights)[0])
         race = Race(schedule, train_ev, baseline, space, settings, regression,
                     watch=None if watch is None else watch.finalists)
@@ -174,7 +165,7 @@ def learn(
                 chosen, status = candidate, NOT_GATED
                 break
             shown = {}
-            if watch is not None and _takes_observe(gate_fn):  # the gate decides the held-out data anyway
+            if watch is not None and _takes(gate_fn, "observe"):  # the gate decides the held-out data anyway
                 shown["observe"] = watch.held_out(candidate, split.held_out)
             gate_report = gate_fn(candidate, baseline, held_out=held_out, regression=regression,
                                   critical=settings.critical, weights=settings.weights, delta=settings.gate_delta,
@@ -204,6 +195,20 @@ def learn(
                    gate_report, status, note, racing_meta, needless)
 
 
+def _watch(data: LearnData, split: Split, settings: LearnSettings, schedule, positions: list[np.ndarray],
+           train_ev: Any, budget: int) -> TrainingWatch | None:
+    """The needless fail-safes are tallied from the training decisions the search makes
+    anyway (docs/learning.md §4) when the split keeps whole streams apart (so that they
+    are those of one pass over all the states), the evaluator can read its decisions, the
+    top rung's batches take the direct path, and the finalists' tallies fit the budget."""
+    finalists = schedule.rungs[schedule.top].candidates
+    if split.method != "by_stream" or not _takes(train_ev.evaluate, "reading") \
+            or min(finalists, settings.batch_size) > DIRECT_MAX_CONFIGS \
+            or TrainingWatch.bytes_needed(len(data.states), split.train.size, finalists) > budget:
+        return None
+    return TrainingWatch(len(data.states), positions, budget)
+
+
 def _needless(data: LearnData, baseline: Config, chosen: Config, watch: TrainingWatch | None, held_out: StateSet,
               split: Split) -> dict[str, Any]:
     """The needless fail-safes of the chosen config over all the states: from its tally on
@@ -219,11 +224,12 @@ def _needless(data: LearnData, baseline: Config, chosen: Config, watch: Training
     return tally.figures(data.states)
 
 
-def _takes_observe(gate_fn: Callable[..., Any]) -> bool:
-    """True when the gate function names an `observe` parameter (run_gate does): it is then
-    shown the held-out decisions' observer."""
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """True when the function names a parameter `name`: the gate function is shown the
+    held-out decisions' observer when it takes `observe` (run_gate does), an evaluator
+    is asked to read its decisions when its evaluate takes `reading`."""
     try:
-        return "observe" in inspect.signature(gate_fn).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
 

@@ -27,9 +27,9 @@ class Race:
     evaluated again."""
 
     def __init__(self, schedule, ev, baseline, space, settings, regression, watch=None):
-        """`watch(configs)`: the observers (InProcessEvaluator.evaluate's `observe`) of the
-        finalists' decisions on the top rung, or None; asked for promoted batches of at
-        most DIRECT_MAX_CONFIGS configs only (the path that can show them)."""
+        """`watch(configs)`: what to read off the finalists' decisions on the top rung
+        (shards.Reading, given to the evaluator as `reading`), or None; asked for promoted
+        batches of at most DIRECT_MAX_CONFIGS configs only (the path that can show them)."""
         self.schedule, self.ev, self.baseline, self.space = schedule, ev, baseline, space
         self.watch = watch
         self.settings, self.regression = settings, regression
@@ -45,9 +45,9 @@ class Race:
         shards = range(self.schedule.rungs[rung].shards)
         if phase == "promote" and rung == self.schedule.top and self.watch is not None \
                 and len(configs) <= DIRECT_MAX_CONFIGS:
-            observe = self.watch(configs)
-            if observe is not None:
-                return self.ev.evaluate(configs, shards, observe=observe)
+            reading = self.watch(configs)
+            if reading is not None:
+                return self.ev.evaluate(configs, shards, reading=reading)
         return self.ev.evaluate(configs, shards)
 
     def _evaluate(self, X, rung, phase, known=False):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, overload
+from typing import Any, Protocol, overload
 
 import numpy as np
 
@@ -44,6 +44,21 @@ TABLE_SHARE = 0.25  # of the memory budget, for the score tables kept between ev
 # Given each config's decisions on some of a shard's states: their positions in the shard
 # (ascending) and the configs' columns on them.
 Observer = Callable[[np.ndarray, list[TraceColumns]], None]
+# The same, with what else it needs (Reading.args); what it returns is kept (Reading.take).
+Reader = Callable[[np.ndarray, list[TraceColumns], Any], Any]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What an evaluator reads off the decisions it makes, besides the sums, for at most
+    DIRECT_MAX_CONFIGS configs (the direct path, the same sums): `read(positions, columns,
+    args)` makes something small of each part of a shard's decisions, wherever the shard
+    is (a module-level function, so that it can be sent), with `args(shard)` made here;
+    `take(shard, results)` is given each shard's results here, in ascending shard order."""
+
+    read: Reader
+    args: Callable[[int], Any]
+    take: Callable[[int, list[Any]], None]
 
 
 def resident_bytes() -> int:
@@ -148,7 +163,8 @@ def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
 
 class ShardEvaluator(Protocol):
     """Per-config sums over a set of shards (EngineSums): the per-shard sums added in
-    ascending shard index from zeros."""
+    ascending shard index from zeros. An evaluator that can also read its decisions
+    (`reading`, see Reading) takes it as a keyword."""
 
     def evaluate(self, configs: Sequence[Config], shards: Sequence[int]) -> EngineSums: ...
 
@@ -221,6 +237,13 @@ class ShardScorer:
         self._table = None
 
 
+def read_shard(scorer: ShardScorer, configs: Sequence[Config], read: Reader, args: Any) -> tuple[EngineSums, list[Any]]:
+    """A shard's sums and what `read` makes of each part of its decisions (Reading)."""
+    results: list[Any] = []
+    sums = scorer.sums(configs, lambda pos, cols: results.append(read(pos, cols, args)))
+    return sums, results
+
+
 class InProcessEvaluator:
     """Scores shards in this process within `memory_bytes`.
 
@@ -259,13 +282,18 @@ class InProcessEvaluator:
         return sum(s.holds_table for s in self._scorers)
 
     def evaluate(self, configs: Sequence[Config], shards: Sequence[int], *,
-                 observe: Callable[[int], Observer] | None = None) -> EngineSums:
-        """`observe(shard)`: the observer of that shard's decisions (ShardScorer.sums), for
-        at most DIRECT_MAX_CONFIGS configs; the sums are the same with or without it."""
+                 reading: Reading | None = None) -> EngineSums:
+        """`reading`: what to read off the decisions besides the sums (the same sums)."""
         configs = list(configs)
         order = shard_order(shards, len(self.shards))
-        return merge((self._scorers[i].sums(configs, None if observe is None else observe(i)) for i in order),
-                     len(configs))
+        if reading is None:
+            return merge((self._scorers[i].sums(configs) for i in order), len(configs))
+        parts = []
+        for i in order:
+            sums, results = read_shard(self._scorers[i], configs, reading.read, reading.args(i))
+            parts.append(sums)
+            reading.take(i, results)
+        return merge(parts, len(configs))
 
     def close(self) -> None:
         for scorer in self._scorers:
