@@ -139,12 +139,20 @@ def test_learning_tallies_the_needless_fail_safes_from_its_own_decisions(monkeyp
     _same(gated.needless, tallied.needless)
     del passes[:]
 
-    # An evaluator that is not this process's sends no decisions back: one pass, the same figures.
-    def elsewhere(shards, baseline, *, keep_first=None):
-        return InProcessEvaluator(shards, baseline, 1 << 30, keep_first=keep_first)
+    # An evaluator that gives sums only (its evaluate takes no `reading`): one pass over all
+    # the states, the same figures.
+    class SumsOnly:
+        def __init__(self, shards, baseline, *, keep_first=None):
+            self.inner = InProcessEvaluator(shards, baseline, 1 << 30, keep_first=keep_first)
 
-    passed = offline_loop.learn(data, BASE, settings, evaluator=elsewhere)
-    assert len(passes) == 1
+        def evaluate(self, configs, shards):
+            return self.inner.evaluate(configs, shards)
+
+        def close(self):
+            self.inner.close()
+
+    passed = offline_loop.learn(data, BASE, settings, evaluator=SumsOnly)
+    assert len(passes) == 1 and passes[0][0] is data.states  # the whole pass, not the held-out one
     _same(passed.needless, tallied.needless)
     assert passed.suggestion_toml["meta"]["needless"] == tallied.suggestion_toml["meta"]["needless"]
 
@@ -152,6 +160,7 @@ def test_learning_tallies_the_needless_fail_safes_from_its_own_decisions(monkeyp
     few = offline_loop.data_from_scenario("chaos", 3000, 3, streams=3)
     in_time = offline_loop.learn(few, BASE, settings)
     assert in_time.suggestion_toml["meta"]["split"]["method"] == "in_time" and len(passes) == 2
+    assert passes[1][0] is few.states
     _same(in_time.needless, needless_fail_safes(few.states, BASE, in_time.suggestion))
 
 

@@ -44,7 +44,7 @@ from .data import LearnData, data_from_scenario, data_from_states_file, data_fro
 from .needless import NEEDLESS_DEFINITION, TrainingWatch, needless_fail_safes
 from .policy_optimizer import SearchSpace, make_strategy
 from .race import Race
-from .racing import ETA, REFINE_ITERATIONS, REFINE_RUNG, REFINE_SHARE, VERSION, plan, rung_shards
+from .racing import ETA, REFINE_ITERATIONS, REFINE_RUNG, REFINE_SHARE, VERSION, Schedule, plan, rung_shards
 from .result import ACCEPTED, NO_IMPROVEMENT, NOT_GATED, REJECTED, LearnResult, worse_figures
 from .result import build_result as _result
 from .settings import DEFAULT_BATCH, MAX_GATE_TRIES, MIN_MEMORY, LearnError, LearnSettings
@@ -195,7 +195,7 @@ def learn(
                    gate_report, status, note, racing_meta, needless)
 
 
-def _watch(data: LearnData, split: Split, settings: LearnSettings, schedule, positions: list[np.ndarray],
+def _watch(data: LearnData, split: Split, settings: LearnSettings, schedule: Schedule, positions: list[np.ndarray],
            train_ev: Any, budget: int) -> TrainingWatch | None:
     """The needless fail-safes are tallied from the training decisions the search makes
     anyway (docs/learning.md §4) when the split keeps whole streams apart (so that they
