@@ -243,3 +243,23 @@ def test_a_study_whose_top_rung_batch_lost_its_sums_is_refused(tmp_path, raced):
     study.write_text(text.replace('"sums"', '"sumz"'))
     with pytest.raises(StudyError, match="does not hold its sums; start the study over with --fresh"):
         _learn(str(study))
+
+
+def test_reading_the_decisions_leaves_the_sums_as_they_are_and_needs_the_direct_path():
+    from ami_engine.learning.shards import Reading
+
+    sharding = make_shards(generate("chaos", 900, 4, streams=6), seed=1, target=300)
+    configs = [BASE, BASE.replace(J_MIN=0.7, H_MAX=0.2), BASE.replace(SOFT_CLAMP_ALPHA=0.4)]
+    taken = {}
+    reading = Reading(lambda pos, cols, args: (args, int(pos.size), [int((c.level == 2).sum()) for c in cols]),
+                      lambda shard: f"shard {shard}", lambda shard, results: taken.setdefault(shard, results))
+    ev = InProcessEvaluator(sharding.shards, BASE, 1 << 30)
+    read = ev.evaluate(configs, range(len(sharding)), reading=reading)
+    assert read.to_array().tobytes() == ev.evaluate(configs, range(len(sharding))).to_array().tobytes()
+    assert sorted(taken) == list(range(len(sharding)))
+    for shard, results in taken.items():
+        assert {args for args, _, _ in results} == {f"shard {shard}"}
+        assert sum(n for _, n, _ in results) == sharding.sizes[shard]
+    many = configs + [BASE.replace(J_MIN=0.6 + 0.01 * k) for k in range(DIRECT_MAX_CONFIGS)]
+    with pytest.raises(ValueError, match="direct path only"):
+        ev.evaluate(many, [0], reading=reading)
