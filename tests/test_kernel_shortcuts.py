@@ -52,22 +52,39 @@ def _space(grid, weights) -> ActionSpace:
     return ActionSpace.of({"ACTION_GRID": list(grid), "SCORE_WEIGHTS": list(weights)})
 
 
-@settings(max_examples=200, deadline=None)
-@given(keys=st.lists(st.sampled_from([0.0, 0.25, 0.5, 0.5 + 1e-13, 0.75, 1.0, -1.0, 3.0]), min_size=0, max_size=80),
-       run=st.integers(1, 9))
-def test_the_run_wise_sorts_give_the_stable_descending_order(keys, run):
-    """Any run length, runs already descending or not: the order of a stable sort by the
-    keys descending (equal keys in input order), with or without items."""
-    k = np.asarray(keys, dtype=np.float64)
+def _held_to_a_stable_sort(k: np.ndarray, run: int) -> None:
     m = k.size
     expected = np.argsort(-k, kind="stable")
     values, items = k.copy(), np.arange(m, dtype=np.int64)
-    K.sort_descending(values, items, m, np.empty(m), np.empty(m, dtype=np.int64), run)
+    K.sort_descending(values, items, m, True, run, K.sort_scratch(m))
     assert items.tolist() == expected.tolist()
     assert values.tolist() == k[expected].tolist()
-    alone = k.copy()
-    K.sort_values_descending(alone, m, np.empty(m), run)
+    alone, untouched = k.copy(), np.arange(m, dtype=np.int64)
+    K.sort_descending(alone, untouched, m, False, run, K.sort_scratch(m))
     assert alone.tolist() == k[expected].tolist()
+    assert untouched.tolist() == list(range(m))
+
+
+@settings(max_examples=300, deadline=None)
+@given(keys=st.lists(st.one_of(st.sampled_from([0.0, 0.25, 0.5, 0.5 + 1e-13, 0.75, 1.0, -1.0, 3.0, 1e300, -1e300,
+                                                5e-324]),
+                               st.floats(-2.0, 2.0, allow_nan=False)), min_size=0, max_size=80),
+       run=st.integers(1, 9))
+def test_the_sort_gives_the_stable_descending_order(keys, run):
+    """Any keys, any run length, runs already descending or not: the order of a stable sort
+    by the keys descending (equal keys in input order), with or without items."""
+    _held_to_a_stable_sort(np.asarray(keys, dtype=np.float64), run)
+
+
+def test_crowded_keys_and_keys_too_close_to_spread_are_sorted_by_merging():
+    """Keys packed into one bucket in rising order (one far key widens the buckets), so the
+    insertion sort runs out of moves; and keys whose range is too narrow to scale: both
+    finish by merging, in the same order."""
+    crowded = np.concatenate([[1000.0], np.linspace(0.0, 1e-3, 120), [1000.0], np.zeros(5)])
+    _held_to_a_stable_sort(crowded, 5)
+    _held_to_a_stable_sort(np.array([5e-324, 0.0, 1e-323, 5e-324, 0.0, 1e-323]), 2)
+    with_inf = np.array([0.5, np.inf, 0.25, -np.inf, 0.5, np.inf])
+    _held_to_a_stable_sort(with_inf, 3)
 
 
 def _codes_by_labels(streams):

@@ -81,23 +81,101 @@ S_REASON = 8
 N_SUMS = S_REASON + len(REASONS)
 
 
-@njit(cache=True)
-def sort_descending(keys, items, m, tmp_keys, tmp_items, run):
-    """Stable sort of keys[:m] descending, items[:m] (the actions) moved with them, in
-    place: each run of `run` consecutive entries is sorted by insertion, then runs are
-    merged bottom-up.
+SORT_MOVES_PER_KEY = 8  # insertion-sort moves per key before a sort falls back to merging
 
-    Equal keys keep their input order (grid order), as section 5's tie rule needs. Any
-    `run` gives the same order; a run whose keys already descend (the actions of one
-    group: see _grid_fallback) costs one comparison per entry."""
+
+@njit(cache=True)
+def sort_scratch(n):
+    """Scratch arrays for sort_descending of up to n keys."""
+    return np.empty(n), np.empty(n, dtype=np.int64), np.empty(2 * n, dtype=np.int64), np.empty(n, dtype=np.int64)
+
+
+@njit(cache=True)
+def sort_descending(keys, items, m, with_items, run, scratch):
+    """Stable sort of keys[:m] descending in place, items[:m] (the actions) moved with them
+    when `with_items`; scratch: sort_scratch(m or more).
+
+    Equal keys keep their input order (grid order), as section 5's tie rule needs. A
+    distribution sort: each key goes, in input order, to one of 2m buckets of equal width
+    between the largest and the smallest key, then an insertion sort finishes within the
+    buckets. The bucket order is the key order exactly ((hi - key) * scale does not
+    decrease as the key does, in floating point too), so this is the sort's one result.
+    Keys crowded into a few buckets would cost the insertion sort up to m^2 moves: past
+    SORT_MOVES_PER_KEY moves per key it stops and a bottom-up merge sort finishes (runs of
+    `run` sorted by insertion, then merged; a run whose keys already descend costs one
+    comparison per key), so no sort costs more than m log m steps."""
+    if m < 2:
+        return
+    tmp_k, tmp_i, counts, slot = scratch
+    hi = keys[0]
+    lo = keys[0]
+    for k in range(1, m):
+        hi = max(hi, keys[k])
+        lo = min(lo, keys[k])
+    if hi == lo:  # all equal: already in order
+        return
+    nb = 2 * m
+    scale = (nb - 1) / (hi - lo)
+    spread_out = scale > 0.0 and scale < np.inf
+    if spread_out:
+        counts[:nb] = 0
+        for k in range(m):
+            d = (hi - keys[k]) * scale
+            if not (d >= 0.0 and d < nb):  # NaN keys: no bucket
+                spread_out = False
+                break
+            slot[k] = int(d)
+            counts[slot[k]] += 1
+    if spread_out:
+        total = 0
+        for b in range(nb):
+            c = counts[b]
+            counts[b] = total
+            total += c
+        for k in range(m):
+            to = counts[slot[k]]
+            counts[slot[k]] = to + 1
+            tmp_k[to] = keys[k]
+            if with_items:
+                tmp_i[to] = items[k]
+        keys[:m] = tmp_k[:m]
+        if with_items:
+            items[:m] = tmp_i[:m]
+        budget = SORT_MOVES_PER_KEY * m
+        for i in range(1, m):
+            key, item = keys[i], items[i]
+            j = i - 1
+            while j >= 0 and keys[j] < key:
+                keys[j + 1] = keys[j]
+                if with_items:
+                    items[j + 1] = items[j]
+                j -= 1
+            keys[j + 1] = key
+            if with_items:
+                items[j + 1] = item
+            budget -= i - 1 - j
+            if budget < 0:
+                break
+        if budget >= 0:
+            return
+    _merge_sort(keys, items, m, with_items, run, tmp_k, tmp_i)
+
+
+@njit(cache=True)
+def _merge_sort(keys, items, m, with_items, run, tmp_keys, tmp_items):
+    """Stable bottom-up merge sort of keys[:m] descending (see sort_descending)."""
     for lo in range(0, m, run):
         for i in range(lo + 1, min(lo + run, m)):
             key, item = keys[i], items[i]
             j = i - 1
             while j >= lo and keys[j] < key:
-                keys[j + 1], items[j + 1] = keys[j], items[j]
+                keys[j + 1] = keys[j]
+                if with_items:
+                    items[j + 1] = items[j]
                 j -= 1
-            keys[j + 1], items[j + 1] = key, item
+            keys[j + 1] = key
+            if with_items:
+                items[j + 1] = item
     width = run
     sk, si, dk, di = keys, items, tmp_keys, tmp_items
     while width < m:
@@ -108,62 +186,29 @@ def sort_descending(keys, items, m, tmp_keys, tmp_items, run):
             while i < mid and j < hi:
                 later = sk[j] > sk[i]  # strictly: an equal key from the later run waits
                 dk[k] = sk[j] if later else sk[i]
-                di[k] = si[j] if later else si[i]
+                if with_items:
+                    di[k] = si[j] if later else si[i]
                 j += later
                 i += 1 - later
                 k += 1
             while i < mid:
-                dk[k], di[k] = sk[i], si[i]
+                dk[k] = sk[i]
+                if with_items:
+                    di[k] = si[i]
                 i += 1
                 k += 1
             while j < hi:
-                dk[k], di[k] = sk[j], si[j]
+                dk[k] = sk[j]
+                if with_items:
+                    di[k] = si[j]
                 j += 1
                 k += 1
         sk, si, dk, di = dk, di, sk, si
         width *= 2
     if sk is not keys:
         keys[:m] = sk[:m]
-        items[:m] = si[:m]
-
-
-@njit(cache=True)
-def sort_values_descending(keys, m, tmp, run):
-    """keys[:m] sorted descending in place, as sort_descending does it but without items:
-    the direct path's walk needs the values alone."""
-    for lo in range(0, m, run):
-        for i in range(lo + 1, min(lo + run, m)):
-            key = keys[i]
-            j = i - 1
-            while j >= lo and keys[j] < key:
-                keys[j + 1] = keys[j]
-                j -= 1
-            keys[j + 1] = key
-    width = run
-    src, dst = keys, tmp
-    while width < m:
-        for lo in range(0, m, 2 * width):
-            mid = min(lo + width, m)
-            hi = min(lo + 2 * width, m)
-            i, j, k = lo, mid, lo
-            while i < mid and j < hi:
-                later = src[j] > src[i]
-                dst[k] = src[j] if later else src[i]
-                j += later
-                i += 1 - later
-                k += 1
-            while i < mid:
-                dst[k] = src[i]
-                i += 1
-                k += 1
-            while j < hi:
-                dst[k] = src[j]
-                j += 1
-                k += 1
-        src, dst = dst, src
-        width *= 2
-    if src is not keys:
-        keys[:m] = src[:m]
+        if with_items:
+            items[:m] = si[:m]
 
 
 @njit(cache=True)
@@ -299,7 +344,7 @@ def pre_direct(states, actions, comp_of, comp_values, sw, cfg, block, pre_a, pre
         c_comp = np.empty(g)
         order = np.empty(n_actions, dtype=np.int64)
         ks = np.empty(n_actions)
-        tmp = np.empty(n_actions)
+        scratch = sort_scratch(n_actions)
         idx = np.arange(n_actions)
         no_shared = np.full(1, np.nan)
         for i in range(b * block, min(n_states, (b + 1) * block)):
@@ -313,7 +358,7 @@ def pre_direct(states, actions, comp_of, comp_values, sw, cfg, block, pre_a, pre
             # Collected group by group, each group's scores descending (see _grid_fallback).
             for k in range(m):
                 ks[k] = s_all[order[k]]
-            sort_values_descending(ks, m, tmp, g)
+            sort_descending(ks, idx, m, False, g, scratch)
             best = first_tied(s_all, order, m, ks[0])
             n, de, as_ = distinct_scores(ks, no_shared, idx, m, cfg)
             conf, margin, cus, level, reason = escalate(st, actions[best], n, de, as_, cfg)
@@ -333,13 +378,12 @@ def build_score_table(states, actions, comp_of, comp_values, sw, block, table_s,
         s_all = np.empty(n_actions)
         order = np.empty(n_actions, dtype=np.int64)
         ks = np.empty(n_actions)
-        tmp_s = np.empty(n_actions)
-        tmp_a = np.empty(n_actions, dtype=np.int64)
+        scratch = sort_scratch(n_actions)
         for i in range(b * block, min(n_states, (b + 1) * block)):
             score_state(states[i], actions, comp_of, comp_values, sw, -np.inf, np.inf, -np.inf, np.inf, s_all,
                         group_j[i], group_h[i], c_comp[i], order)
             ks[:] = s_all
-            sort_descending(ks, order, n_actions, tmp_s, tmp_a, g)
+            sort_descending(ks, order, n_actions, True, g, scratch)
             for k in range(n_actions):
                 table_s[i, k] = ks[k]
                 table_a[i, k] = order[k]
