@@ -337,6 +337,7 @@ def metrics(
 
     Records whose confidence is null (the original engine writes them) are counted and
     shown; no figure reads confidence."""
+    from .io import keep_freed_memory
     from .learning.feedback_metrics import MetricSums, metrics_from_traces
     from .learning.loss import LossWeights, loss
 
@@ -352,6 +353,7 @@ def metrics(
         with _cluster(cluster) as client:
             parts = metrics_on_cluster(client, traces)
     else:
+        keep_freed_memory()  # batch after batch of the same sizes
         parts = [metrics_from_traces(t) for t in traces]
     sums = MetricSums()
     for part in parts:

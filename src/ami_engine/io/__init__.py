@@ -38,11 +38,13 @@ _PUBLIC: dict[str, str] = {
     "read_once": "._open",
     "atomic_output": "._atomic",
     "write_outputs": "._atomic",
+    "keep_freed_memory": "._blocks",
 }
 
 if TYPE_CHECKING:
     from ..errors import InputError
     from ._atomic import atomic_output, write_outputs
+    from ._blocks import keep_freed_memory
     from ._open import InMemoryFile, open_binary, read_once
     from ._trace_schema import TRACE_SCHEMA, TraceField
     from .history import read_history
@@ -90,6 +92,7 @@ __all__ = [
     "atomic_output",
     "encode_traces",
     "is_parquet",
+    "keep_freed_memory",
     "iter_trace_chunks",
     "open_binary",
     "read_history",

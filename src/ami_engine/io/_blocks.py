@@ -4,6 +4,7 @@ so that the same file gives the same blocks however it is shared out among worke
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
 from collections.abc import Iterator
@@ -92,6 +93,28 @@ def iter_decoded_lines(
 def usable_cpus() -> int:
     """The CPUs this process may run on: what reading a file in parts is shared among."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> None:
+    """Let this process reuse the memory it frees rather than hand it back at once (glibc).
+
+    Reading a large file a batch at a time allocates and frees arrays of a few hundred KB
+    to a few MB thousands of times; by default each is mapped afresh and the kernel zeroes
+    every page of it on first touch (at 10 million decisions, half a second of a 1.4 s
+    `metrics`). After this, blocks up to 4 MB come from the heap and up to 64 MB of freed
+    heap is kept for the next batch. Processes forked afterwards inherit it. Where malloc
+    is not glibc's, nothing changes."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, 4 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
 
 
 @contextmanager

@@ -141,38 +141,40 @@ def sums_from_columns(
     human_escalation: np.ndarray,
 ) -> MetricSums:
     """MetricSums of decisions given as columns (raw/final actions of shape (n, 4))."""
-    clamped = np.asarray(soft_clamp, dtype=bool)
-    return _sums(level, cus, clamped, np.asarray(raw_action)[clamped], np.asarray(final_action)[clamped],
-                 int(np.count_nonzero(human_escalation)))
+    clamped = np.flatnonzero(np.asarray(soft_clamp, dtype=bool))
+    return _sums(level, cus, np.asarray(raw_action).take(clamped, axis=0),
+                 np.asarray(final_action).take(clamped, axis=0), int(np.count_nonzero(human_escalation)))
 
 
 def _sums(
     level: np.ndarray,
     cus: np.ndarray,
-    soft_clamp: np.ndarray,
     raw_clamped: np.ndarray,
     final_clamped: np.ndarray,
     n_human: int,
     n_null_confidence: int = 0,
 ) -> MetricSums:
-    """The one place the metric sums are computed; the actions are those of clamped records only."""
+    """The one place the metric sums are computed; the actions are those of the clamped
+    records only, one row each."""
     level = np.asarray(level)
-    counts = np.bincount(level.astype(np.intp), minlength=N_LEVELS)
-    if counts.size > N_LEVELS:
-        raise ValueError(f"level must be 0, 1 or 2, got {int(level.max())}")
+    if level.size and (level.min() < 0 or level.max() >= N_LEVELS):
+        raise ValueError(f"level must be 0, 1 or 2, got {int(level.min() if level.min() < 0 else level.max())}")
+    n1, n2 = int(np.count_nonzero(level == 1)), int(np.count_nonzero(level == 2))
     per_record = _distortion(raw_clamped, final_clamped)
     return MetricSums(
         n=int(level.shape[0]),
-        n_level=(int(counts[0]), int(counts[1]), int(counts[2])),
+        n_level=(int(level.shape[0]) - n1 - n2, n1, n2),
         exact_cus=exact_sum(cus),
         exact_distortion=exact_sum(per_record),
-        n_clamped=int(np.count_nonzero(soft_clamp)),
+        n_clamped=int(per_record.shape[0]),
         n_human=n_human,
         n_null_confidence=n_null_confidence,
     )
 
 
 _HALF_BITS = 26
+_HALF = (1 << _HALF_BITS) - 1
+_FRACTION = (1 << 52) - 1
 # Each half of a 53-bit mantissa is below 2**27, so a float64 sum of up to 2**26 of them is exact.
 _EXACT_CHUNK = 1 << _HALF_BITS
 
@@ -184,30 +186,46 @@ def exact_sum(values: np.ndarray) -> Fraction:
     stored fraction, with the leading 1 of a normal number) and e its biased exponent (1
     for a subnormal); the m are split in two halves and added per exponent, exactly, then
     the few per-exponent totals are joined with Python integers. Exact sums add up in any
-    order to the same value.
+    order to the same value. Without a sign bit among the values (the usual case: CUS and
+    distortions), the leading 1s are counted per exponent instead of set in each m.
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size > _EXACT_CHUNK:
         return sum((exact_sum(x[i : i + _EXACT_CHUNK]) for i in range(0, x.size, _EXACT_CHUNK)), Fraction(0))
     if x.size == 0:
         return Fraction(0)
-    if not np.isfinite(x).all():
-        raise ValueError("exact_sum: the values must be finite")
     bits = x.view(np.int64)
+    if bits.min() >= 0:
+        biased = bits >> 52
+        if biased.max() == 0x7FF:
+            raise ValueError("exact_sum: the values must be finite")
+        leading = np.bincount(biased)
+        leading[0] = 0  # a subnormal or zero has no leading 1
+        return _joined(np.bincount(biased, weights=(bits >> _HALF_BITS) & _HALF),
+                       np.bincount(biased, weights=bits & _HALF), leading)
     biased = (bits >> 52) & 0x7FF
-    mantissa = bits & ((1 << 52) - 1)
-    mantissa |= (biased != 0).astype(np.int64) << 52
+    if biased.max() == 0x7FF:
+        raise ValueError("exact_sum: the values must be finite")
+    mantissa = (bits & _FRACTION) | ((biased != 0).astype(np.int64) << 52)
     np.negative(mantissa, out=mantissa, where=bits < 0)
-    exponent = np.maximum(biased, 1)
-    low_exponent = int(exponent.min())
-    slot = exponent - low_exponent
     # Floor halves: high * 2**26 + low == m, for negative m too.
-    high = np.bincount(slot, weights=mantissa >> _HALF_BITS)
-    low = np.bincount(slot, weights=mantissa & ((1 << _HALF_BITS) - 1))
+    return _joined(np.bincount(biased, weights=mantissa >> _HALF_BITS), np.bincount(biased, weights=mantissa & _HALF),
+                   np.zeros(biased.max() + 1, dtype=np.int64))
+
+
+def _joined(high: np.ndarray, low: np.ndarray, leading: np.ndarray) -> Fraction:
+    """sum over biased exponents k of (high[k] * 2**26 + low[k] + leading[k] * 2**52) *
+    2**(max(k, 1) - 1075), exactly (the halves are float sums of integers, exact)."""
     total = 0
-    for k in np.flatnonzero((high != 0) | (low != 0)).tolist():
-        total += ((int(high[k]) << _HALF_BITS) + int(low[k])) << k
-    scale = low_exponent - 1075
+    first = None
+    for k in np.flatnonzero((high != 0) | (low != 0) | (leading != 0)).tolist():
+        e = max(k, 1)
+        if first is None:
+            first = e
+        total += ((int(high[k]) << _HALF_BITS) + int(low[k]) + (int(leading[k]) << 52)) << (e - first)
+    if first is None:
+        return Fraction(0)
+    scale = first - 1075
     return Fraction(total << scale) if scale >= 0 else Fraction(total, 1 << -scale)
 
 
@@ -234,7 +252,6 @@ def _sums_of_records(records: list[RequiredTraceRecord]) -> MetricSums:
     return _sums(
         level=np.fromiter(map(attrgetter("level"), records), dtype=np.int8, count=n),
         cus=np.fromiter(map(attrgetter("cus"), records), dtype=np.float64, count=n),
-        soft_clamp=clamped_mask,
         raw_clamped=action_matrix(clamped, "raw_action"),
         final_clamped=action_matrix(clamped, "final_action"),
         n_human=sum(map(attrgetter("human_escalation"), records)),
