@@ -40,8 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.stats import beta
-from scipy.stats import t as student_t
+from scipy.special import betaincinv, stdtrit
 
 DEFAULT_DELTA = 0.05
 BLOCK_WINDOWS = 5  # a bootstrap block spans this many drift windows
@@ -63,7 +62,7 @@ def fail_safe_rate_lower(n_fail_safe: Any, n: Any, delta: float) -> np.ndarray:
     """Exact one-sided Clopper-Pearson lower bound of a rate from k successes of n."""
     k, n = np.asarray(n_fail_safe, dtype=float), np.asarray(n, dtype=float)
     with np.errstate(invalid="ignore"):
-        lower = beta.ppf(delta, k, n - k + 1.0)
+        lower = betaincinv(k, n - k + 1.0, delta)  # the Beta(k, n - k + 1) quantile at delta
     return np.where(k <= 0, 0.0, lower)
 
 
@@ -124,7 +123,7 @@ def loss_reduction_bound(base_losses: np.ndarray, sugg_losses: np.ndarray, strea
     reductions = 1.0 - tot_s / tot_b
     # The bootstrap's standard error with a Student t quantile of (blocks - 1) degrees of
     # freedom: few blocks estimate the spread loosely (1.66 at 100 blocks, 1.83 at 10).
-    t = student_t.ppf(1 - delta, max(1, n_blocks - 1))
+    t = stdtrit(max(1, n_blocks - 1), 1 - delta)
     return float(point), float(point - t * reductions.std(ddof=1))
 
 
