@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ami_engine.config import LEARNED_BOUNDS, load_config
-from ami_engine.engine import REASONS, ScoreTable, run
+from ami_engine.engine import REASONS, EngineSums, ScoreTable, direct_sums, run
 from ami_engine.engine import _kernel as K
 from ami_engine.scenario import generate
 
@@ -195,3 +195,20 @@ def test_sweep_path_equals_direct_path_on_other_action_grids(grid):
         table = ScoreTable(states, base)
         for cfg in [base, *random_configs(base, 3, 1)]:
             assert_same_columns(table.run(cfg), run(states, cfg))
+
+
+def test_configs_decided_together_on_the_direct_path_are_each_decided_alone():
+    """The direct path scores a state once for all its configs (by their loosest bounds) and
+    each config takes its own candidates: the same bytes as deciding each config alone,
+    where some configs have no candidate (section 8's action, found once per state) and
+    exact ties abound."""
+    base = load_config("base")
+    configs = [base, base.replace(J_MIN=0.95, H_MAX=0.15), base.replace(C_MIN=0.45, C_MAX=0.6, J_MIN=0.6),
+               *random_configs(base, 2, 7)]
+    for states in (generate("chaos", 900, 8, streams=4), lattice_states(900, 9, 0.6)):
+        together = direct_sums(states, configs)
+        alone = EngineSums.concat([direct_sums(states, [cfg]) for cfg in configs])
+        assert together.to_array().tobytes() == alone.to_array().tobytes()
+        assert (np.asarray(together.level_rates)[:, 2] > 0).all()  # every config fails safe somewhere
+        strict = run(states, configs[1])
+        assert (strict.reason == REASONS.index("no_valid_candidate")).any()

@@ -184,7 +184,7 @@ def test_explain_shows_the_numbers_the_engine_decided_with():
     states = generate("chaos", 40, 8)
     space = ActionSpace.of(BASE)
     pre = _Pre(1, len(states))
-    K.pre_direct(states.values, space.actions, space.comp_of, space.comp_values, space.score_weights, CFG,
+    K.pre_direct(states.values, space.actions, space.comp_of, space.comp_values, space.score_weights, CFG[None, :],
                  BLOCK, *pre.args())
     traces = trace_records(run(states, BASE), states, BASE)
     for i in range(len(states)):

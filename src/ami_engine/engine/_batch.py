@@ -183,13 +183,11 @@ def _columns(t: list[Any], space: ActionSpace, pre: _Pre, out: _Outputs, c: int)
 
 
 def _direct_pre(values: np.ndarray, space: ActionSpace, cfgs: np.ndarray) -> _Pre:
-    """The pre-decisions of the configs in the rows of `cfgs`, each state scored on the fly,
-    config by config (the direct path: sharing the scoring between configs saves less than
-    filtering each config's candidates out of the union costs)."""
+    """The pre-decisions of the configs in the rows of `cfgs`, each state scored on the fly
+    once for all of them (the direct path)."""
     pre = _Pre(cfgs.shape[0], values.shape[0])
-    for c in range(cfgs.shape[0]):
-        kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights, cfgs[c],
-                          BLOCK, *(a[c:c + 1] for a in pre.args()))
+    kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights, cfgs, BLOCK,
+                      *pre.args())
     return pre
 
 

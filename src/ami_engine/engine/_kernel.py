@@ -326,43 +326,74 @@ def _grid_fallback(st, actions, comp_of, sw, g, j_grp, h_grp, c_comp, s_all, fir
     return first_tied(s_all, firsts, n_groups, s_max)
 
 
-@njit(parallel=True, cache=True)
-def pre_direct(states, actions, comp_of, comp_values, sw, cfg, block, pre_a, pre_level, pre_reason, pre_f):
-    """Pre-decisions of one config (row 0 of the outputs), scoring each state on the fly.
+@njit(cache=True, inline="always")
+def _own_candidates(union, m_union, g, j_grp, h_grp, c_comp, comp_of, cfg, order):
+    """A config's candidates among those of the loosest bounds (`union`: whole groups of g
+    actions in grid order, as score_state lists them), into order, in grid order; returns
+    their number. The filter is tested once per group: J, H and C are the group's."""
+    m = 0
+    for k in range(0, m_union, g):
+        first = union[k]
+        if is_candidate(j_grp[first // g], h_grp[first // g], c_comp[comp_of[first]], cfg):
+            for a in range(first, first + g):
+                order[m] = a
+                m += 1
+    return m
 
-    Only the actions of the groups that pass the filter are scored, and only their scores
-    sorted (section 5's walk needs the values in order; the selected action is the first
-    candidate in grid order that ties with the best). Without any candidate, only the
-    first action of each group is scored (_grid_fallback)."""
+
+@njit(parallel=True, cache=True)
+def pre_direct(states, actions, comp_of, comp_values, sw, cfgs, block, pre_a, pre_level, pre_reason, pre_f):
+    """Pre-decisions of the configs in the rows of `cfgs` (row c of the outputs for config
+    c), scoring each state on the fly, once for all of them.
+
+    Only the actions of the groups that pass the loosest filter of the configs are scored;
+    each config takes its own candidates among them (_own_candidates) and sorts only
+    their scores (section 5's walk needs the values in order; the selected action is the
+    first candidate in grid order that ties with the best). A config without any
+    candidate gets the action of section 8, found once per state from the first action of
+    each group (_grid_fallback)."""
     n_states = states.shape[0]
     n_actions = actions.shape[0]
     g = comp_values.shape[0]
+    n_cfg = cfgs.shape[0]
+    loosest = (cfgs[:, J_MIN].min(), cfgs[:, H_MAX].max(), cfgs[:, C_MIN].min(), cfgs[:, C_MAX].max())
     for b in prange((n_states + block - 1) // block):
         s_all = np.empty(n_actions)
         j_grp = np.empty(n_actions // g)
         h_grp = np.empty(n_actions // g)
         c_comp = np.empty(g)
+        union = np.empty(n_actions, dtype=np.int64)
         order = np.empty(n_actions, dtype=np.int64)
+        firsts = np.empty(n_actions // g, dtype=np.int64)
         ks = np.empty(n_actions)
         scratch = sort_scratch(n_actions)
         idx = np.arange(n_actions)
         no_shared = np.full(1, np.nan)
         for i in range(b * block, min(n_states, (b + 1) * block)):
             st = states[i]
-            m = score_state(st, actions, comp_of, comp_values, sw, cfg[J_MIN], cfg[H_MAX], cfg[C_MIN], cfg[C_MAX],
-                            s_all, j_grp, h_grp, c_comp, order)
-            if m == 0:
-                fallback = _grid_fallback(st, actions, comp_of, sw, g, j_grp, h_grp, c_comp, s_all, order)
-                _no_candidate(fallback, 0, i, pre_a, pre_level, pre_reason, pre_f)
-                continue
-            # Collected group by group, each group's scores descending (see _grid_fallback).
-            for k in range(m):
-                ks[k] = s_all[order[k]]
-            sort_descending(ks, idx, m, False, g, scratch)
-            best = first_tied(s_all, order, m, ks[0])
-            n, de, as_ = distinct_scores(ks, no_shared, idx, m, cfg)
-            conf, margin, cus, level, reason = escalate(st, actions[best], n, de, as_, cfg)
-            _store(best, conf, margin, cus, level, reason, de, as_, 0, i, pre_a, pre_level, pre_reason, pre_f)
+            m_union = score_state(st, actions, comp_of, comp_values, sw, loosest[0], loosest[1], loosest[2],
+                                  loosest[3], s_all, j_grp, h_grp, c_comp, union)
+            fallback = -1
+            for c in range(n_cfg):
+                cfg = cfgs[c]
+                cand = union
+                m = m_union
+                if n_cfg > 1:
+                    cand = order
+                    m = _own_candidates(union, m_union, g, j_grp, h_grp, c_comp, comp_of, cfg, order)
+                if m == 0:
+                    if fallback < 0:
+                        fallback = _grid_fallback(st, actions, comp_of, sw, g, j_grp, h_grp, c_comp, s_all, firsts)
+                    _no_candidate(fallback, c, i, pre_a, pre_level, pre_reason, pre_f)
+                    continue
+                # Collected group by group, each group's scores descending (see _grid_fallback).
+                for k in range(m):
+                    ks[k] = s_all[cand[k]]
+                sort_descending(ks, idx, m, False, g, scratch)
+                best = first_tied(s_all, cand, m, ks[0])
+                n, de, as_ = distinct_scores(ks, no_shared, idx, m, cfg)
+                conf, margin, cus, level, reason = escalate(st, actions[best], n, de, as_, cfg)
+                _store(best, conf, margin, cus, level, reason, de, as_, c, i, pre_a, pre_level, pre_reason, pre_f)
 
 
 @njit(parallel=True, cache=True)
