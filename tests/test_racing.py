@@ -14,6 +14,7 @@ from ami_engine.learning.offline_loop import LearnSettings, data_from_scenario, 
 from ami_engine.learning.racing import FINALISTS, describe, plan, rung_shards
 from ami_engine.learning.shards import (
     InProcessEvaluator,
+    Shards,
     ShardScorer,
     make_shards,
     merge,
@@ -56,6 +57,33 @@ def test_shards_of_some_positions_hold_only_those_states():
 
 def _configs():
     return [BASE, BASE.replace(J_MIN=0.7, H_MAX=0.4), BASE.replace(DELTA_CUS_THRESHOLD=0.06, CUS_MEAN_THRESHOLD=0.6)]
+
+
+class _CountedShards(Shards):
+    def __init__(self, shards: Shards) -> None:
+        self.__dict__.update(shards.__dict__)
+        self.built: list[int] = []
+
+    def __getitem__(self, i):
+        if isinstance(i, int):
+            self.built.append(i)
+        return super().__getitem__(i)
+
+
+def test_an_evaluator_holds_only_the_shards_whose_tables_it_keeps():
+    """Shards built on demand from the state set: the evaluator builds those whose tables it
+    keeps once, every other one for each call that decides it, and lets it go (at 10M
+    decisions the training shards are another copy of the states)."""
+    states = generate("chaos", 1600, 4, streams=9)
+    shards = _CountedShards(make_shards(states, seed=1, target=300).shards)
+    configs = (_configs() * 8)[:DIRECT_MAX_CONFIGS + 4]
+    expected = InProcessEvaluator(list(shards), BASE, 1 << 34).evaluate(configs, range(len(shards))).to_array()
+    shards.built.clear()
+    ev = InProcessEvaluator(shards, BASE, 1 << 34, keep_first=2)
+    assert shards.built == [0, 1]
+    for _ in range(2):
+        assert ev.evaluate(configs, range(len(shards))).to_array().tobytes() == expected.tobytes()
+    assert shards.built == [0, 1, *range(2, len(shards)), *range(2, len(shards))]
 
 
 @pytest.mark.parametrize("n_configs", [3, DIRECT_MAX_CONFIGS + 4])  # the direct path, then the table's

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol, overload
 
 import numpy as np
@@ -90,6 +91,10 @@ class Shards(Sequence[StateSet]):
 
     def __len__(self) -> int:
         return len(self._where)
+
+    def size(self, i: int) -> int:
+        """The number of states of shard i, without building it."""
+        return int(self._where[i].size)
 
     @overload
     def __getitem__(self, i: int) -> StateSet: ...
@@ -199,9 +204,10 @@ class ShardScorer:
     DIRECT_MAX_CONFIGS configs directly, more through the shard's score table. The table is
     built on the first call that needs it, and kept when `keep`, else dropped after it."""
 
-    def __init__(self, shard: StateSet, baseline: Config, *, keep: bool, part_bytes: int | None = None,
-                 scratch: int = CONFIG_SCRATCH) -> None:
-        self.shard, self.baseline, self.keep = shard, baseline, keep
+    def __init__(self, shard: StateSet | Callable[[], StateSet], baseline: Config, *, keep: bool,
+                 part_bytes: int | None = None, scratch: int = CONFIG_SCRATCH) -> None:
+        """`shard`: its states, or a function that builds them for each call (none kept)."""
+        self._shard, self.baseline, self.keep = shard, baseline, keep
         self.part_bytes, self.scratch = part_bytes, scratch
         self._space = ActionSpace.of(baseline).key()
         self._table: ScoreTable | None = None
@@ -219,8 +225,8 @@ class ShardScorer:
                 if ActionSpace.of(cfg).key() != self._space:
                     raise ConfigError(f"{cfg.source}: ACTION_GRID and SCORE_WEIGHTS must match the score table's")
             if observe is None:
-                return direct_sums(self.shard, configs)
-            decided = PartsRun(self.shard, configs)
+                return direct_sums(self.states(), configs)
+            decided = PartsRun(self.states(), configs)
             for positions, columns in decided:
                 observe(positions, columns)
             return decided.sums()
@@ -228,10 +234,14 @@ class ShardScorer:
             raise ValueError(f"decisions are observed on the direct path only (at most {DIRECT_MAX_CONFIGS} configs)")
         table = self._table
         if table is None:
-            table = ScoreTable(self.shard, self.baseline, memory_bytes=self.part_bytes)
+            table = ScoreTable(self.states(), self.baseline, memory_bytes=self.part_bytes)
             if self.keep:
                 self._table = table
         return table.evaluate(configs, memory_bytes=self.scratch)
+
+    def states(self) -> StateSet:
+        """The shard's states (built now, when given as a function)."""
+        return self._shard() if callable(self._shard) else self._shard
 
     def drop(self) -> None:
         self._table = None
@@ -263,12 +273,17 @@ class InProcessEvaluator:
         part_bytes = max(1, self.memory_bytes // 4)
         room = int(self.memory_bytes * TABLE_SHARE)
         self._scorers: list[ShardScorer] = []
-        for i, shard in enumerate(shards):
-            need = table_bytes(len(shard), baseline)
+        lazy = isinstance(shards, Shards)
+        for i in range(len(shards)):
+            need = table_bytes(shards.size(i) if lazy else len(shards[i]), baseline)
             keep = need <= room and all(s.keep for s in self._scorers) and (keep_first is None or i < keep_first)
             if keep:
                 room -= need
-            self._scorers.append(ShardScorer(shard, baseline, keep=keep, part_bytes=need if keep else part_bytes,
+            # Shards built on demand stay so unless their tables are kept (they are evaluated
+            # batch after batch): a rung above is evaluated a few times, and building a
+            # shard costs far less than deciding it.
+            source = partial(shards.__getitem__, i) if lazy and not keep else shards[i]
+            self._scorers.append(ShardScorer(source, baseline, keep=keep, part_bytes=need if keep else part_bytes,
                                              scratch=scratch))
 
     @property
