@@ -66,7 +66,7 @@ def _held_to_a_stable_sort(k: np.ndarray, run: int) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(keys=st.lists(st.one_of(st.sampled_from([0.0, 0.25, 0.5, 0.5 + 1e-13, 0.75, 1.0, -1.0, 3.0, 1e300, -1e300,
+@given(keys=st.lists(st.one_of(st.sampled_from([0.0, -0.0, 0.25, 0.5, 0.5 + 1e-13, 0.75, 1.0, -1.0, 3.0, 1e300, -1e300,
                                                 5e-324]),
                                st.floats(-2.0, 2.0, allow_nan=False)), min_size=0, max_size=80),
        run=st.integers(1, 9))
