@@ -186,8 +186,9 @@ def _direct_pre(values: np.ndarray, space: ActionSpace, cfgs: np.ndarray) -> _Pr
     """The pre-decisions of the configs in the rows of `cfgs`, each state scored on the fly
     once for all of them (the direct path)."""
     pre = _Pre(cfgs.shape[0], values.shape[0])
-    kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights, cfgs, BLOCK,
-                      *pre.args())
+    if cfgs.shape[0]:  # the loosest filter of no configs is no filter at all
+        kernel.pre_direct(values, space.actions, space.comp_of, space.comp_values, space.score_weights, cfgs, BLOCK,
+                          *pre.args())
     return pre
 
 
