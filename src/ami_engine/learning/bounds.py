@@ -61,8 +61,7 @@ def check_delta(delta: float) -> float:
 def fail_safe_rate_lower(n_fail_safe: Any, n: Any, delta: float) -> np.ndarray:
     """Exact one-sided Clopper-Pearson lower bound of a rate from k successes of n."""
     k, n = np.asarray(n_fail_safe, dtype=float), np.asarray(n, dtype=float)
-    with np.errstate(invalid="ignore"):
-        lower = betaincinv(k, n - k + 1.0, delta)  # the Beta(k, n - k + 1) quantile at delta
+    lower = betaincinv(k, n - k + 1.0, delta)  # the Beta(k, n - k + 1) quantile at delta; NaN at k = 0
     return np.where(k <= 0, 0.0, lower)
 
 
