@@ -25,8 +25,8 @@ EXE = Path(sys.executable).with_name("ami-engine")
 HERE = Path(__file__).resolve().parent
 
 
-def learn(tmp: str, scenario: str, n: int, budget: int) -> tuple[float, dict, int]:
-    out = Path(tmp) / f"{scenario}.toml"
+def learn(tmp: str, scenario: str, n: int, budget: int, name: str | None = None) -> tuple[float, dict, int]:
+    out = Path(tmp) / f"{name or scenario}.toml"  # its study beside it: one per run
     cmd = [str(EXE), "learn", "--scenario", scenario, "--n", str(n), "--seed", "1", "--budget", str(budget),
            "--out", str(out), "--json"]
     t0 = time.perf_counter()
@@ -39,7 +39,7 @@ def learn(tmp: str, scenario: str, n: int, budget: int) -> tuple[float, dict, in
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        learn(tmp, "balanced", 500, 8)  # warm-up: kernels compiled / loaded from cache
+        learn(tmp, "balanced", 500, 8, "warm-up")  # kernels compiled / loaded from cache
         for scenario in ("chaos", "balanced"):
             wall, doc, rc = learn(tmp, scenario, 20000, 300)
             meta = doc["meta"]
