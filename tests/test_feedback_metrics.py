@@ -220,12 +220,10 @@ def test_kept_freed_memory_is_reused_without_fresh_pages():
     """Batches of arrays made and freed one after the other: by default glibc hands the
     freed memory back and the kernel zeroes its pages again on the next batch's first
     touch (a fault per 4 KB page); once freed memory is kept, the next batch reuses it.
-    Elsewhere the call changes nothing and costs nothing."""
+    Elsewhere the call must only run without an error (check=True)."""
     faults = {how: int(subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, how], capture_output=True, text=True,
                                       check=True).stdout)
               for how in ("default", "keep")}
     if platform.libc_ver()[0] == "glibc":
         assert faults["default"] >= 100 * 1000  # up to 5,120 pages per batch
         assert faults["keep"] < 1000
-    else:
-        assert faults["keep"] >= 0

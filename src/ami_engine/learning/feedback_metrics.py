@@ -157,8 +157,10 @@ def _sums(
     """The one place the metric sums are computed; the actions are those of the clamped
     records only, one row each."""
     level = np.asarray(level)
-    if level.size and (level.min() < 0 or level.max() >= N_LEVELS):
-        raise ValueError(f"level must be 0, 1 or 2, got {int(level.min() if level.min() < 0 else level.max())}")
+    if level.size:
+        lo, hi = int(level.min()), int(level.max())
+        if lo < 0 or hi >= N_LEVELS:
+            raise ValueError(f"level must be 0, 1 or 2, got {lo if lo < 0 else hi}")
     n1, n2 = int(np.count_nonzero(level == 1)), int(np.count_nonzero(level == 2))
     per_record = _distortion(raw_clamped, final_clamped)
     return MetricSums(
@@ -204,13 +206,14 @@ def exact_sum(values: np.ndarray) -> Fraction:
         return _joined(np.bincount(biased, weights=(bits >> _HALF_BITS) & _HALF),
                        np.bincount(biased, weights=bits & _HALF), leading)
     biased = (bits >> 52) & 0x7FF
-    if biased.max() == 0x7FF:
+    top = int(biased.max())
+    if top == 0x7FF:
         raise ValueError("exact_sum: the values must be finite")
     mantissa = (bits & _FRACTION) | ((biased != 0).astype(np.int64) << 52)
     np.negative(mantissa, out=mantissa, where=bits < 0)
     # Floor halves: high * 2**26 + low == m, for negative m too.
     return _joined(np.bincount(biased, weights=mantissa >> _HALF_BITS), np.bincount(biased, weights=mantissa & _HALF),
-                   np.zeros(biased.max() + 1, dtype=np.int64))
+                   np.zeros(top + 1, dtype=np.int64))
 
 
 def _joined(high: np.ndarray, low: np.ndarray, leading: np.ndarray) -> Fraction:

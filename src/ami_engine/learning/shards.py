@@ -279,10 +279,10 @@ class InProcessEvaluator:
             keep = need <= room and all(s.keep for s in self._scorers) and (keep_first is None or i < keep_first)
             if keep:
                 room -= need
-            # Shards built on demand stay so unless their tables are kept (they are evaluated
-            # batch after batch): a rung above is evaluated a few times, and building a
-            # shard costs far less than deciding it.
-            source = partial(shards.__getitem__, i) if lazy and not keep else shards[i]
+            # A shard is fetched (from Shards: built) for each call that decides it unless its
+            # table is kept (evaluated batch after batch): a rung above is evaluated a few
+            # times, and building a shard costs far less than deciding it.
+            source = shards[i] if keep else partial(shards.__getitem__, i)
             self._scorers.append(ShardScorer(source, baseline, keep=keep, part_bytes=need if keep else part_bytes,
                                              scratch=scratch))
 
