@@ -155,6 +155,25 @@ def test_only_the_first_shards_keep_their_tables_when_asked_and_the_sums_do_not_
         assert [s.scorer.holds_table for s in held] == [True, False, False]
 
 
+def _evaluate_killing_a_worker(client, evaluator, configs, shards):
+    """The bytes of `evaluator.evaluate(configs, shards)` with a worker killed while it
+    evaluates; returns once the cluster has its two workers again."""
+    pids = client.run(os.getpid)
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("sums", evaluator.evaluate(configs, shards)))
+    thread.start()
+    victim = None
+    while victim is None and thread.is_alive():
+        busy = [w for w, keys in client.processing().items() if any("_evaluate" in str(k) for k in keys)]
+        victim = busy[0] if busy else None
+        time.sleep(0.01)
+    assert victim is not None and thread.is_alive(), "the evaluation ended before a worker could be killed"
+    os.kill(pids[victim], signal.SIGKILL)
+    thread.join()
+    client.wait_for_workers(2)
+    return result["sums"].to_array().tobytes()
+
+
 def test_a_worker_killed_mid_evaluation_is_replaced_and_the_sums_are_the_same_bytes(client, configs):
     baseline = configs[0]
     states = generate("chaos", 6000, seed=4, streams=8)
@@ -166,20 +185,39 @@ def test_a_worker_killed_mid_evaluation_is_replaced_and_the_sums_are_the_same_by
     try:
         evaluator.evaluate(many[:1], [0, 1])  # the tables are built and kept
         pids_before = client.run(os.getpid)
-        result = {}
-        thread = threading.Thread(target=lambda: result.setdefault("sums", evaluator.evaluate(many, [0, 1])))
-        thread.start()
-        victim = None
-        while victim is None and thread.is_alive():
-            busy = [w for w, keys in client.processing().items() if any("_evaluate" in str(k) for k in keys)]
-            victim = busy[0] if busy else None
-            time.sleep(0.01)
-        assert victim is not None and thread.is_alive(), "the evaluation ended before a worker could be killed"
-        os.kill(pids_before[victim], signal.SIGKILL)
-        thread.join()
-        assert result["sums"].to_array().tobytes() == expected.tobytes()
-        client.wait_for_workers(2)
+        assert _evaluate_killing_a_worker(client, evaluator, many, [0, 1]) == expected.tobytes()
         assert set(client.run(os.getpid).values()) != set(pids_before.values())  # a new process took its place
+    finally:
+        evaluator.close()
+
+
+def test_local_workers_read_spilled_shards_themselves_with_the_same_bytes_when_one_is_killed(client, configs,
+                                                                                            tmp_path):
+    """Learning's states spilled to a file (Parquet traces): the tasks carry each shard's
+    positions in it, the workers read the values, and the sums are the in-process ones,
+    a worker killed mid-evaluation or not."""
+    from ami_engine.cluster._evaluator import _Shard
+    from ami_engine.learning.data import data_from_traces_file
+    from ami_engine.learning.shards import InProcessEvaluator, make_shards
+
+    baseline = configs[0]
+    states = generate("chaos", 6000, seed=8, streams=16)
+    path = tmp_path / "t.parquet"
+    write_parquet_traces(path, run(states, BASE), states, config_id=BASE.config_id, model=ENGINE_MODEL, chaos=True)
+    data = data_from_traces_file(str(path))
+    shards = make_shards(data.states, 1, 1500).shards
+    assert len(shards) >= 3 and shards.recipe(0) is not None
+    recipe = shards.recipe(1)
+    assert callable(_Shard(recipe, baseline, keep=False).scorer._shard)  # read for each call, not held
+    assert _Shard(recipe, baseline, keep=True).scorer.states().values.tobytes() == shards[1].values.tobytes()
+    many = configs * 20
+    everything = list(range(len(shards)))
+    here = InProcessEvaluator(shards, baseline, 1 << 30, keep_first=1)
+    expected = [here.evaluate(c, everything).to_array().tobytes() for c in (many, configs[:2])]
+    evaluator = DaskShardEvaluator(client, shards, baseline, keep_first=1, files_shared=True)
+    try:
+        assert [evaluator.evaluate(c, everything).to_array().tobytes() for c in (many, configs[:2])] == expected
+        assert _evaluate_killing_a_worker(client, evaluator, many, everything) == expected[0]
     finally:
         evaluator.close()
 
@@ -335,6 +373,25 @@ def test_learn_with_cluster_hands_the_loop_an_evaluator_whose_sums_on_one_worker
     result = invoke("learn", "--scenario", "chaos", "--n", 500, "--out", tmp_path / "s.toml", "--cluster", "local:1")
     assert result.exit_code == 2 and "stopped after the evaluator was tried" in result.output
     assert seen["sums"].to_array().tobytes() == _in_process(shards, configs[0], configs, [0, 1, 2]).tobytes()
+
+
+def test_learn_tells_a_local_clusters_evaluator_that_its_workers_share_the_files(tmp_path, monkeypatch):
+    import ami_engine.cluster as cluster_module
+    from ami_engine.learning import offline_loop
+
+    given = {}
+
+    def evaluator(client, shards, baseline, **kwargs):
+        given.update(kwargs)
+        raise offline_loop.LearnError("stopped after the evaluator was made")
+
+    def loop(data, baseline, settings, **kwargs):
+        kwargs["evaluator"]([], baseline)
+
+    monkeypatch.setattr(cluster_module, "DaskShardEvaluator", evaluator)
+    monkeypatch.setattr(offline_loop, "learn", loop)
+    result = invoke("learn", "--scenario", "chaos", "--n", 500, "--out", tmp_path / "s.toml", "--cluster", "local:1")
+    assert result.exit_code == 2 and given == {"keep_first": None, "files_shared": True}
 
 
 def test_learning_on_the_cluster_reads_its_needless_fail_safes_off_the_workers(client, monkeypatch):

@@ -676,8 +676,11 @@ def learn(
         if client is not None:
             from .cluster import DaskShardEvaluator
 
+            # A local cluster's workers read spilled shards from this machine's files themselves.
+            local = cluster.strip().startswith("local:")
+
             def evaluator(shards, base, *, keep_first=None):
-                return DaskShardEvaluator(client, shards, base, keep_first=keep_first)
+                return DaskShardEvaluator(client, shards, base, keep_first=keep_first, files_shared=local)
 
         outcome = run_learn_job(job, baseline, weights=weights, critical_factor=critical_factor,
                                 critical_margin=critical_margin, progress=progress, evaluator=evaluator)

@@ -9,6 +9,12 @@ result is the same bytes with any number of workers or none.
 The table is the result of a task, not data scattered from here: when a worker dies, the
 scheduler builds its tables again on the workers left (or on the worker that replaces it)
 from the task's own inputs, and the evaluations that were running are run again.
+
+Where the workers share this machine's files (`files_shared`, a local cluster) and the
+states' values were spilled to a file (io.spill), a task carries only the shard's
+positions in that file and its stream codes (ShardRecipe): the worker reads the values
+itself, and neither this process nor the scheduler holds a copy of them. A shard whose
+table is not kept is then read afresh for each call, as the in-process evaluator does.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 from ..config import Config, ConfigError
 from ..engine import ActionSpace, EngineSums
 from ..io.stateset import StateSet
-from ..learning.shards import Reader, Reading, ShardScorer, read_shard, shard_order
+from ..learning.shards import Reader, Reading, ShardRecipe, Shards, ShardScorer, read_shard, shard_order
 from ._spec import quiet
 
 _BYTES_PER_STATE = 8 << 10  # a ScoreTable's size, about 8 KB per state (engine/_batch.py)
@@ -33,12 +39,16 @@ class _Shard:
     its score table is built there the first time a call needs one, and kept when `keep`
     (else dropped after the call)."""
 
-    def __init__(self, states: StateSet, baseline: Config, keep: bool) -> None:
-        self.scorer = ShardScorer(states, baseline, keep=keep)
+    def __init__(self, states: StateSet | ShardRecipe, baseline: Config, keep: bool) -> None:
+        if isinstance(states, ShardRecipe):  # read here from the spilled file: now if kept, else per call
+            source = states.build() if keep else states.build
+            self.values_bytes = len(states) * 8 * (9 if keep else 1)
+        else:
+            source, self.values_bytes = states, states.values.nbytes
+        self.scorer = ShardScorer(source, baseline, keep=keep)
         self.keep = keep
         self.baseline = baseline
         self.n = len(states)
-        self.values_bytes = states.values.nbytes
 
     @property
     def nbytes(self) -> int:
@@ -70,7 +80,7 @@ def _register_size() -> None:
     sizeof.register(_Shard)(lambda shard: shard.nbytes)
 
 
-def _build(states: StateSet, baseline: Config, keep: bool) -> _Shard:
+def _build(states: StateSet | ShardRecipe, baseline: Config, keep: bool) -> _Shard:
     _register_size()
     return _Shard(states, baseline, keep)
 
@@ -89,22 +99,26 @@ class DaskShardEvaluator:
     `evaluate(configs, shards)` returns the EngineSums of the configs: the sums of
     `ScoreTable(shard, baseline).evaluate(configs)` over the shards asked for, added in
     ascending shard index starting from zeros. Only the first `keep_first` shards (None: all)
-    keep their tables between calls. `close()` lets the workers drop the tables."""
+    keep their tables between calls. `files_shared`: the workers see this machine's files
+    (a local cluster), so that they read spilled shards themselves (see the module).
+    `close()` lets the workers drop the tables."""
 
     def __init__(self, client: Any, shards: Sequence[StateSet], baseline: Config, *,
-                 keep_first: int | None = None) -> None:
+                 keep_first: int | None = None, files_shared: bool = False) -> None:
         self._client = client
         self._space = ActionSpace.of(baseline).key()
         workers = sorted(client.scheduler_info().get("workers", {}))
         token = uuid4().hex
+        read_there = files_shared and isinstance(shards, Shards) and len(shards) and shards.recipe(0) is not None
         with quiet():
             # Spread the shards over the workers there are now; a worker that goes away
             # takes its restriction with it, and its shards are built wherever there is room.
+            # Each shard is made (built here, or its recipe) only as it is sent.
             self._tables = [
-                client.submit(_build, shard, baseline, keep_first is None or i < keep_first,
-                              key=f"ami-score-table-{token}-{i}",
+                client.submit(_build, shards.recipe(i) if read_there else shards[i], baseline,
+                              keep_first is None or i < keep_first, key=f"ami-score-table-{token}-{i}",
                               workers=[workers[i % len(workers)]] if workers else None, allow_other_workers=True)
-                for i, shard in enumerate(shards)
+                for i in range(len(shards))
             ]
 
     def __len__(self) -> int:

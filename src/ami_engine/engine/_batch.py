@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import ENGINE_MODEL
 from ..config import Config, ConfigError
+from ..io.spill import take_rows
 from ..io.stateset import Nones, StateSet
 from ..io.traces import REASONS, TraceColumns
 from ..io.traces import trace_records as _io_trace_records
@@ -223,7 +224,7 @@ class StreamRun:
         """Each config's columns on the states at `piece` (a slice, or ascending positions).
         `pre`: their pre-decisions, when made elsewhere (pre_decisions of those states'
         values, for these configs)."""
-        values = np.ascontiguousarray(self.states.values[piece])
+        values = take_rows(self.states.values, piece)
         if pre is None:
             pre = _direct_pre(values, self.space, self.cfgs)
         else:
@@ -375,7 +376,7 @@ class ScoreTable:
 
     def _score(self, start: int, stop: int) -> _Part:
         sp = self.space
-        values = np.ascontiguousarray(self.states.values[start:stop])
+        values = take_rows(self.states.values, slice(start, stop))
         n, a, g = stop - start, sp.actions.shape[0], sp.comp_values.shape[0]
         part = _Part(start, values, np.empty((n, a)), np.empty((n, a), np.int16), np.empty((n, a // g)),
                      np.empty((n, a // g)), np.empty((n, g)), np.empty(n, dtype=np.int64),

@@ -11,6 +11,7 @@ record batch at a time, so memory is bounded by a batch whatever the size of the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from ._trace_schema import (
     arrow_type,
     names_of,
 )
+from .spill import RowSpill
 from .stateset import STATE_FIELDS, Nones, StateSet
 
 PARQUET_SUFFIX = ".parquet"
@@ -525,14 +527,27 @@ def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None 
 _PREALLOCATE_ROWS = 1 << 25  # 33.5M states, 2.4 GB
 
 
-def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True) -> Any:
+def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True, spill: bool = False) -> Any:
     """The states a traces Parquet file or folder carries (see traces.read_trace_states).
 
     `keys=False`: every column is read and checked as usual, but the states' t and id are
     not kept (None each): at millions of rows they take more memory than the states'
-    values. trace_keys reads them back for the rows that need them."""
-    from .traces import TraceStates
+    values. trace_keys reads them back for the rows that need them.
+    `spill=True`: the states' values are written to a temporary file as they are read, and
+    mapped from it (spill.RowSpill), not held in memory."""
+    if spill:
+        sink = RowSpill(len(STATE_FIELDS))
+        try:
+            found = _read_trace_states(path, keys, sink)
+        except BaseException:
+            sink.abandon()
+            raise
+        return dataclasses.replace(found, states=dataclasses.replace(found.states, values=sink.finish()))
+    return _read_trace_states(path, keys, None)
 
+
+def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill | None) -> Any:
+    """read_trace_states, the values written to `sink` when given (then not in the result)."""
     streams, ids, times, rows = [], [], [], []
     labels: dict[tuple[type, Any], Any] = {}
     n_records = missing = 0
@@ -541,7 +556,8 @@ def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True) -> Any
     # Filled in place, sized by the row count the files' footers give (no second copy of the
     # states); a footer is not trusted for more than _PREALLOCATE_ROWS, nor the rows read to
     # match it: the matrix grows if more come.
-    matrix = np.empty((min(max(count_rows(path), 0), _PREALLOCATE_ROWS), len(STATE_FIELDS)))
+    matrix = np.empty((0 if sink is not None else min(max(count_rows(path), 0), _PREALLOCATE_ROWS),
+                       len(STATE_FIELDS)))
     filled = 0
     for block in iter_trace_blocks(path, wanted):
         c = block.columns
@@ -552,7 +568,10 @@ def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True) -> Any
             missing += n - k
             if first_missing is None:
                 first_missing = int(block.index[np.argmin(has)]) + 1
-        if "state" in c:
+        if "state" in c and sink is not None:
+            sink.add(c["state"][has])
+            filled += k
+        elif "state" in c:
             if filled + k > matrix.shape[0]:
                 grown = np.empty((max(filled + k, matrix.shape[0] * 3 // 2), len(STATE_FIELDS)))
                 grown[:filled] = matrix[:filled]
@@ -573,9 +592,14 @@ def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True) -> Any
             ids.extend(None if column is None else column[i] for i in keep)
             times.extend(c["t_values"][i] for i in keep)
         n_records += n
-    matrix = matrix[:filled] if filled == matrix.shape[0] else matrix[:filled].copy()
+    if sink is None:
+        matrix = matrix[:filled] if filled == matrix.shape[0] else matrix[:filled].copy()
+    else:  # the caller maps the rows written
+        matrix = np.empty((filled, 0))
     lines = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     _release_batches()
+    from .traces import TraceStates
+
     if not keys:
         times, ids = Nones(len(matrix)), Nones(len(matrix))
     return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing, lines)
@@ -660,11 +684,27 @@ def read_states(
     clip: bool = False,
     allow_expect_level: bool = False,
     check_values: Callable[..., tuple[np.ndarray, list[dict[str, str] | None] | None]],
+    spill: bool = False,
 ) -> StateSet:
     """All states of a Parquet states file or folder, checked like a states JSONL file.
 
     `check_values(values, filled, where)` is the states reader's own check of the nine
-    fields (ranges, fill and clip), so that both forms follow one rule."""
+    fields (ranges, fill and clip), so that both forms follow one rule. `spill=True`: the
+    values are kept in a temporary file as they are read (spill.RowSpill), not in memory."""
+    if not spill:
+        return _read_states(path, fill_missing, allow_expect_level, check_values, None)
+    sink = RowSpill(len(STATE_FIELDS))
+    try:
+        found = _read_states(path, fill_missing, allow_expect_level, check_values, sink)
+    except BaseException:
+        sink.abandon()
+        raise
+    return dataclasses.replace(found, values=sink.finish())
+
+
+def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_level: bool,
+                 check_values: Callable[..., Any], sink: RowSpill | None) -> StateSet:
+    """read_states, the values written to `sink` when given (then not in the result)."""
     known = set(STATE_FIELDS) | set(STATE_EXTRA_COLUMNS)
 
     def choose(schema: Any, file: str) -> list[str]:
@@ -714,7 +754,11 @@ def read_states(
             return f"{file} row {first + i + 1}", None
 
         checked, repairs = check_values(values, filled, where)
-        values_parts.append(checked)
+        if sink is None:
+            values_parts.append(checked)
+        else:
+            sink.add(checked)
+            values_parts.append(np.empty((len(checked), 0)))
         repairs_parts.append(repairs if repairs is not None else [None] * b.n)
         any_repair |= repairs is not None
         streams.extend(stream_values)
@@ -728,7 +772,7 @@ def read_states(
         times = [None] * n
     _release_batches()
     return StateSet(
-        values=np.concatenate(values_parts),
+        values=np.concatenate(values_parts) if sink is None else np.empty((n, 0)),
         streams=streams,
         t=times,
         ids=ids,

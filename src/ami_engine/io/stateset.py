@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .spill import take_rows
+
 # The nine state fields of docs/engine.md §1, in the column order of StateSet.values.
 STATE_FIELDS: tuple[str, ...] = (
     "physical",
@@ -60,7 +62,8 @@ class Nones(Sequence[None]):
 class StateSet:
     """N states in input order.
 
-    values: (N, 9) float64, columns in STATE_FIELDS order, every value in [0, 1].
+    values: (N, 9) float64, columns in STATE_FIELDS order, every value in [0, 1]; in
+    memory, or mapped from a temporary file (io.spill: learning's large trace files).
     streams, t, ids: one entry per state (None where the record had none); a stream is a
     str or an int, and "1" and 1 are different streams.
     repairs: per state, the fields that were filled or clipped on request, or None.
@@ -101,7 +104,7 @@ class StateSet:
         and stream labels (shared objects), no t, ids or repairs."""
         index = np.asarray(index, dtype=np.int64)
         streams = self.streams
-        return StateSet(values=np.ascontiguousarray(self.values[index]),
+        return StateSet(values=take_rows(self.values, index),
                         streams=[streams[i] for i in index.tolist()], t=Nones(index.size),
                         ids=Nones(index.size)).with_codes(self.codes_at(index))
 
@@ -110,7 +113,7 @@ class StateSet:
         idx = [int(i) for i in index]
         t = [self.t[i] if self.t[i] is not None else i for i in idx]
         return StateSet(
-            values=self.values[index],
+            values=take_rows(self.values, index),
             streams=[self.streams[i] for i in idx],
             t=t,
             ids=[self.ids[i] for i in idx],

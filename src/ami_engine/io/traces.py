@@ -410,13 +410,13 @@ class TraceStates:
 
 
 def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                      keys: bool = True) -> TraceStates:
+                      keys: bool = True, spill: bool = False) -> TraceStates:
     """The states of a traces file, every record checked like read_traces; streamed, so
     memory holds the states (nine numbers, stream, id and t each), never the records.
-    `keys=False` (Parquet only; see parquet.read_trace_states): t and id are checked but
-    not kept."""
+    `keys=False` and `spill=True` (Parquet only; see parquet.read_trace_states): t and id
+    are checked but not kept; the values are kept in a temporary file, not in memory."""
     if parquet.is_parquet(path):
-        return parquet.read_trace_states(path, keys=keys)
+        return parquet.read_trace_states(path, keys=keys, spill=spill)
     values: list[np.ndarray] = []
     streams: list[Any] = []
     ids: list[Any] = []

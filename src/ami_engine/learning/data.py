@@ -76,7 +76,8 @@ def data_from_states_file(path: str, *, drop_unknown: bool = False) -> LearnData
     from ..io.states import read_states
 
     if is_parquet(path):
-        return LearnData(read_states(path, drop_unknown=drop_unknown), "states", f"states {path}",
+        # Its values kept in a temporary file, as for Parquet traces (data_from_traces_file).
+        return LearnData(read_states(path, drop_unknown=drop_unknown, spill=True), "states", f"states {path}",
                          dataset_sha256(path), path=path, drop_unknown=drop_unknown)
     loaded = read_once(path)
     return LearnData(read_states(loaded, drop_unknown=drop_unknown), "states", f"states file {loaded.name}",
@@ -92,7 +93,9 @@ def data_from_traces_file(path: str) -> LearnData:
     keys = None
     if is_parquet(path):
         # t and id are checked as they are read, kept only for the rows that need them.
-        found, name, digest = read_trace_states(path, keys=False), str(path), dataset_sha256(path)
+        # The values go to a temporary file as they are read: learning reads a shard or a
+        # part of them at a time (io.spill), never needs them all in memory at once.
+        found, name, digest = read_trace_states(path, keys=False, spill=True), str(path), dataset_sha256(path)
 
         def keys(positions: np.ndarray) -> tuple[list[Any], list[Any]]:
             from ..io.parquet import trace_keys

@@ -16,6 +16,7 @@ from ..check import check_columns
 from ..config import Config
 from ..engine import REASONS
 from ..engine.parts import PART_DECISIONS, run_parts
+from ..io.spill import column
 from ..io.stateset import STATE_FIELDS, StateSet
 from .shards import Observer, Reading
 
@@ -106,9 +107,8 @@ class NeedlessTally:
         # uniform-bin path: the same counts as against these edges, without sorting.
         edges = np.linspace(0.0, 1.0, bins + 1)
         fields, histograms, contrasts = [], {}, []
-        values = states.values
         for j, name in enumerate(STATE_FIELDS):
-            col = values[:, j]
+            col = column(states.values, j)
             mean_all = float(col.mean())
             mean_removed = float(col[removed].mean()) if removed.any() else None
             mean_still = float(col[still].mean()) if still.any() else None

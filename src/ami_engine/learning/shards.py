@@ -35,6 +35,7 @@ import numpy as np
 from ..config import Config, ConfigError
 from ..engine import DIRECT_MAX_CONFIGS, ActionSpace, EngineSums, ScoreTable, direct_sums
 from ..engine.parts import PartsRun
+from ..io.spill import SpilledRows, take_rows
 from ..io.stateset import Nones, StateSet, renumber
 from ..io.traces import TraceColumns
 
@@ -107,9 +108,43 @@ class Shards(Sequence[StateSet]):
             return [self[j] for j in range(*i.indices(len(self)))]
         index = self._where[i]  # an IndexError past the end
         n = int(index.size)
-        return StateSet(values=np.ascontiguousarray(self._values[index]),
+        return StateSet(values=take_rows(self._values, index),
                         streams=self._labels[self._codes[index]].tolist(),
                         t=Nones(n), ids=Nones(n)).with_codes(renumber(self._codes[index]))
+
+    def recipe(self, i: int) -> ShardRecipe | None:
+        """How another process on this machine builds shard i itself, from the file the
+        states' values were spilled to (io.spill), without them being sent; None when the
+        values are in this process's memory."""
+        rows = SpilledRows.of(self._values)
+        if rows is None:
+            return None
+        index = self._where[i]
+        codes, n_streams = renumber(self._codes[index])
+        first = np.unique(codes, return_index=True)[1]  # each stream's first state, by code
+        small = np.int32 if n_streams <= np.iinfo(np.int32).max else np.int64
+        return ShardRecipe(rows, index, codes.astype(small), self._labels[self._codes[index[first]]].tolist())
+
+
+@dataclass(frozen=True)
+class ShardRecipe:
+    """A shard as positions in a spilled file of states' values, with its stream codes and
+    labels: `build()` makes the StateSet Shards makes of it, the same values and streams."""
+
+    rows: SpilledRows
+    index: np.ndarray  # of the shard's states in the file, ascending by stream as dealt
+    codes: np.ndarray  # per state, numbered by first appearance in the shard
+    labels: list[Any]  # per code
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def build(self) -> StateSet:
+        n = int(self.index.size)
+        labels = np.empty(len(self.labels), dtype=object)
+        labels[:] = self.labels
+        return StateSet(values=take_rows(self.rows.open(), self.index), streams=labels[self.codes].tolist(),
+                        t=Nones(n), ids=Nones(n)).with_codes((self.codes.astype(np.int64), len(self.labels)))
 
 
 @dataclass(frozen=True)
