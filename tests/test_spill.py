@@ -18,8 +18,9 @@ from ami_engine.engine import run
 from ami_engine.io.files import InputError
 from ami_engine.io.parquet import read_trace_states
 from ami_engine.io.parquet import write_traces as write_parquet_traces
-from ami_engine.io.spill import PREFIX, RowSpill, SpilledRows, column, let_go, take_rows
+from ami_engine.io.spill import PREFIX, RowSpill, SpilledRows, column, let_go, rows_kept_alike, take_rows
 from ami_engine.io.states import read_states, write_states
+from ami_engine.io.stateset import Nones, StateSet
 from ami_engine.learning import offline_loop
 from ami_engine.learning.data import data_from_states_file, data_from_traces_file
 from ami_engine.learning.needless import needless_fail_safes
@@ -98,6 +99,26 @@ def test_no_rows_give_an_empty_array_and_no_file_and_an_abandoned_spill_leaves_n
     assert _spilled(spill_dir) == []
 
 
+def test_a_full_disk_is_an_error_naming_the_file_and_what_it_is_for_and_leaves_nothing(spill_dir, monkeypatch):
+    real = tempfile.mkstemp
+
+    def on_a_full_disk(*args, **kwargs):
+        fd, path = real(*args, **kwargs)
+        full = os.open("/dev/full", os.O_WRONLY)
+        os.dup2(full, fd)
+        os.close(full)
+        return fd, path
+
+    monkeypatch.setattr(tempfile, "mkstemp", on_a_full_disk)
+    for rows in (10, 100_000):  # caught when written, or when the last of it is
+        spill = RowSpill(9)
+        with pytest.raises(OSError) as caught:
+            spill.add(np.zeros((rows, 9)))
+            spill.finish()
+        assert caught.value.filename == spill.path and "set TMPDIR" in str(caught.value)
+        assert "No space left" in str(caught.value) and _spilled(spill_dir) == []
+
+
 def test_taking_rows_copies_them_and_lets_the_mapped_pages_go(spill_dir):
     rng = np.random.default_rng(2)
     data = rng.random((1 << 20, 8))  # 64 MB, 16,384 pages
@@ -117,6 +138,26 @@ def test_taking_rows_copies_them_and_lets_the_mapped_pages_go(spill_dir):
     let_go(values)
     assert _resident_pages(values) < 100
     assert column(data, 3) is not None and np.shares_memory(column(data, 3), data)  # in memory: a view
+
+
+def test_rows_kept_alike_go_to_a_file_of_their_own_when_the_values_are_in_one(spill_dir):
+    rng = np.random.default_rng(3)
+    data = rng.random((5000, 9))
+    spill = RowSpill(9)
+    spill.add(data)
+    values = spill.finish()
+    index = np.sort(rng.choice(5000, 1234, replace=False))[::-1].copy()  # any order
+    kept = rows_kept_alike(values, index, block_rows=100)
+    assert isinstance(kept, np.memmap) and kept.filename != values.filename
+    assert kept.tobytes() == data[index].tobytes() and len(_spilled(spill_dir)) == 2
+    in_memory = rows_kept_alike(data, index)
+    assert type(in_memory) is np.ndarray and in_memory.tobytes() == data[index].tobytes()
+    states = StateSet(values, ["a"] * 5000, Nones(5000), Nones(5000))
+    lean = states.lean(index)
+    assert isinstance(lean.values, np.memmap) and lean.values.tobytes() == data[index].tobytes()
+    del kept, lean
+    gc.collect()
+    assert len(_spilled(spill_dir)) == 1
 
 
 def test_a_spilled_file_replaced_under_the_same_name_is_refused(spill_dir):
@@ -214,3 +255,16 @@ def test_learning_from_spilled_states_gives_the_suggestion_of_the_states_in_memo
     assert plain(whole) == plain(needless_fail_safes(in_memory.states, BASE, spilled.suggestion))
     del data, values, spilled
     gc.collect()
+
+
+def test_learn_with_no_usable_temporary_folder_says_so_and_writes_nothing(traces, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from ami_engine.cli import app
+
+    missing = tmp_path / "no-such-folder"
+    monkeypatch.setattr(tempfile, "tempdir", str(missing))
+    out = tmp_path / "s.toml"
+    result = CliRunner().invoke(app, ["learn", "--traces", str(traces), "--budget", "5", "--out", str(out)])
+    assert result.exit_code == 2 and str(missing) in result.output and "no such file or directory" in result.output
+    assert "Traceback" not in result.output and not out.exists()

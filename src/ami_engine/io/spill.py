@@ -42,13 +42,19 @@ class RowSpill:
         if rows.ndim != 2 or rows.shape[1] != self.width:
             raise ValueError(f"rows of shape {rows.shape}; expected (n, {self.width})")
         if rows.size:
-            self._file.write(rows.data)
+            try:
+                self._file.write(rows.data)
+            except OSError as exc:
+                raise self._failed(exc) from None
         self.rows += rows.shape[0]
 
     def finish(self) -> np.ndarray:
         """The rows written, read-only; the file is removed once the array (and every view
         of it) is gone. No rows: an empty in-memory array (nothing to map)."""
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise self._failed(exc) from None
         self._done.detach()
         if not self.rows:
             _remove(self.path)
@@ -60,8 +66,18 @@ class RowSpill:
 
     def abandon(self) -> None:
         """Close and remove the file (reading failed part way)."""
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # what could not be written is of no use now
         self._done()
+
+    def _failed(self, exc: OSError) -> OSError:
+        """A write that failed (a full disk, most likely), saying what the file is for; the
+        file is removed."""
+        self.abandon()
+        return OSError(exc.errno, f"{exc.strerror or exc}; learning keeps the states' values in this temporary "
+                       f"file (72 bytes a state): set TMPDIR to a folder with room for them", self.path)
 
 
 def _remove(path: str) -> None:
@@ -93,6 +109,21 @@ def take_rows(values: np.ndarray, piece: Any) -> np.ndarray:
     out = np.array(values[piece], order="C", subok=False)  # a copy, even of a contiguous slice
     let_go(values)
     return out
+
+
+def rows_kept_alike(values: np.ndarray, index: np.ndarray, block_rows: int = 1 << 20) -> np.ndarray:
+    """The rows of `values` at `index` (in that order), kept as `values` is: in a temporary
+    file of their own when it is mapped (copied block by block), else in memory."""
+    if _mapping(values) is None:
+        return np.ascontiguousarray(values[index])
+    spill = RowSpill(values.shape[1])
+    try:
+        for start in range(0, len(index), block_rows):
+            spill.add(take_rows(values, index[start:start + block_rows]))
+    except BaseException:
+        spill.abandon()
+        raise
+    return spill.finish()
 
 
 def column(values: np.ndarray, j: int, block_rows: int = 1 << 20) -> np.ndarray:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .spill import take_rows
+from .spill import rows_kept_alike, take_rows
 
 # The nine state fields of docs/engine.md §1, in the column order of StateSet.values.
 STATE_FIELDS: tuple[str, ...] = (
@@ -101,10 +101,11 @@ class StateSet:
 
     def lean(self, index: np.ndarray) -> StateSet:
         """The states at the given positions, in that order, as the engine needs them: values
-        and stream labels (shared objects), no t, ids or repairs."""
+        and stream labels (shared objects), no t, ids or repairs. Values kept in a file
+        (io.spill) are copied to a file of their own."""
         index = np.asarray(index, dtype=np.int64)
         streams = self.streams
-        return StateSet(values=take_rows(self.values, index),
+        return StateSet(values=rows_kept_alike(self.values, index),
                         streams=[streams[i] for i in index.tolist()], t=Nones(index.size),
                         ids=Nones(index.size)).with_codes(self.codes_at(index))
 
