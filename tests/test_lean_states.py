@@ -28,14 +28,17 @@ def test_parquet_trace_states_share_one_label_per_stream(tmp_path):
     assert len({id(s) for s in lean.streams}) == 7  # one object per stream, not per record
 
 
-def test_stream_codes_are_worked_out_once_and_handed_out_as_copies():
+def test_stream_codes_are_worked_out_once_and_shared_read_only():
     streams = ["a", 1, "1", "a", 1, "b"]
     states = StateSet(np.full((6, 9), 0.5), streams, [None] * 6, [None] * 6)
     codes, n = states.stream_codes()
     assert codes.tolist() == [0, 1, 2, 0, 1, 3] and n == 4  # "1" and 1 are different streams
-    codes[:] = 9
+    with pytest.raises(ValueError, match="read-only"):
+        codes[:] = 9
     again, _ = states.stream_codes()
-    assert again.tolist() == [0, 1, 2, 0, 1, 3]
+    assert again is codes and again.tolist() == [0, 1, 2, 0, 1, 3]
+    given = np.array([0, 0, 1, 1, 2, 2])
+    assert states.with_codes((given, 3)).stream_codes()[0] is given and not given.flags.writeable
     assert "_codes" not in repr(states)
 
 

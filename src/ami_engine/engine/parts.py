@@ -33,14 +33,17 @@ def stream_parts(states: StateSet, target: int = PART_DECISIONS,
     if n <= target:
         return [np.arange(n, dtype=np.int64)]
     stream_of, n_streams = codes if codes is not None else states.stream_codes()
-    order = np.argsort(stream_of, kind="stable").astype(np.int64)
+    order = np.argsort(stream_of, kind="stable")
+    # Positions as int32 where they fit: at tens of millions of states the parts together
+    # hold one position per state.
+    small = np.int32 if n <= np.iinfo(np.int32).max else np.int64
     ptr = np.zeros(n_streams + 1, dtype=np.int64)
     ptr[1:] = np.cumsum(np.bincount(stream_of, minlength=n_streams))
     parts: list[np.ndarray] = []
     first = 0
     for s in range(n_streams):
         if ptr[s + 1] - ptr[first] >= target or s == n_streams - 1:
-            parts.append(np.sort(order[ptr[first]:ptr[s + 1]]))
+            parts.append(np.sort(order[ptr[first]:ptr[s + 1]]).astype(small))
             first = s + 1
     return parts
 

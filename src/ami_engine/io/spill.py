@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 PREFIX = "ami-engine-states-"
+# Where the system cannot be told (no madvise), the pages stay until the system wants them.
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None) if hasattr(mmap.mmap, "madvise") else None
 
 
 class RowSpill:
@@ -97,8 +99,8 @@ def let_go(values: Any) -> None:
     system's file cache, and are read from it again when needed); nothing for any other
     array."""
     found = _mapping(values)
-    if found is not None and not found.closed:
-        found.madvise(mmap.MADV_DONTNEED)
+    if found is not None and not found.closed and _DONTNEED is not None:
+        found.madvise(_DONTNEED)
 
 
 def take_rows(values: np.ndarray, piece: Any) -> np.ndarray:

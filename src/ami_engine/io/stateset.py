@@ -82,11 +82,11 @@ class StateSet:
 
     def stream_codes(self) -> tuple[np.ndarray, int]:
         """Integer code per state (codes numbered by first appearance) and the number of streams.
-        Worked out once per state set (its streams are never changed); each call gets its own copy."""
+        Worked out once per state set (its streams are never changed) and shared by every
+        caller, read-only: at tens of millions of states a copy per caller is gigabytes."""
         if self._codes is None:
-            object.__setattr__(self, "_codes", _first_appearance(self.streams))
-        codes, n_streams = self._codes
-        return codes.copy(), n_streams
+            self.with_codes(_first_appearance(self.streams))
+        return self._codes
 
     def codes_at(self, index: np.ndarray) -> tuple[np.ndarray, int]:
         """stream_codes() of the states at `index` (in that order) as a state set of their own,
@@ -96,7 +96,10 @@ class StateSet:
 
     def with_codes(self, codes: tuple[np.ndarray, int]) -> StateSet:
         """This state set, its stream_codes() given (codes_at of the set it was taken from)."""
-        object.__setattr__(self, "_codes", codes)
+        found, n_streams = codes
+        found = np.asarray(found)
+        found.setflags(write=False)
+        object.__setattr__(self, "_codes", (found, n_streams))
         return self
 
     def lean(self, index: np.ndarray) -> StateSet:
