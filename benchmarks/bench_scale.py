@@ -17,6 +17,11 @@ and the held-out L reduction of each suggestion, 1 - L(suggestion) / L(baseline)
 held-out data, read from its [meta] (from the --json summary when no suggestion was
 written). The traces of a size are removed before the next size is made.
 
+A size above 10M (e.g. 50M) is a month-like folder of days, `traces/day=D/traces.parquet`,
+10M decisions a day, each day's run seeded D (the same 1,000 streams every day, so a
+stream's decisions run on from day to day); `run --scenario` makes at most a machine's
+memory worth of states at once. At those sizes only the days are made and learned from.
+
     python benchmarks/bench_scale.py --sizes 20k,200k [--budget 300] [--no-learn] [--workdir DIR] [--json out.json]
 
 Prints a table; no assertions. Needs the cluster extra (pip install 'ami-engine[cluster]')
@@ -37,7 +42,8 @@ import time
 import tomllib
 from typing import Any
 
-SIZES = {"20k": 20_000, "200k": 200_000, "2M": 2_000_000, "10M": 10_000_000}
+SIZES = {"20k": 20_000, "200k": 200_000, "2M": 2_000_000, "10M": 10_000_000, "50M": 50_000_000}
+DAY = 10_000_000  # decisions a day, above which a size is made as days
 STREAMS = 1000
 SEED = 1
 
@@ -124,6 +130,20 @@ def one_size(n: int, budget: int, workdir: str, cluster: str, learn: bool = True
              only_learn: bool = False) -> list[dict[str, Any]]:
     rows = []
     traces, jsonl, shared = "traces.parquet", "traces.jsonl", "traces-cluster.parquet"
+    if n > DAY:
+        try:
+            for day, start in enumerate(range(0, n, DAY), 1):
+                out = os.path.join("traces", f"day={day}", "traces.parquet")
+                os.makedirs(os.path.join(workdir, os.path.dirname(out)), exist_ok=True)
+                rows.append(step(f"run -> parquet day={day}", ["run", "--scenario", "chaos", "--n",
+                                                               str(min(DAY, n - start)), "--seed", str(day),
+                                                               "--streams", str(STREAMS), "--chaos", "--out", out],
+                                 workdir))
+            _learn_steps(rows, "traces", budget, workdir, cluster)
+        finally:
+            for name in ("traces", "alone", "cluster"):
+                shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+        return _finish(rows, n)
     try:
         rows.append(step("run -> parquet", ["run", "--scenario", "chaos", "--n", str(n), "--seed", str(SEED),
                                             "--streams", str(STREAMS), "--chaos", "--out", traces], workdir))
@@ -179,7 +199,7 @@ def _finish(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="20k,200k", help="comma-separated: 20k, 200k, 2M, 10M (or any N)")
+    parser.add_argument("--sizes", default="20k,200k", help="comma-separated: 20k, 200k, 2M, 10M, 50M (or any N)")
     parser.add_argument("--budget", type=int, default=300, help="learn --budget")
     parser.add_argument("--cluster", default="local:2", help="the --cluster of the cluster steps")
     parser.add_argument("--no-learn", action="store_true", help="leave out the learn steps")

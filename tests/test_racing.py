@@ -55,6 +55,43 @@ def test_shards_of_some_positions_hold_only_those_states():
     assert len(sharding) == len({states.streams[i] for i in keep})
 
 
+def _shards_by_sorting(states, seed, target, positions):
+    """The rule of make_shards written with whole sorts: streams renumbered in code order,
+    grouped stably, dealt in the seeded order."""
+    all_codes, _ = states.stream_codes()
+    pos = np.asarray(positions, dtype=np.int64)
+    present, codes = np.unique(all_codes[pos], return_inverse=True)
+    order = pos[np.argsort(codes, kind="stable")]
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=present.size))])
+    where, pending = [], []
+    for s in np.random.default_rng(np.random.SeedSequence([seed, 0x5A4D])).permutation(present.size):
+        pending.append(order[ptr[s]:ptr[s + 1]])
+        if sum(p.size for p in pending) >= target:
+            where.append(np.concatenate(pending))
+            pending = []
+    return where + ([np.concatenate(pending)] if pending else [])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shards_are_those_of_the_rule_written_with_whole_sorts(seed):
+    rng = np.random.default_rng(seed)
+    n = 5000
+    labels = rng.integers(0, 300, n)  # streams of uneven sizes, some absent from the positions
+    states = generate("chaos", n, seed)
+    from ami_engine.io.stateset import StateSet
+
+    states = StateSet(states.values, [f"s{x}" for x in labels.tolist()], states.t, states.ids)
+    positions = np.flatnonzero(rng.random(n) < 0.7)
+    sharding = make_shards(states, seed, 150, positions)
+    expected = _shards_by_sorting(states, seed, 150, positions)
+    assert len(sharding.positions) == len(expected)
+    assert all(p.dtype == np.int32 and np.array_equal(p, e) for p, e in zip(sharding.positions, expected, strict=True))
+    for i, where in enumerate(expected):
+        shard = sharding.shards[i]
+        assert shard.values.tobytes() == states.values[where].tobytes()
+        assert shard.streams == [states.streams[j] for j in where.tolist()]
+
+
 def _configs():
     return [BASE, BASE.replace(J_MIN=0.7, H_MAX=0.4), BASE.replace(DELTA_CUS_THRESHOLD=0.06, CUS_MEAN_THRESHOLD=0.6)]
 

@@ -174,16 +174,25 @@ def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
     if target < 1:
         raise ValueError(f"target: expected an integer >= 1, got {target!r}")
     all_codes, n_all = states.stream_codes()
-    labels: list = [None] * n_all
-    codes_seen, first = np.unique(all_codes, return_index=True)
-    for c, i in zip(codes_seen.tolist(), first.tolist(), strict=True):
-        labels[c] = states.streams[i]
-    pos = np.arange(len(states)) if positions is None else np.asarray(positions, dtype=np.int64)
-    present, codes = np.unique(all_codes[pos], return_inverse=True)  # streams renumbered 0..k-1
+    labels = [states.streams[i] for i in first_positions(all_codes, n_all).tolist()]
+    # Positions as int32 where they fit: at tens of millions of states every array of one
+    # entry per state counts, and none is made here that is not needed.
+    small = np.int32 if len(states) <= np.iinfo(np.int32).max else np.int64
+    pos = np.arange(len(states), dtype=small) if positions is None else np.asarray(positions, dtype=small)
+    codes = all_codes[pos]
+    counts = np.bincount(codes, minlength=n_all)
+    present = np.flatnonzero(counts)  # the streams there, renumbered 0..k-1 in code order
     n_streams = int(present.size)
-    order = pos[np.argsort(codes, kind="stable")]  # positions grouped by stream, input order inside
+    rank = np.zeros(n_all, dtype=codes.dtype)
+    rank[present] = np.arange(n_streams)
+    np.take(rank, codes, out=codes)
+    # Grouped by stream, input order inside (a stable sort; of 16-bit keys, a radix sort).
+    keys = codes.astype(np.int16) if n_streams <= np.iinfo(np.int16).max else codes
+    del codes
+    order = pos[np.argsort(keys, kind="stable")]
+    del keys
     ptr = np.zeros(n_streams + 1, dtype=np.int64)
-    ptr[1:] = np.cumsum(np.bincount(codes, minlength=n_streams))
+    ptr[1:] = np.cumsum(counts[present])
     dealt = np.random.default_rng(np.random.SeedSequence([seed, 0x5A4D])).permutation(n_streams)
     where: list[np.ndarray] = []
     pending: list[np.ndarray] = []
@@ -196,9 +205,25 @@ def make_shards(states: StateSet, seed: int, target: int = SHARD_DECISIONS,
             pending, size = [], 0
     if pending:
         where.append(np.concatenate(pending))
-    small = np.int32 if len(states) <= np.iinfo(np.int32).max else np.int64
-    where = [index.astype(small) for index in where]
     return Sharding(Shards(states.values, labels, all_codes, where), "whole streams", seed, where)
+
+
+def first_positions(codes: np.ndarray, n_streams: int, block: int = 1 << 20) -> np.ndarray:
+    """The position of each stream code's first state (codes 0..n_streams-1, each present),
+    found block by block: the streams mostly all appear early, and no sort of every code
+    is made."""
+    first = np.full(n_streams, -1, dtype=np.int64)
+    missing = n_streams
+    for start in range(0, codes.size, block):
+        found, where = np.unique(codes[start:start + block], return_index=True)
+        new = first[found] < 0
+        first[found[new]] = where[new] + start
+        missing -= int(np.count_nonzero(new))
+        if not missing:
+            break
+    if missing:
+        raise ValueError(f"stream codes: {missing} of {n_streams} codes have no state")
+    return first
 
 
 class ShardEvaluator(Protocol):

@@ -52,4 +52,8 @@ def split_states(states: StateSet, seed: int, train_fraction: float = 0.8) -> Sp
         method = "in_time"
         if mask.all() or not mask.any():
             raise LearnError("split: too few states to hold any out")
-    return Split(np.flatnonzero(mask), np.flatnonzero(~mask), method, train_fraction, seed)
+    # Positions as int32 where they fit (one per state: at tens of millions of states, half
+    # the memory of int64).
+    small = np.int32 if n <= np.iinfo(np.int32).max else np.int64
+    return Split(np.flatnonzero(mask).astype(small), np.flatnonzero(~mask).astype(small), method, train_fraction,
+                 seed)
