@@ -268,3 +268,37 @@ def test_learn_with_no_usable_temporary_folder_says_so_and_writes_nothing(traces
     result = CliRunner().invoke(app, ["learn", "--traces", str(traces), "--budget", "5", "--out", str(out)])
     assert result.exit_code == 2 and str(missing) in result.output and "no such file or directory" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_states_read_without_keys_have_the_stream_labels_of_the_full_reading(tmp_path):
+    """The lean reading (no t or id kept) makes the stream labels from each batch's distinct
+    values: the same labels, one object per label, "1" and 1 apart, None for null."""
+    import pyarrow as pa
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    first = generate("chaos", 900, seed=1, streams=6)
+    labels = ["1" if c == 0 else None if c == 1 else f"s{c}" for c in first.stream_codes()[0].tolist()]
+    first = StateSet(first.values, labels, first.t, first.ids)
+    second = generate("chaos", 700, seed=2, streams=4)
+    second = StateSet(second.values, [int(c) for c in second.stream_codes()[0].tolist()], second.t, second.ids)
+    for name, states in (("day=1", first), ("day=2", second)):
+        path = folder / f"{name}.parquet"
+        write_parquet_traces(path, run(states, BASE), states, config_id=BASE.config_id, model=ENGINE_MODEL,
+                             chaos=False)
+    # Some records without a state (null), as the original engine's traces may have.
+    table = pq.read_table(folder / "day=1.parquet")
+    state = table.column("state").combine_chunks()
+    keep = np.ones(len(state), dtype=bool)
+    keep[[3, 4, 500]] = False
+    nulled = pa.StructArray.from_arrays([state.field(i) for i in range(state.type.num_fields)],
+                                        fields=list(state.type), mask=pa.array(~keep))
+    pq.write_table(table.set_column(table.schema.get_field_index("state"), "state", nulled),
+                   folder / "day=1.parquet", row_group_size=128)
+    lean, full = read_trace_states(folder, keys=False), read_trace_states(folder, keys=True)
+    assert lean.states.streams == full.states.streams and len(lean.states) == 1597
+    assert (lean.missing, lean.first_missing) == (full.missing, full.first_missing) == (3, 4)
+    assert lean.states.values.tobytes() == full.states.values.tobytes()
+    found = {(type(s), s): id(s) for s in lean.states.streams}
+    assert len({id(s) for s in lean.states.streams}) == len(found)  # one object per label
+    assert (str, "1") in found and (int, 1) in found and (type(None), None) in found

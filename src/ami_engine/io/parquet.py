@@ -281,14 +281,15 @@ def _action(b: _Batch, arr: Any, name: str) -> np.ndarray:
     return values
 
 
-def _keys(b: _Batch, arr: Any, name: str) -> list[Any]:
-    """A `stream` or `id` column: strings or integers, None where null."""
+def _keys(b: _Batch, arr: Any, name: str, *, as_list: bool = True) -> Any:
+    """A `stream` or `id` column: strings or integers, None where null; checked, and given
+    as a list, or (as_list=False) as the Arrow array itself."""
     pa = _pa()
     t = arr.type
     if not (pa.types.is_null(t) or pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)):
         b.type_problem(arr, name, "strings or integers")
         return [None] * len(arr)
-    return arr.to_pylist()
+    return arr.to_pylist() if as_list else arr
 
 
 def _texts(b: _Batch, arr: Any, name: str) -> list[str | None]:
@@ -299,8 +300,10 @@ def _texts(b: _Batch, arr: Any, name: str) -> list[str | None]:
     return arr.to_pylist()
 
 
-def _t(b: _Batch, arr: Any, *, nullable: bool = False) -> tuple[np.ndarray, list[Any]]:
+def _t(b: _Batch, arr: Any, *, nullable: bool = False, as_list: bool = True) -> tuple[np.ndarray, list[Any] | None]:
     values = _floats(b, arr, "t", nullable=nullable, unit=False)
+    if not as_list:
+        return values, None
     if not _is_number_type(arr.type):
         return values, [None] * len(arr)
     return values, arr.to_pylist()
@@ -406,10 +409,13 @@ def iter_trace_blocks(
     *,
     any_level: bool = False,
     batch_rows: int = BATCH_ROWS,
+    keys_as_lists: bool = True,
 ) -> Iterator[Block]:
     """Checked trace columns, a batch at a time. `columns` chooses which to read (default
     all the DecisionTrace columns there are); the required ones must be present in every
-    file whether read or not, and those read are checked value by value."""
+    file whether read or not, and those read are checked value by value.
+    `keys_as_lists=False`: `stream` and `id` come as their (checked) Arrow arrays, and t's
+    values without a list of them (t_values None): no Python object per row."""
     want = tuple(TRACE_COLUMNS if columns is None else columns)
     unknown = [c for c in want if c not in TRACE_COLUMNS]
     if unknown:
@@ -423,7 +429,8 @@ def iter_trace_blocks(
         b = _Batch(batch, file, first_row)
         cols: dict[str, Any] = {}
         for name in batch.schema.names:
-            cols[name] = _trace_column(b, name, batch.column(batch.schema.get_field_index(name)), any_level)
+            cols[name] = _trace_column(b, name, batch.column(batch.schema.get_field_index(name)), any_level,
+                                       keys_as_lists)
         b.raise_first()
         if "chaos" in want and "chaos" not in cols:
             cols["chaos"] = np.zeros(b.n, dtype=bool)
@@ -436,9 +443,9 @@ def iter_trace_blocks(
         yield Block(file, rows, np.arange(first_index, first_index + b.n, dtype=np.int64), cols)
 
 
-def _trace_column(b: _Batch, name: str, arr: Any, any_level: bool) -> Any:
+def _trace_column(b: _Batch, name: str, arr: Any, any_level: bool, as_lists: bool = True) -> Any:
     if name == "t":
-        return _t(b, arr)
+        return _t(b, arr, as_list=as_lists)
     if name in _FLOAT_COLUMNS:
         return _floats(b, arr, name, nullable=arrow_nullable(FIELDS[name]), unit=name in _UNIT_COLUMNS)
     if name in _BOOL_COLUMNS:
@@ -448,7 +455,7 @@ def _trace_column(b: _Batch, name: str, arr: Any, any_level: bool) -> Any:
     if name in ("raw_action", "final_action"):
         return _action(b, arr, name)
     if name in _KEY_COLUMNS:
-        return _keys(b, arr, name)
+        return _keys(b, arr, name, as_list=as_lists)
     if name in _TEXT_COLUMNS:
         return _texts(b, arr, name)
     if name == "state":
@@ -559,7 +566,7 @@ def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill 
     matrix = np.empty((0 if sink is not None else min(max(count_rows(path), 0), _PREALLOCATE_ROWS),
                        len(STATE_FIELDS)))
     filled = 0
-    for block in iter_trace_blocks(path, wanted):
+    for block in iter_trace_blocks(path, wanted, keys_as_lists=keys):
         c = block.columns
         n = len(block)
         has = c["has_state"] if "state" in c else np.zeros(n, dtype=bool)
@@ -583,10 +590,12 @@ def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill 
         column = c.get("stream")
         if column is None:
             streams.extend([None] * len(keep))
-        else:
+        elif isinstance(column, list):
             # One object per stream label, shared by its states (not one per record).
             chosen = column if k == n else [column[i] for i in keep]
             streams.extend(map(labels.setdefault, zip(map(type, chosen), chosen), chosen))
+        else:  # the Arrow array: each distinct label made once, then handed out by index
+            streams.extend(_shared_labels(column, labels, None if k == n else has))
         if keys:
             column = c.get("id")
             ids.extend(None if column is None else column[i] for i in keep)
@@ -603,6 +612,23 @@ def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill 
     if not keys:
         times, ids = Nones(len(matrix)), Nones(len(matrix))
     return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing, lines)
+
+
+def _shared_labels(column: Any, labels: dict[tuple[type, Any], Any], has: np.ndarray | None) -> list[Any]:
+    """The labels of an Arrow `stream` column (at the rows `has`, or all), one object per
+    distinct label in `labels` (keyed by type and value: "1" and 1 differ), None where null:
+    what the list path gives, without a Python object made per row."""
+    pa = _pa()
+    if pa.types.is_null(column.type):
+        n = len(column) if has is None else int(np.count_nonzero(has))
+        return [None] * n
+    encoded = column.dictionary_encode()
+    distinct = encoded.dictionary.to_pylist()
+    shared = np.empty(len(distinct) + 1, dtype=object)  # the last one: None, for nulls
+    for i, value in enumerate(distinct):
+        shared[i] = labels.setdefault((type(value), value), value)
+    index = encoded.indices.fill_null(len(distinct)).to_numpy(zero_copy_only=False)
+    return shared[index if has is None else index[has]].tolist()
 
 
 def trace_keys(path: str | os.PathLike[str], rows: np.ndarray) -> tuple[list[Any], list[Any]]:
