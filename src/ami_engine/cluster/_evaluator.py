@@ -42,7 +42,8 @@ class _Shard:
     def __init__(self, states: StateSet | ShardRecipe, baseline: Config, keep: bool) -> None:
         if isinstance(states, ShardRecipe):  # read here from the spilled file: now if kept, else per call
             source = states.build() if keep else states.build
-            self.values_bytes = len(states) * 8 * (9 if keep else 1)
+            # Kept: the nine values of each state; else the recipe's position and code of each.
+            self.values_bytes = len(states) * (9 * 8 if keep else 8)
         else:
             source, self.values_bytes = states, states.values.nbytes
         self.scorer = ShardScorer(source, baseline, keep=keep)
@@ -109,7 +110,8 @@ class DaskShardEvaluator:
         self._space = ActionSpace.of(baseline).key()
         workers = sorted(client.scheduler_info().get("workers", {}))
         token = uuid4().hex
-        read_there = files_shared and isinstance(shards, Shards) and len(shards) and shards.recipe(0) is not None
+        read_there = bool(files_shared and isinstance(shards, Shards) and len(shards)
+                          and shards.recipe(0) is not None)
         with quiet():
             # Spread the shards over the workers there are now; a worker that goes away
             # takes its restriction with it, and its shards are built wherever there is room.
