@@ -35,7 +35,7 @@ from ._trace_schema import (
     arrow_type,
     names_of,
 )
-from .spill import RowSpill
+from .spill import RowSpill, spilled
 from .stateset import STATE_FIELDS, Nones, StateSet
 
 PARQUET_SUFFIX = ".parquet"
@@ -543,13 +543,8 @@ def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True, spill:
     `spill=True`: the states' values are written to a temporary file as they are read, and
     mapped from it (spill.RowSpill), not held in memory."""
     if spill:
-        sink = RowSpill(len(STATE_FIELDS))
-        try:
-            found = _read_trace_states(path, keys, sink)
-        except BaseException:
-            sink.abandon()
-            raise
-        return dataclasses.replace(found, states=dataclasses.replace(found.states, values=sink.finish()))
+        found, values = spilled(len(STATE_FIELDS), lambda sink: _read_trace_states(path, keys, sink))
+        return dataclasses.replace(found, states=dataclasses.replace(found.states, values=values))
     return _read_trace_states(path, keys, None)
 
 
@@ -719,13 +714,9 @@ def read_states(
     values are kept in a temporary file as they are read (spill.RowSpill), not in memory."""
     if not spill:
         return _read_states(path, fill_missing, allow_expect_level, check_values, None)
-    sink = RowSpill(len(STATE_FIELDS))
-    try:
-        found = _read_states(path, fill_missing, allow_expect_level, check_values, sink)
-    except BaseException:
-        sink.abandon()
-        raise
-    return dataclasses.replace(found, values=sink.finish())
+    found, values = spilled(len(STATE_FIELDS),
+                            lambda sink: _read_states(path, fill_missing, allow_expect_level, check_values, sink))
+    return dataclasses.replace(found, values=values)
 
 
 def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_level: bool,
@@ -745,6 +736,7 @@ def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_
 
     values_parts, streams, times, ids, expect, repairs_parts = [], [], [], [], [], []
     any_repair = False
+    n_rows = 0
     for file, first_row, _first_index, batch in _iter_batches(path, choose, BATCH_ROWS):
         b = _Batch(batch, file, first_row)
         values = np.full((b.n, len(STATE_FIELDS)), np.nan)
@@ -784,15 +776,15 @@ def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_
             values_parts.append(checked)
         else:
             sink.add(checked)
-            values_parts.append(np.empty((len(checked), 0)))
+        n_rows += len(checked)
         repairs_parts.append(repairs if repairs is not None else [None] * b.n)
         any_repair |= repairs is not None
         streams.extend(stream_values)
         ids.extend(id_values)
         times.extend(t_values)
         expect.append(level_values)
-    n = sum(len(v) for v in values_parts)
-    if n == 0:
+    n = n_rows
+    if not n:
         raise InputError(os.fspath(path), None, None, "no states in the file")
     if all(t is None for t in times):
         times = [None] * n

@@ -19,11 +19,13 @@ import mmap
 import os
 import tempfile
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+T = TypeVar("T")
 PREFIX = "ami-engine-states-"
 # Where the system cannot be told (no madvise), the pages stay until the system wants them.
 _DONTNEED = getattr(mmap, "MADV_DONTNEED", None) if hasattr(mmap.mmap, "madvise") else None
@@ -80,6 +82,18 @@ class RowSpill:
         self.abandon()
         return OSError(exc.errno, f"{exc.strerror or exc}; learning keeps the states' values in this temporary "
                        f"file (72 bytes a state): set TMPDIR to a folder with room for them", self.path)
+
+
+def spilled(width: int, read: Callable[[RowSpill], T]) -> tuple[T, np.ndarray]:
+    """`read(sink)`'s result, and the rows it wrote to `sink` (RowSpill.finish); the file is
+    removed when `read` fails."""
+    sink = RowSpill(width)
+    try:
+        found = read(sink)
+    except BaseException:
+        sink.abandon()
+        raise
+    return found, sink.finish()
 
 
 def _remove(path: str) -> None:
