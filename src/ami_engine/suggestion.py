@@ -49,6 +49,12 @@ def file_sha256(path: str | Path) -> str:
     return dataset_sha256(path)
 
 
+def _same_file(label: str, actual: str, expected: str) -> None:
+    if actual != expected:
+        raise SuggestionError(f"{label}: SHA-256 {actual} does not match the {expected} the suggestion names; "
+                              "it is not the file the suggestion was learned with")
+
+
 # ---------------------------------------------------------------------------- writing
 
 
@@ -197,7 +203,9 @@ class Suggestion:
     # ---------------------------------------------------------------------- named files
 
     def _named_file(self, key: str, table: Mapping[str, Any], override: str | Path | None, option: str) -> Path:
-        """The file a [meta] table names, or the override, checked against its SHA-256."""
+        """The file a [meta] table names, or the override, checked against its SHA-256. Its
+        reader checks again that what it parsed has that SHA-256 (the file may be replaced
+        in between)."""
         expected = table.get("sha256")
         if not isinstance(expected, str):
             raise SuggestionError(f"{self.name}: [meta.{key}] sha256: missing or not a string")
@@ -213,10 +221,7 @@ class Suggestion:
                                       f"suggestion's folder); pass {option} PATH to point at a copy")
         if not path.is_file():
             raise SuggestionError(f"{label}: no such file")
-        actual = file_sha256(path)
-        if actual != expected:
-            raise SuggestionError(f"{label}: SHA-256 {actual} does not match the {expected} the suggestion names; "
-                                  "it is not the file the suggestion was learned with")
+        _same_file(label, file_sha256(path), expected)
         return path
 
     def data(self, override: str | Path | None = None) -> LearnData | None:
@@ -299,13 +304,24 @@ class Suggestion:
 
     def regression(self) -> StateSet | None:
         """The regression suite the suggestion was learned with, or None."""
+        from .io.files import read_once
+        from .io.parquet import DatasetDigest, is_parquet
         from .io.states import read_states
 
         table = self._table("regression")
         if table is None:
             return None
-        return read_states(str(self._named_file("regression", table, None, "--regression")),
-                           allow_expect_level=True)
+        path = self._named_file("regression", table, None, "--regression")
+        # What is parsed is what is hashed: a file put in its place after the check is not read.
+        if is_parquet(path):
+            digest = DatasetDigest(path)
+            suite = read_states(str(path), allow_expect_level=True, digest=digest)
+            actual = digest.hexdigest()
+        else:
+            loaded = read_once(path)
+            suite, actual = read_states(loaded, allow_expect_level=True), loaded.sha256
+        _same_file(f"{self.name}: [meta.regression] path {table.get('path')!r}", actual, table["sha256"])
+        return suite
 
 
 def read_suggestion(path: str | Path) -> Suggestion:

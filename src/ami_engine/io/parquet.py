@@ -12,7 +12,6 @@ record batch at a time, so memory is bounded by a batch whatever the size of the
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from ._atomic import temp_path_for
-from ._errors import os_input_error
+from ._pinned import DatasetDigest, pinned
 from ._trace_schema import (
     ACTION_SIZE,
     FIELD_NAMES,
@@ -89,29 +88,27 @@ def parquet_files(path: str | os.PathLike[str]) -> list[str]:
 def dataset_sha256(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file's bytes; of a folder of Parquet files, of each file's relative path
     and digest in reading order (so a renamed, added or changed part changes it)."""
-    digest = hashlib.sha256()
     text = os.fspath(path)
-    if os.path.isdir(text):
-        for file in parquet_files(text):
-            digest.update(Path(os.path.relpath(file, text)).as_posix().encode() + b"\0")
-            digest.update(bytes.fromhex(dataset_sha256(file)))
-        return digest.hexdigest()
-    try:
-        with open(text, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise os_input_error(exc, text) from None
-    return digest.hexdigest()
+    if not os.path.isdir(text):
+        with pinned(text, digest=True) as held:
+            return str(held.sha256)
+    found = DatasetDigest(text)
+    files = parquet_files(text)
+    found.expect(files)
+    for file in files:
+        with pinned(file, digest=True) as held:
+            found.add(file, str(held.sha256))
+    return found.hexdigest()
 
 
-def _open(file: str) -> Any:
+def _open(file: str, name: str | None = None) -> Any:
+    """The Parquet file `file` (read by that name; `name`, if given, is the one to show)."""
     import pyarrow.parquet as pq
 
     try:
         return pq.ParquetFile(file)
     except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
-        raise InputError(file, None, None, f"not a readable Parquet file: {exc}") from None
+        raise InputError(name or file, None, None, f"not a readable Parquet file: {exc}") from None
 
 
 def file_schema(path: str | os.PathLike[str]) -> Any:
@@ -371,30 +368,38 @@ class Block:
 
 
 def _iter_batches(path: str | os.PathLike[str], wanted: Callable[[Any], list[str]],
-                  batch_rows: int) -> Iterator[tuple[str, int, int, Any]]:
+                  batch_rows: int, digest: DatasetDigest | None = None) -> Iterator[tuple[str, int, int, Any]]:
     """(file, first row in file, first index in data set, batch) of the columns `wanted`
-    chooses from each file's schema, in order."""
+    chooses from each file's schema, in order. Each file is held open while it is read
+    (io._pinned): what is read is one version of it; `digest` gets each file's SHA-256,
+    taken from the same descriptor."""
     import pyarrow.dataset as ds
 
     at = 0
-    for file in parquet_files(path):
-        schema = _open(file).schema_arrow
-        columns = wanted(schema, file)
-        fragment = next(iter(ds.dataset(file, format="parquet").get_fragments()))
-        row = 0
-        try:
-            # A little read-ahead keeps the reading busy while a batch is checked, and memory
-            # bounded by a few batches. No pre-buffering: it holds every column chunk of the
-            # file at once (883 MB of a 10-million-row traces file), and is no faster here.
-            batches = fragment.to_batches(columns=columns, batch_size=batch_rows, use_threads=True,
-                                          batch_readahead=2, fragment_readahead=1,
-                                          fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
-            for batch in batches:
-                yield file, row, at, batch
-                row += batch.num_rows
-                at += batch.num_rows
-        except (OSError, ValueError) as exc:
-            raise InputError(file, None, None, f"not a readable Parquet file: {exc}") from None
+    files = parquet_files(path)
+    if digest is not None:
+        digest.expect(files)
+    for file in files:
+        with pinned(file, digest=digest is not None) as held:
+            schema = _open(held.source, file).schema_arrow
+            columns = wanted(schema, file)
+            row = 0
+            try:
+                fragment = next(iter(ds.dataset(held.source, format="parquet").get_fragments()))
+                # A little read-ahead keeps the reading busy while a batch is checked, and memory
+                # bounded by a few batches. No pre-buffering: it holds every column chunk of the
+                # file at once (883 MB of a 10-million-row traces file), and is no faster here.
+                batches = fragment.to_batches(columns=columns, batch_size=batch_rows, use_threads=True,
+                                              batch_readahead=2, fragment_readahead=1,
+                                              fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
+                for batch in batches:
+                    yield file, row, at, batch
+                    row += batch.num_rows
+                    at += batch.num_rows
+            except (OSError, ValueError) as exc:
+                raise InputError(file, None, None, f"not a readable Parquet file: {exc}") from None
+        if digest is not None:
+            digest.add(file, str(held.sha256))
 
 
 def _required_present(schema: Any, file: str, required: Iterable[str]) -> None:
@@ -410,12 +415,14 @@ def iter_trace_blocks(
     any_level: bool = False,
     batch_rows: int = BATCH_ROWS,
     keys_as_lists: bool = True,
+    digest: DatasetDigest | None = None,
 ) -> Iterator[Block]:
     """Checked trace columns, a batch at a time. `columns` chooses which to read (default
     all the DecisionTrace columns there are); the required ones must be present in every
     file whether read or not, and those read are checked value by value.
     `keys_as_lists=False`: `stream` and `id` come as their (checked) Arrow arrays, and t's
-    values without a list of them (t_values None): no Python object per row."""
+    values without a list of them (t_values None): no Python object per row.
+    `digest`: gets the SHA-256 of the very bytes read (see _iter_batches)."""
     want = tuple(TRACE_COLUMNS if columns is None else columns)
     unknown = [c for c in want if c not in TRACE_COLUMNS]
     if unknown:
@@ -425,7 +432,7 @@ def iter_trace_blocks(
         _required_present(schema, file, REQUIRED_COLUMNS)
         return [c for c in want if schema.get_field_index(c) >= 0]
 
-    for file, first_row, first_index, batch in _iter_batches(path, choose, batch_rows):
+    for file, first_row, first_index, batch in _iter_batches(path, choose, batch_rows, digest):
         b = _Batch(batch, file, first_row)
         cols: dict[str, Any] = {}
         for name in batch.schema.names:
@@ -534,21 +541,24 @@ def read_trace_records(path: str | os.PathLike[str], keys: Iterable[str] | None 
 _PREALLOCATE_ROWS = 1 << 25  # 33.5M states, 2.4 GB
 
 
-def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True, spill: bool = False) -> Any:
+def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True, spill: bool = False,
+                      digest: DatasetDigest | None = None) -> Any:
     """The states a traces Parquet file or folder carries (see traces.read_trace_states).
 
     `keys=False`: every column is read and checked as usual, but the states' t and id are
     not kept (None each): at millions of rows they take more memory than the states'
     values. trace_keys reads them back for the rows that need them.
     `spill=True`: the states' values are written to a temporary file as they are read, and
-    mapped from it (spill.RowSpill), not held in memory."""
+    mapped from it (spill.RowSpill), not held in memory. `digest`: gets the SHA-256 of the
+    very bytes read (a DatasetDigest)."""
     if spill:
-        found, values = spilled(len(STATE_FIELDS), lambda sink: _read_trace_states(path, keys, sink))
+        found, values = spilled(len(STATE_FIELDS), lambda sink: _read_trace_states(path, keys, sink, digest))
         return dataclasses.replace(found, states=dataclasses.replace(found.states, values=values))
-    return _read_trace_states(path, keys, None)
+    return _read_trace_states(path, keys, None, digest)
 
 
-def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill | None) -> Any:
+def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill | None,
+                       digest: DatasetDigest | None) -> Any:
     """read_trace_states, the values written to `sink` when given (then not in the result)."""
     streams, ids, times, rows = [], [], [], []
     labels: dict[tuple[type, Any], Any] = {}
@@ -561,7 +571,7 @@ def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill 
     matrix = np.empty((0 if sink is not None else min(max(count_rows(path), 0), _PREALLOCATE_ROWS),
                        len(STATE_FIELDS)))
     filled = 0
-    for block in iter_trace_blocks(path, wanted, keys_as_lists=keys):
+    for block in iter_trace_blocks(path, wanted, keys_as_lists=keys, digest=digest):
         c = block.columns
         n = len(block)
         has = c["has_state"] if "state" in c else np.zeros(n, dtype=bool)
@@ -626,15 +636,17 @@ def _shared_labels(column: Any, labels: dict[tuple[type, Any], Any], has: np.nda
     return shared[index if has is None else index[has]].tolist()
 
 
-def trace_keys(path: str | os.PathLike[str], rows: np.ndarray) -> tuple[list[Any], list[Any]]:
+def trace_keys(path: str | os.PathLike[str], rows: np.ndarray, *,
+               digest: DatasetDigest | None = None) -> tuple[list[Any], list[Any]]:
     """The t and id of the records at these row positions (0-based, across the data set's
-    files in order, ascending), each checked as read_trace_states checks it."""
+    files in order, ascending), each checked as read_trace_states checks it. `digest`: gets
+    the SHA-256 of the very bytes read."""
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size and (np.any(np.diff(rows) <= 0) or rows[0] < 0):
         raise ValueError("rows: expected ascending, distinct positions >= 0")
     times: list[Any] = []
     ids: list[Any] = []
-    for block in iter_trace_blocks(path, ("t", "id")):
+    for block in iter_trace_blocks(path, ("t", "id"), digest=digest):
         first, stop = int(block.index[0]) if len(block) else 0, int(block.index[-1]) + 1 if len(block) else 0
         lo, hi = np.searchsorted(rows, [first, stop])
         if lo == hi:
@@ -706,21 +718,23 @@ def read_states(
     allow_expect_level: bool = False,
     check_values: Callable[..., tuple[np.ndarray, list[dict[str, str] | None] | None]],
     spill: bool = False,
+    digest: DatasetDigest | None = None,
 ) -> StateSet:
     """All states of a Parquet states file or folder, checked like a states JSONL file.
 
     `check_values(values, filled, where)` is the states reader's own check of the nine
     fields (ranges, fill and clip), so that both forms follow one rule. `spill=True`: the
-    values are kept in a temporary file as they are read (spill.RowSpill), not in memory."""
+    values are kept in a temporary file as they are read (spill.RowSpill), not in memory.
+    `digest`: gets the SHA-256 of the very bytes read (a DatasetDigest)."""
     if not spill:
-        return _read_states(path, fill_missing, allow_expect_level, check_values, None)
-    found, values = spilled(len(STATE_FIELDS),
-                            lambda sink: _read_states(path, fill_missing, allow_expect_level, check_values, sink))
+        return _read_states(path, fill_missing, allow_expect_level, check_values, None, digest)
+    found, values = spilled(len(STATE_FIELDS), lambda sink: _read_states(path, fill_missing, allow_expect_level,
+                                                                         check_values, sink, digest))
     return dataclasses.replace(found, values=values)
 
 
 def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_level: bool,
-                 check_values: Callable[..., Any], sink: RowSpill | None) -> StateSet:
+                 check_values: Callable[..., Any], sink: RowSpill | None, digest: DatasetDigest | None) -> StateSet:
     """read_states, the values written to `sink` when given (then not in the result)."""
     known = set(STATE_FIELDS) | set(STATE_EXTRA_COLUMNS)
 
@@ -737,7 +751,7 @@ def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_
     values_parts, streams, times, ids, expect, repairs_parts = [], [], [], [], [], []
     any_repair = False
     n_rows = 0
-    for file, first_row, _first_index, batch in _iter_batches(path, choose, BATCH_ROWS):
+    for file, first_row, _first_index, batch in _iter_batches(path, choose, BATCH_ROWS, digest):
         b = _Batch(batch, file, first_row)
         values = np.full((b.n, len(STATE_FIELDS)), np.nan)
         filled = np.zeros((b.n, len(STATE_FIELDS)), dtype=bool)

@@ -168,18 +168,20 @@ def read_states(
     allow_expect_level: bool = False,
     drop_unknown: bool = False,
     spill: bool = False,
+    digest: parquet.DatasetDigest | None = None,
 ) -> StateSet:
     """All states of a states JSONL file (`-` = stdin, `.gz` decompressed) or of Parquet
     (a `.parquet` file or a folder of them), strictly checked.
 
     With `drop_unknown`, keys that are not part of a states line are left out, and each
     state's repairs name them as "dropped". `spill` (Parquet only): the values are kept in
-    a temporary file, not in memory (io.spill)."""
+    a temporary file, not in memory (io.spill). `digest` (Parquet only): gets the SHA-256
+    of the very bytes read."""
     reader = _Reader(fill_missing, clip, allow_expect_level, drop_unknown)
     if parquet.is_parquet(path):
         return parquet.read_states(path, fill_missing=fill_missing, clip=clip,
                                    allow_expect_level=allow_expect_level, check_values=reader.check_values,
-                                   spill=spill)
+                                   spill=spill, digest=digest)
     with reader.regression_hint():
         return _read_states(path, reader)
 

@@ -410,13 +410,15 @@ class TraceStates:
 
 
 def read_trace_states(path: str | os.PathLike[str], *, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                      keys: bool = True, spill: bool = False) -> TraceStates:
+                      keys: bool = True, spill: bool = False,
+                      digest: parquet.DatasetDigest | None = None) -> TraceStates:
     """The states of a traces file, every record checked like read_traces; streamed, so
     memory holds the states (nine numbers, stream, id and t each), never the records.
-    `keys=False` and `spill=True` (Parquet only; see parquet.read_trace_states): t and id
-    are checked but not kept; the values are kept in a temporary file, not in memory."""
+    `keys=False`, `spill=True` and `digest` (Parquet only; see parquet.read_trace_states):
+    t and id are checked but not kept; the values are kept in a temporary file, not in
+    memory; the SHA-256 of the very bytes read."""
     if parquet.is_parquet(path):
-        return parquet.read_trace_states(path, keys=keys, spill=spill)
+        return parquet.read_trace_states(path, keys=keys, spill=spill, digest=digest)
     values: list[np.ndarray] = []
     streams: list[Any] = []
     ids: list[Any] = []

@@ -72,13 +72,16 @@ def data_from_states_file(path: str, *, drop_unknown: bool = False) -> LearnData
     and its SHA-256 is that of the bytes the states were read from. With `drop_unknown`,
     keys that are not part of a state are left out (and recorded, so that the data can be
     rebuilt the same way)."""
-    from ..io.parquet import dataset_sha256, is_parquet
+    from ..io.parquet import DatasetDigest, is_parquet
     from ..io.states import read_states
 
     if is_parquet(path):
-        # Its values kept in a temporary file, as for Parquet traces (data_from_traces_file).
-        return LearnData(read_states(path, drop_unknown=drop_unknown, spill=True), "states", f"states {path}",
-                         dataset_sha256(path), path=path, drop_unknown=drop_unknown)
+        # Its values kept in a temporary file, as for Parquet traces (data_from_traces_file);
+        # its SHA-256 that of the bytes read, file by file (io._pinned).
+        digest = DatasetDigest(path)
+        states = read_states(path, drop_unknown=drop_unknown, spill=True, digest=digest)
+        return LearnData(states, "states", f"states {path}", digest.hexdigest(), path=path,
+                         drop_unknown=drop_unknown)
     loaded = read_once(path)
     return LearnData(read_states(loaded, drop_unknown=drop_unknown), "states", f"states file {loaded.name}",
                      loaded.sha256, path=_named_path(path), drop_unknown=drop_unknown)
@@ -87,22 +90,26 @@ def data_from_states_file(path: str, *, drop_unknown: bool = False) -> LearnData
 def data_from_traces_file(path: str) -> LearnData:
     """Replay: the states carried by a traces file (`-` = stdin), stream by stream in file
     order; read once, like a states file."""
-    from ..io.parquet import dataset_sha256, is_parquet
+    from ..io.parquet import DatasetDigest, is_parquet
     from ..io.traces import read_trace_states
 
     keys = None
     if is_parquet(path):
         # t and id are checked as they are read, kept only for the rows that need them.
         # The values go to a temporary file as they are read: learning reads a shard or a
-        # part of them at a time (io.spill), never needs them all in memory at once.
-        found, name, digest = read_trace_states(path, keys=False, spill=True), str(path), dataset_sha256(path)
+        # part of them at a time (io.spill), never needs them all in memory at once. The
+        # SHA-256 is that of the bytes read, file by file (io._pinned).
+        read = DatasetDigest(path)
+        found, name = read_trace_states(path, keys=False, spill=True, digest=read), str(path)
+        digest = read.hexdigest()
 
         def keys(positions: np.ndarray) -> tuple[list[Any], list[Any]]:
             from ..io.parquet import trace_keys
 
-            found_keys = trace_keys(path, positions)
+            again = DatasetDigest(path)
+            found_keys = trace_keys(path, positions, digest=again)
             # Read a second time: they must come from the data the states were learned from.
-            if dataset_sha256(path) != digest:
+            if again.hexdigest() != digest:
                 raise LearnError(f"{path}: changed since it was read for learning (its SHA-256 differs); "
                                  "nothing was written")
             return found_keys
