@@ -212,3 +212,29 @@ def test_configs_decided_together_on_the_direct_path_are_each_decided_alone():
         assert (np.asarray(together.level_rates)[:, 2] > 0).all()  # every config fails safe somewhere
         strict = run(states, configs[1])
         assert (strict.reason == REASONS.index("no_valid_candidate")).any()
+
+
+def test_a_grid_of_more_actions_than_16_bit_indices_hold_gives_the_same_decisions_on_every_path():
+    # 14 values: 38,416 actions, beyond the 32,767 a 16-bit index holds; the score table
+    # keeps 32-bit indices then.
+    grid = [0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95, 1.0]
+    states = generate("chaos", 60, 2, streams=3)
+    for profile in ("base", "production_safe"):
+        cfg = load_config(profile).replace(ACTION_GRID=grid)
+        table = ScoreTable(states, cfg)
+        assert table.space.actions.shape[0] == 14**4 and table.space.index_type is np.int32
+        assert_same_columns(table.run(cfg), run(states, cfg))
+        configs = [cfg, *random_configs(cfg, 6, 2)]
+        np.testing.assert_allclose(table.evaluate(configs).to_array(), direct_sums(states, configs).to_array(), rtol=0,
+                                   atol=1e-9)
+
+
+def test_the_compiled_kernels_are_cached_under_a_key_of_every_source_they_are_made_from(monkeypatch):
+    from ami_engine.engine import _cache
+
+    locator = K.finish._cache._impl.locator
+    assert type(locator).__name__.startswith("Engine")  # the engine's own locator took it
+    stamp = locator.get_source_stamp()
+    monkeypatch.setattr(_cache, "_DIGEST", "rules.py changed")  # as after an edit of the rules only
+    assert locator.get_source_stamp() != stamp  # so the kernel cached before is not loaded
+    assert type(locator).from_function(K.finish.py_func, __file__) is None  # nobody else's functions

@@ -148,11 +148,23 @@ def test_scenario_larger_than_memory_is_refused_before_any_work(tmp_path):
     assert not out.exists()
 
 
-def test_integer_parameter_beyond_its_domain_is_named(tmp_path):
-    path = tmp_path / "c.toml"
-    path.write_text(f"CUS_MEAN_WINDOW = {2**63 - 1}\n")
+def test_a_drift_window_longer_than_any_stream_is_taken_at_its_word(tmp_path):
+    # CUS_MEAN_WINDOW has no upper bound: a window longer than every stream is the whole
+    # stream, whatever its size, and costs no memory beyond the data's.
+    outs = []
+    for window in (2**63 - 1, 10**6, 400):
+        path = tmp_path / f"c{window}.toml"
+        path.write_text(f"CUS_MEAN_WINDOW = {window}\n")
+        outs.append(tmp_path / f"t{window}.jsonl")
+        result = invoke("run", "--config", path, "--scenario", "chaos", "--n", 300, "--streams", 1, "--out", outs[-1])
+        assert result.exit_code == 0, result.output
+    lines = [[{k: v for k, v in json.loads(line).items() if k != "config_id"} for line in out.read_text().splitlines()]
+             for out in outs]
+    assert lines[0] == lines[1] == lines[2]
+    path = tmp_path / "zero.toml"
+    path.write_text("CUS_MEAN_WINDOW = 0\n")
     refused(invoke("run", "--config", path, "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl"),
-            path, "CUS_MEAN_WINDOW", "10000")
+            path, "CUS_MEAN_WINDOW", ">= 1")
 
 
 @pytest.mark.parametrize(("old", "new", "field"), [

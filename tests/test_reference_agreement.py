@@ -144,3 +144,31 @@ def test_engine_matches_reference_on_scenario_states(config, n_each, seed):
     problems, left_out = compare_runs(_scenario_states(n_each, seed), config)
     assert not problems, f"{len(problems)} records differ:\n" + "\n".join(problems[:5])
     assert left_out == 0
+
+
+# ------------------------------------------------------------- the ends of the ranges
+
+
+def _extreme_case_agrees(params_changes, states):
+    config = load_config("base").replace(**params_changes)
+    params = dict(config.values)
+    expected = reference_run(states, params)
+    actual = run_records(states, config)
+    for a, e in zip(actual, expected, strict=True):
+        assert record_differences(a, e) == []
+    return actual
+
+
+def test_a_temperature_so_small_that_the_softmax_is_one_hot_agrees():
+    # (gap between scores) / DE_TEMPERATURE overflows to -inf: the probabilities of all
+    # but the best are 0 and add nothing to the entropy (not -inf * 0 = NaN).
+    state = {k: 0.5 for k in STATE_FIELDS} | {"risk": 0.3, "compassion": 0.8, "empathy": 0.7}
+    for temperature in (1e-310, 5e-324, 1e-300):
+        record = _extreme_case_agrees({"DE_TEMPERATURE": temperature}, [state])[0]
+        assert record["cus"] is not None and record["reason"] == "divergence"
+
+
+def test_a_drift_window_longer_than_the_stream_agrees():
+    states = draw_states("chaos", 40, 1, random.Random(3))
+    for window in (39, 40, 41, 20_000, 2**63 - 1):
+        _extreme_case_agrees({"CUS_MEAN_WINDOW": window}, states)

@@ -28,6 +28,8 @@ from ..io.files import read_text
 from ..io.tomlfile import parse_toml
 from .params import KERNEL_ROW, LEARNED_BOUNDS, PARAMS, ConfigError, coerce_value
 
+_LONGEST_WINDOW = 2**53
+
 PROFILE_NAMES: tuple[str, ...] = ("base", "production_safe", "high_critical", "chaos_tuning")
 PROFILES_ENV = "AMI_ENGINE_PROFILES"
 LOCAL_PROFILES = "profiles"
@@ -79,10 +81,15 @@ class Config:
         return {k: float(self.values[k]) for k in LEARNED_BOUNDS}
 
     def kernel_row(self) -> list[float]:
-        """The parameters the engine's kernels read, as floats laid out as KERNEL_ROW."""
+        """The parameters the engine's kernels read, as floats laid out as KERNEL_ROW. A
+        CUS_MEAN_WINDOW beyond 2**53 (longer than any stream can be, and than a float holds
+        exactly) is given as 2**53: the same decisions, and a whole number the kernels can
+        take as an integer."""
         row: list[float] = []
         for name, width in KERNEL_ROW:
             value = self.values[name]
+            if PARAMS[name].kind == "int":
+                value = min(value, _LONGEST_WINDOW)
             row += map(float, value) if width > 1 else [float(value)]
         return row
 

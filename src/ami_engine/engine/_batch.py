@@ -43,6 +43,18 @@ class ActionSpace:
     def key(self) -> tuple:
         return (tuple(self.comp_values), tuple(self.score_weights))
 
+    @property
+    def index_type(self) -> type[np.signedinteger]:
+        """The integer type a score table keeps its sorted actions' indices in: 16 bits
+        while they fit (up to 13 grid values), else 32."""
+        return np.int16 if self.actions.shape[0] <= np.iinfo(np.int16).max + 1 else np.int32
+
+    def table_bytes_per_state(self) -> int:
+        """What a score table (ScoreTable) holds per state: each action's score and index,
+        J and H per group of actions that differ only in delay, C per compassion value."""
+        a, g = self.actions.shape[0], self.comp_values.shape[0]
+        return a * (8 + np.dtype(self.index_type).itemsize) + 2 * 8 * (a // g) + g * 8 + 8
+
 
 @lru_cache(maxsize=32)
 def _action_space(grid: tuple[float, ...], weights: tuple[float, ...]) -> ActionSpace:
@@ -53,6 +65,11 @@ def _action_space(grid: tuple[float, ...], weights: tuple[float, ...]) -> Action
     actions = action_grid(grid)
     comp_of = (np.arange(actions.shape[0]) // (g * g)) % g
     return ActionSpace(actions, comp_of.astype(np.int64), values, np.asarray(weights, dtype=np.float64))
+
+
+def _longest(codes: np.ndarray) -> int:
+    """The number of decisions of the longest stream (0 for no states)."""
+    return int(np.bincount(codes).max()) if codes.size else 0
 
 
 def _stream_layout(codes: np.ndarray, n_streams: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,18 +135,26 @@ class _Outputs:
 
 class _Streams:
     """What the finish pass carries per (config, stream) from one part of the states to
-    the next: the drift window, the decisions seen, and the sums."""
+    the next: the drift window, the decisions seen, and the sums.
 
-    def __init__(self, cfgs: np.ndarray, n_streams: int) -> None:
+    A window is kept for at most `longest` values, the decisions of the longest stream
+    there will be: a stream shorter than its window never wraps round it, so a window of
+    any size (CUS_MEAN_WINDOW has no upper bound) costs no more than the data."""
+
+    def __init__(self, cfgs: np.ndarray, n_streams: int, longest: int) -> None:
         tasks = cfgs.shape[0] * n_streams
         self.n_configs, self.n_streams = cfgs.shape[0], n_streams
-        self.rings = np.zeros((tasks, int(cfgs[:, kernel.WINDOW].max()) if tasks else 1))
+        self.rings = np.zeros((tasks, self.width(int(cfgs[:, kernel.WINDOW].max()) if tasks else 1, longest)))
         self.seen = np.zeros(tasks, dtype=np.int64)
         self.sums = np.zeros((tasks, kernel.N_SUMS))
 
     @staticmethod
-    def bytes_per_config(n_streams: int, window: int) -> int:
-        return n_streams * 8 * (window + 1 + kernel.N_SUMS)
+    def width(window: int, longest: int) -> int:
+        return max(1, min(window, longest))
+
+    @staticmethod
+    def bytes_per_config(n_streams: int, window: int, longest: int) -> int:
+        return n_streams * 8 * (_Streams.width(window, longest) + 1 + kernel.N_SUMS)
 
     def _tasks(self, present: np.ndarray) -> np.ndarray:
         return (np.arange(self.n_configs)[:, None] * self.n_streams + present).ravel()
@@ -200,7 +225,8 @@ def run(states: StateSet, config: Config) -> TraceColumns:
     pre = _direct_pre(states.values, space, cfgs)
     codes, n_streams = states.stream_codes()
     out = _Outputs(1, len(states), full=True)
-    _finish(states.values, space, cfgs, _stream_layout(codes, n_streams), pre, 0, _Streams(cfgs, n_streams), out)
+    _finish(states.values, space, cfgs, _stream_layout(codes, n_streams), pre, 0,
+            _Streams(cfgs, n_streams, _longest(codes)), out)
     return _columns(_trace_times(states), space, pre, out, 0)
 
 
@@ -218,7 +244,7 @@ class StreamRun:
         self.space = ActionSpace.of(configs[0])
         self.cfgs = _config_matrix(configs)
         self.codes, n_streams = states.stream_codes()
-        self.streams = _Streams(self.cfgs, n_streams)
+        self.streams = _Streams(self.cfgs, n_streams, _longest(self.codes))
 
     def decide(self, piece: slice | np.ndarray, pre: _Pre | None = None) -> list[TraceColumns]:
         """Each config's columns on the states at `piece` (a slice, or ascending positions).
@@ -302,7 +328,7 @@ def direct_sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
         space = ActionSpace.of(configs[members[0]])
         cfgs = _config_matrix([configs[i] for i in members])
         pre = _direct_pre(states.values, space, cfgs)
-        streams = _Streams(cfgs, n_streams)
+        streams = _Streams(cfgs, n_streams, _longest(codes))
         _finish(states.values, space, cfgs, layout, pre, 0, streams, nothing)
         for i, row in zip(members, streams.totals(), strict=True):
             rows[i] = row
@@ -364,8 +390,8 @@ class ScoreTable:
         self.grouped = grouped
         self.space = ActionSpace.of(config)
         self.codes, self.n_streams = states.stream_codes()
-        n, a, g = len(states), self.space.actions.shape[0], self.space.comp_values.shape[0]
-        per_state = a * (8 + 2) + 2 * 8 * (a // g) + g * 8 + 8
+        self.longest = _longest(self.codes)
+        n, per_state = len(states), self.space.table_bytes_per_state()
         if memory_bytes is None:
             memory_bytes = min(8 << 30, _available_memory() // 3)
         self.part_states = max(1, min(n, memory_bytes // per_state))
@@ -378,7 +404,7 @@ class ScoreTable:
         sp = self.space
         values = take_rows(self.states.values, slice(start, stop))
         n, a, g = stop - start, sp.actions.shape[0], sp.comp_values.shape[0]
-        part = _Part(start, values, np.empty((n, a)), np.empty((n, a), np.int16), np.empty((n, a // g)),
+        part = _Part(start, values, np.empty((n, a)), np.empty((n, a), sp.index_type), np.empty((n, a // g)),
                      np.empty((n, a // g)), np.empty((n, g)), np.empty(n, dtype=np.int64),
                      _stream_layout(self.codes[start:stop], self.n_streams))
         kernel.build_score_table(values, sp.actions, sp.comp_of, sp.comp_values, sp.score_weights, BLOCK,
@@ -409,7 +435,7 @@ class ScoreTable:
         """Configs per kernel call so that the per-decision scratch and the per-stream state
         stay under memory_bytes (window: the largest CUS_MEAN_WINDOW of the configs)."""
         per_config = (min(len(self), self.part_states) * _PRE_BYTES_PER_DECISION
-                      + _Streams.bytes_per_config(self.n_streams, window))
+                      + _Streams.bytes_per_config(self.n_streams, window, self.longest))
         return max(1, memory_bytes // max(1, per_config))
 
     def evaluate(self, configs: Sequence[Config], *, memory_bytes: int = 128 << 20) -> EngineSums:
@@ -422,7 +448,7 @@ class ScoreTable:
         totals = []
         for first in range(0, cfgs.shape[0], step):
             chunk = cfgs[first:first + step]
-            streams = _Streams(chunk, self.n_streams)
+            streams = _Streams(chunk, self.n_streams, self.longest)
             for part in self._parts():
                 _finish(part.values, self.space, chunk, part.layout, self._pre(part, chunk), part.start, streams,
                         nothing)
@@ -433,7 +459,7 @@ class ScoreTable:
         """Full per-decision columns of one config through the sweep path."""
         cfgs = self._check([config])
         pre = _Pre(1, len(self))
-        streams = _Streams(cfgs, self.n_streams)
+        streams = _Streams(cfgs, self.n_streams, self.longest)
         out = _Outputs(1, len(self), full=True)
         for part in self._parts():
             part_pre = self._pre(part, cfgs)
@@ -454,7 +480,7 @@ def decide(state: Mapping[str, Any], config: Config, history: Sequence[float] | 
     pre = _direct_pre(states.values, space, cfgs)
     # The stream's window as the finish pass would hold it after `history`: value j at
     # j % window, with len(history) decisions seen.
-    streams = _Streams(cfgs, 1)
+    streams = _Streams(cfgs, 1, len(history or []) + 1)
     past = [float(x) for x in (history or [])]
     window = streams.rings.shape[1]
     for j, value in enumerate(past):

@@ -151,7 +151,8 @@ def distinct_scores(ks, ke, idx, m, cfg):
             x = (s - s_max) * inv_t
             e = ke[k] * inv_e_best if shared else math.exp(x)
             z += e
-            zx += x * e
+            if e > 0.0:  # p ln p -> 0 as p -> 0: a term that underflows adds nothing (not -inf * 0)
+                zx += x * e
     de, as_ = uncertainty(n, z, zx, s_max - second, cfg)
     return n, de, as_
 

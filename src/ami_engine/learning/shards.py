@@ -74,9 +74,7 @@ def resident_bytes() -> int:
 
 def table_bytes(n_states: int, config: Config) -> int:
     """Bytes of a whole score table of n states under the config's action grid (ScoreTable)."""
-    g = len(config["ACTION_GRID"])
-    a = g**4
-    return n_states * (a * (8 + 2) + 2 * 8 * (a // g) + g * 8 + 8)
+    return n_states * ActionSpace.of(config).table_bytes_per_state()
 
 
 class Shards(Sequence[StateSet]):
