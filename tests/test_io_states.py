@@ -216,6 +216,12 @@ def test_records_in_memory_are_checked_alike_and_errors_name_the_record_index():
         states_from_records([{**GOOD, "t": float("inf")}])
     with pytest.raises(InputError, match="no states"):
         states_from_records([])
+    # Text no file can hold (UTF-8 cannot encode a lone surrogate) is refused, not written.
+    with pytest.raises(InputError) as caught:
+        states_from_records([GOOD, {**GOOD, "stream": "\ud800"}])
+    assert str(caught.value) == "record 1: stream: not valid Unicode text (a lone surrogate): '\\ud800'"
+    with pytest.raises(InputError, match=r"^record 0: id: not valid Unicode text"):
+        states_from_records([{**GOOD, "id": "a\udc00b"}])
 
 
 def test_records_accept_numpy_numbers():

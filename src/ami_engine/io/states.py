@@ -244,7 +244,21 @@ def _states_from_records(records: list[dict[str, Any]], reader: _Reader) -> Stat
     dropped = _dropped_keys(records, reader.known_keys) if reader.drop_unknown else None
     states = reader.build(structs, _record_where, dropped)
     reader.check_t_finite(states.t, _record_where)
+    _check_text(states.streams, "stream")
+    _check_text(states.ids, "id")
     return states
+
+
+def _check_text(values: list[Any], field: str) -> None:
+    """Strings given in memory that no file could hold (a lone UTF-16 surrogate, which
+    UTF-8 cannot encode) are refused as a file's would be, not left to fail on writing."""
+    for text in {v for v in values if type(v) is str}:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            i = next(i for i, v in enumerate(values) if type(v) is str and v == text)
+            raise InputError(*_record_where(i), field,
+                             f"not valid Unicode text (a lone surrogate): {ascii(text)}") from None
 
 
 def _record_where(i: int) -> tuple[str, int | None]:
