@@ -80,6 +80,7 @@ streams = 8
 method = "by_stream"
 train_fraction = 0.8
 seed = 3
+n_heldout = 10
 """ % SCENARIO_SHA256.encode()
 HISTORY = _lines([{"step": s, "L": 1.0 - s / 10, "fail_safe_rate": 0.2, "mean_cus": 0.4, "clamp_distortion": 0.01,
                    "J_MIN": 0.8} for s in range(3)])

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, parse_config, profile_text
-from .config.loader import _relative_to, is_profile_name
+from .config.loader import _relative_to, config_file, is_profile_name, one_read_per_file
 from .io.files import InputError, atomic_output, read_bytes
 from .io.tomlfile import dumps_toml, parse_toml
 
@@ -47,6 +47,13 @@ def file_sha256(path: str | Path) -> str:
     from .io.parquet import dataset_sha256
 
     return dataset_sha256(path)
+
+
+def _data_path(path: Path) -> bool:
+    """A file, or a folder of Parquet files (one data set)."""
+    from .io.parquet import is_parquet
+
+    return path.is_file() or (path.is_dir() and is_parquet(path))
 
 
 def _same_file(label: str, actual: str, expected: str) -> None:
@@ -132,7 +139,7 @@ def _check_baseline_file(table: Mapping[str, Any], where: str) -> None:
     expected = recorded.get("sha256")
     if not path.is_file():
         raise SuggestionError(f"{where}: extends {extends!r}: no such file {path}")
-    actual = file_sha256(path)
+    actual = config_file(path).sha256
     if actual != expected:
         raise SuggestionError(f"{where}: extends {extends!r}: {path} has SHA-256 {actual}, the suggestion was "
                               f"learned from {expected}; the baseline changed since")
@@ -149,6 +156,7 @@ class Suggestion:
     raw: bytes
     doc: Mapping[str, Any]
     config: Config
+    parent: Config | None = None  # the config it extends, loaded with it (see baseline)
 
     @classmethod
     def read(cls, path: str | Path) -> Suggestion:
@@ -157,7 +165,9 @@ class Suggestion:
         name = str(path)
         if name in PROFILE_NAMES and not Path(name).is_file():
             raw = profile_text(name).encode()
-            return cls(None, raw, _parse_toml(raw, f"profile {name}"), load_config(name))
+            config = load_config(name)
+            return cls(None, raw, _parse_toml(raw, f"profile {name}"), config,
+                       None if config.extends is None else load_config(config.extends))
         raw, doc = read_document(path)
         return cls.from_bytes(raw, path, doc)
 
@@ -167,8 +177,11 @@ class Suggestion:
         files it names)."""
         where = str(path)
         table = dict(doc) if doc is not None else _parse_toml(raw, where)
-        _check_baseline_file(table, where)  # before the config is built from it
-        return cls(Path(where), raw, table, parse_config(table, where))
+        # The file it extends is checked and parsed from one read of it (one_read_per_file).
+        with one_read_per_file():
+            _check_baseline_file(table, where)  # before the config is built from it
+            config = parse_config(table, where)
+            return cls(Path(where), raw, table, config, load_config(_relative_to(config.extends or "base", where)))
 
     @property
     def name(self) -> str:
@@ -197,7 +210,10 @@ class Suggestion:
         return value
 
     def baseline(self) -> Config:
-        """The config the suggestion extends (a relative path read from its folder)."""
+        """The config the suggestion extends (a relative path read from its folder), as it
+        was when the suggestion was read: the file whose SHA-256 was checked then."""
+        if self.parent is not None:
+            return self.parent
         return load_config(_relative_to(self.config.extends or "base", self.name))
 
     # ---------------------------------------------------------------------- named files
@@ -216,10 +232,10 @@ class Suggestion:
             if not isinstance(stored, str) or not stored:
                 raise SuggestionError(f"{self.name}: [meta.{key}] path: missing or not a string")
             path, label = self.resolve(stored), f"{self.name}: [meta.{key}] path {stored!r}"
-            if not path.is_file():
+            if not _data_path(path):
                 raise SuggestionError(f"{label}: {path} is not readable here (paths are relative to the "
                                       f"suggestion's folder); pass {option} PATH to point at a copy")
-        if not path.is_file():
+        if not _data_path(path):
             raise SuggestionError(f"{label}: no such file")
         _same_file(label, file_sha256(path), expected)
         return path
@@ -296,10 +312,13 @@ class Suggestion:
             split = split_states(data.states, seed, float(fraction))
         except (ValueError, OverflowError) as exc:
             raise SuggestionError(f"{self.name}: [meta.split]: {exc}") from None
-        recorded = split_meta.get("n_heldout")
-        if recorded is not None and recorded != split.held_out.size:
-            raise SuggestionError(f"{self.name}: [meta.split]: n_heldout is {recorded}, the rebuilt split holds out "
-                                  f"{split.held_out.size}; it is not the split the suggestion was learned with")
+        # Both recorded by learn, both required: the held-out part rebuilt must be the one it
+        # was gated on, not one a hand-edited file gets by leaving them out.
+        recorded, method = split_meta.get("n_heldout"), split_meta.get("method")
+        if recorded != split.held_out.size or method != split.method:
+            raise SuggestionError(f"{self.name}: [meta.split]: n_heldout {recorded!r} and method {method!r}; the "
+                                  f"rebuilt split holds out {split.held_out.size} {split.method}; it is not the "
+                                  "split the suggestion was learned with")
         return data.states.subset(split.held_out)
 
     def regression(self) -> StateSet | None:
@@ -340,7 +359,7 @@ def read_suggestion_document(path: str | Path, *, data: str | Path | None = None
     if not isinstance(table, Mapping) or table.get("source") not in ("states", "traces"):
         raise SuggestionError(f"--data {data}: {path} names no data file")
     expected = table.get("sha256")
-    if not Path(data).is_file():
+    if not _data_path(Path(data)):
         raise SuggestionError(f"--data {data}: no such file")
     actual = file_sha256(data)
     if actual != expected:

@@ -135,10 +135,12 @@ def run_learn_job(
     from .learning.loss import LossWeights
     from .learning.offline_loop import LearnSettings, learn
 
-    check_baseline(baseline)  # a suggestion learned from a weakened baseline would never pass the gate
+    # A suggestion learned from a weakened baseline would never pass the gate; its floor on
+    # the critical set is the stricter of the baseline's and the yardstick's, as the gate's.
+    yardstick = check_baseline(baseline).config
     try:
         w = LossWeights.parse(weights)
-        crit = CriticalFloor(critical_factor, critical_margin)
+        crit = CriticalFloor(critical_factor, critical_margin, anchor=yardstick)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     data = _learn_data(job)

@@ -17,14 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..io.files import read_text
+from ..io.files import InMemoryFile, read_once, read_text
 from ..io.tomlfile import parse_toml
 from .params import KERNEL_ROW, LEARNED_BOUNDS, PARAMS, ConfigError, coerce_value
 
@@ -221,7 +223,38 @@ def load_config(name_or_path: str | Path = "base", *, _seen: tuple[str, ...] = (
         known = ", ".join(PROFILE_NAMES)
         folders = ", ".join(str(folder) for folder, _ in profile_search_path())
         raise ConfigError(f"{name}: no such profile (built-in: {known}; searched {folders}) or config file")
-    return parse_config(_read_toml(read_text(path), name), name, _seen)
+    return parse_config(_read_toml(read_text(config_file(path)), name), name, _seen)
+
+
+_ONE_READ: ContextVar[dict[str, InMemoryFile] | None] = ContextVar("ami_engine_config_reads", default=None)
+
+
+@contextmanager
+def one_read_per_file() -> Iterator[None]:
+    """Inside, each config file is read from disk once, and every later load of the same
+    path gets those bytes: the gate checks a file's SHA-256 and parses it, walks its
+    `extends` chain for the baseline and again for the yardstick, and all of them see one
+    version of it, however the file is replaced meanwhile."""
+    if _ONE_READ.get() is not None:
+        yield
+        return
+    token = _ONE_READ.set({})
+    try:
+        yield
+    finally:
+        _ONE_READ.reset(token)
+
+
+def config_file(path: str | Path) -> InMemoryFile:
+    """The raw bytes of a config file, read once inside one_read_per_file (else each time)."""
+    files = _ONE_READ.get()
+    key = os.path.abspath(path)
+    if files is not None and key in files:
+        return files[key]
+    found = read_once(path)
+    if files is not None:
+        files[key] = found
+    return found
 
 
 def _is_file(path: Path) -> bool:
@@ -234,7 +267,7 @@ def _is_file(path: Path) -> bool:
 
 def _load_applied_profile(path: Path, _seen: tuple[str, ...]) -> Config:
     where = str(path)
-    data = _read_toml(read_text(path), where)
+    data = _read_toml(read_text(config_file(path)), where)
     meta = data.get("meta")
     if not isinstance(meta, dict) or "config_id" not in meta:
         raise ConfigError(f"{where}: a profile on the search path is an applied profile and carries its "

@@ -79,8 +79,9 @@ def decisions_needed_for_loss(point: float, lower: float, n: int) -> int | None:
     reduction, the bound's distance to it shrinking as 1 / sqrt(n)."""
     if point <= -LOSS_TOLERANCE:
         return None
-    width = point - lower
-    return int(math.ceil(n * (width / (point + LOSS_TOLERANCE)) ** 2))
+    needed = n * ((point - lower) / (point + LOSS_TOLERANCE)) ** 2
+    # A bound pushed to -inf (a delta so small no data could meet it) asks for no finite number.
+    return int(math.ceil(needed)) if needed <= _MAX_NEEDED else None
 
 
 # ------------------------------------------------------------------- the certificate
@@ -197,8 +198,9 @@ def certify(config, baseline, *, held_out, weights, critical, delta: float = DEF
         if theirs.sum() > 0:
             point, lower = loss_reduction_bound(theirs, ours, codes, block, delta)
     crit = critical_set()
-    (n, n_l2, sum_h), (base_n, base_l2, base_h) = (critical_tallies(run(crit, c)) for c in (config, baseline))
-    floor, ceiling = critical.factor * base_l2 / base_n, base_h / base_n + critical.margin
+    (n, n_l2, sum_h), *references = (critical_tallies(run(crit, c)) for c in (config, *critical.references(baseline)))
+    floor = critical.factor * max(l2 / m for m, l2, _ in references)
+    ceiling = min(h / m for m, _, h in references) + critical.margin
     return Certificate(
         delta=delta, n_heldout=n_heldout, n_critical=n, loss_reduction=point, loss_reduction_lower=lower,
         critical_fail_safe_rate=n_l2 / n, critical_fail_safe_rate_lower=float(fail_safe_rate_lower(n_l2, n, delta)),

@@ -140,10 +140,11 @@ def check_heldout_loss(config: Config, baseline: Config, held_out: StateSet | No
 def check_critical_floor(config: Config, baseline: Config, critical: CriticalFloor) -> Check:
     """On the critical set: fail-safe rate >= factor x the baseline's, and mean H of the
     final actions <= the baseline's + margin. Both figures are always shown."""
-    sums = _sums(critical_set(), [config, baseline])
+    references = critical.references(baseline)
+    sums = _sums(critical_set(), [config, *references])
     rate, mean_h = sums.fail_safe_rate, sums.mean_H
-    min_rate, max_h = critical.thresholds(sums[1])
-    passed = bool(critical.passes(sums[:1], sums[1])[0])
+    min_rate, max_h = critical.thresholds(sums[1:])
+    passed = bool(critical.passes(sums[:1], sums[1:])[0])
     off = critical.factor == 0
     figure = {"fail_safe_rate": float(rate[0]), "mean_H": float(mean_h[0])}
     threshold = f"fail-safe rate >= {_g(min_rate)}; mean H <= {_g(max_h)}" + (" (off: factor 0)" if off else "")
@@ -151,12 +152,21 @@ def check_critical_floor(config: Config, baseline: Config, critical: CriticalFlo
     detail = (
         f"critical set ({CRITICAL_SET[1]} states, seed {CRITICAL_SET[2]}): "
         f"fail-safe rate {_g(rate[0])} {'>=' if rate_ok else '<'} {_g(min_rate)} "
-        f"({critical.factor:g} x baseline's {_g(rate[1])}); "
+        f"({critical.factor:g} x {_reference(rate[1:], max, references)}); "
         f"mean H of final actions {_g(mean_h[0])} {'<=' if h_ok else '>'} {_g(max_h)} "
-        f"(baseline's {_g(mean_h[1])} + {critical.margin:g})"
+        f"({_reference(mean_h[1:], min, references)} + {critical.margin:g})"
         + ("; the floor is off (factor 0), figures for information" if off else "")
     )
     return Check("critical_floor", passed, figure, threshold, detail)
+
+
+def _reference(values, pick, references: list[Config]) -> str:
+    """Which reference's figure set a threshold: "baseline's 0.967", or, when the yardstick
+    is stricter, "yardstick base's 0.967 (baseline's 0.5)"."""
+    chosen = pick(range(len(values)), key=lambda i: values[i])
+    if chosen == 0:
+        return f"baseline's {_g(values[0])}"
+    return f"yardstick {references[chosen].source}'s {_g(values[chosen])} (baseline's {_g(values[0])})"
 
 
 def check_regression(config: Config, regression: StateSet | None) -> Check:

@@ -4,17 +4,19 @@ suite and loss weights rebuilt from [meta]."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config, parse_config
+from ..config.loader import one_read_per_file
 from ..io.files import InputError
 from ..io.states import read_states
 from ..io.stateset import StateSet
 from ..learning.constraints import CriticalFloor
 from ..learning.loss import LossWeights
-from ..suggestion import Suggestion
+from ..suggestion import Suggestion, SuggestionError
 from .gate import DEFAULT_CRITICAL, GateThresholds, run_gate
 from .verdict import GateReport
 from .yardstick import check_baseline
@@ -39,19 +41,27 @@ def gate_suggestion(suggestion: Suggestion, baseline: str | Config | None = None
     """
     if critical is not None and thresholds is not None:
         raise ValueError("give the critical floor either in thresholds or as critical, not both")
-    thresholds = thresholds or GateThresholds(critical or DEFAULT_CRITICAL)
+    with one_read_per_file():
+        return _gate_suggestion(suggestion, baseline, regression, thresholds or GateThresholds(critical or
+                                DEFAULT_CRITICAL), weights, data)
+
+
+def _gate_suggestion(suggestion: Suggestion, baseline: str | Config | None, regression: str | StateSet | None,
+                     thresholds: GateThresholds, weights: LossWeights | None, data: str | Path | None) -> GateReport:
     config, meta = suggestion.config, dict(suggestion.meta)
     if baseline is None:
         base = suggestion.baseline()
+        _same_baseline(base, meta, suggestion.name)
     else:
         base = baseline if isinstance(baseline, Config) else load_config(baseline)
-    check_baseline(base)
+    # The floor on the critical set is the stricter of the baseline's and its yardstick's.
+    critical = dataclasses.replace(thresholds.critical, anchor=check_baseline(base).config)
     if isinstance(regression, (str, Path)):
         regression = read_states(regression, allow_expect_level=True)
     elif regression is None:
         regression = suggestion.regression()
     return run_gate(config, base, held_out=suggestion.held_out(data), regression=regression,
-                    critical=thresholds.critical, weights=weights or _weights_from_meta(meta, suggestion.name),
+                    critical=critical, weights=weights or _weights_from_meta(meta, suggestion.name),
                     heldout_tolerance=thresholds.heldout_tolerance, delta=thresholds.delta)
 
 
@@ -59,14 +69,27 @@ def gate_suggestion_file(path: str | Path, baseline: str | Config | None = None,
                          regression: str | StateSet | None = None, *, thresholds: GateThresholds | None = None,
                          weights: LossWeights | None = None, critical: CriticalFloor | None = None,
                          data: str | Path | None = None) -> GateReport:
-    """The gate on a suggestion file (see gate_suggestion), read once."""
-    return gate_suggestion(Suggestion.read(path), baseline, regression, thresholds=thresholds, weights=weights,
-                           critical=critical, data=data)
+    """The gate on a suggestion file (see gate_suggestion), read once; so is every config
+    file it depends on (one_read_per_file)."""
+    with one_read_per_file():
+        return gate_suggestion(Suggestion.read(path), baseline, regression, thresholds=thresholds,
+                               weights=weights, critical=critical, data=data)
 
 
 def suggestion_baseline(config: Config, where: str) -> Config:
     """The config the file at `where` extends (a relative path read from the file's folder)."""
     return parse_config({"extends": config.extends or "base"}, where)
+
+
+def _same_baseline(base: Config, meta: Mapping[str, Any], where: str) -> None:
+    """A suggestion's `extends` must still give the baseline it records it was learned and
+    gated against; a file that extends another config than that is refused, not judged
+    against what it now names."""
+    recorded = meta.get("baseline_config_id")
+    if recorded is not None and recorded != base.config_id:
+        raise SuggestionError(f"{where}: extends {base.source!r} gives config_id {base.config_id}, but the "
+                              f"suggestion was learned against {recorded} ([meta] baseline_config_id); pass "
+                              "--baseline to judge it against another config")
 
 
 def _weights_from_meta(meta: Mapping[str, Any], where: str) -> LossWeights:
@@ -76,5 +99,5 @@ def _weights_from_meta(meta: Mapping[str, Any], where: str) -> LossWeights:
     try:
         return LossWeights.from_list(raw)
     except (TypeError, ValueError) as exc:
-        raise InputError(where, None, "meta.loss_weights", f"expected three or four numbers >= 0 ({exc})",
-                         raw) from None
+        raise InputError(where, None, "meta.loss_weights", f"three or four numbers in [0, 1e6], not all of the "
+                         f"first three 0 ({exc})", raw) from None

@@ -6,7 +6,13 @@ judged against a trusted config: the nearest one along its `extends` chain that 
 built-in profile (shipped with the tool) or an applied profile whose audit record matches
 its bytes (audit.py) and that is no weaker than some built-in (a log line alone could be
 forged); `base` when there is none. A baseline that is weaker than that
-config in any of them is refused by name (BaselineRefused, exit code 2).
+config in any of them is refused by name (BaselineRefused, exit code 2). The yardstick's
+figures on the critical set also bound the critical floor (CriticalFloor.anchor), so a
+baseline with loose learned thresholds cannot lower it either.
+
+`chaos_tuning`, a built-in made permissive on purpose for chaos experiments (its hard
+floors are below every other profile's), is no yardstick: a baseline that extends it is
+judged against the profile it extends, `base`, and so refused.
 
 "Weaker" per parameter (docs/engine.md §4-8): a lower J_CRITICAL,
 CONFIDENCE_ESCALATION_FORCE, AS_SOFT_THRESHOLD or C_MIN, or a higher H_CRITICAL,
@@ -38,6 +44,8 @@ SAFER_SIDE: dict[str, str] = {
     "SIGMA_MAX": "max",
 }
 _MAX_DEPTH = 64
+# Built-in profiles for experiments, never a yardstick (see the module's text).
+NOT_YARDSTICKS = frozenset({"chaos_tuning"})
 
 
 class BaselineRefused(ConfigError):
@@ -55,8 +63,11 @@ def yardstick_for(baseline: Config) -> Yardstick:
     current = baseline
     for _ in range(_MAX_DEPTH):
         source = current.source
-        if source in PROFILE_NAMES:
+        if source in PROFILE_NAMES and source not in NOT_YARDSTICKS:
             return Yardstick(load_config(source), f"built-in profile {source}")
+        if source in PROFILE_NAMES:  # one for experiments: the profile it extends judges it
+            current = load_config(current.extends or "base")
+            continue
         path = Path(source)
         if not path.is_file():  # a config made in memory: judged against base
             break
@@ -95,7 +106,7 @@ def _within_a_built_in(applied: Config) -> bool:
     to a built-in profile. So a genuine applied profile is no weaker than some built-in;
     one that is weaker in a parameter than every built-in is no yardstick, whatever its
     log says."""
-    return any(not weakened(applied, load_config(name)) for name in PROFILE_NAMES)
+    return any(not weakened(applied, load_config(name)) for name in PROFILE_NAMES if name not in NOT_YARDSTICKS)
 
 
 def check_baseline(baseline: Config) -> Yardstick:

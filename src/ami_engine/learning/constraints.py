@@ -21,13 +21,25 @@ from .bounds import fail_safe_rate_lower, mean_upper
 @dataclass(frozen=True)
 class CriticalFloor:
     """On the critical set: fail-safe rate >= factor x baseline's, and mean H of the final
-    actions <= baseline's + margin. A factor of 0 turns the floor off (figures still shown)."""
+    actions <= baseline's + margin. A factor of 0 turns the floor off (figures still shown).
+
+    `anchor`: a trusted config (the baseline's yardstick, gate/yardstick.py) whose figures
+    set the floor too, the stricter of the two: a baseline chosen with loose thresholds
+    cannot lower the floor below its yardstick's."""
 
     factor: float = 0.25
     margin: float = 0.02
+    anchor: Config | None = None
+
+    def references(self, baseline: Config) -> list[Config]:
+        """The configs whose figures set the floor: the baseline, and the anchor when it is
+        another config. Their sums, in this order, are the `baseline_sums` of the methods."""
+        if self.anchor is None or self.anchor.config_id == baseline.config_id:
+            return [baseline]
+        return [baseline, self.anchor]
 
     def passes(self, sums: EngineSums, baseline_sums: EngineSums) -> np.ndarray:
-        """Per config of `sums`, whether it keeps the floor set by the baseline's (one config's) sums."""
+        """Per config of `sums`, whether it keeps the floor set by the references' sums."""
         if self.factor == 0:
             return np.ones(len(sums), dtype=bool)
         min_rate, max_h = self.thresholds(baseline_sums)
@@ -44,8 +56,10 @@ class CriticalFloor:
                 & (mean_upper(sums.sum_H, sums.n, delta) <= max_h))
 
     def thresholds(self, baseline_sums: EngineSums) -> tuple[float, float]:
-        """(lowest fail-safe rate, highest mean H) a config may have, from the baseline's sums."""
-        return float(self.factor * baseline_sums.fail_safe_rate), float(baseline_sums.mean_H + self.margin)
+        """(lowest fail-safe rate, highest mean H) a config may have, from the references'
+        sums (see references): the highest of their rates, the lowest of their mean H."""
+        return (float(self.factor * np.max(baseline_sums.fail_safe_rate)),
+                float(np.min(baseline_sums.mean_H) + self.margin))
 
 
 def critical_tallies(cols: TraceColumns) -> tuple[int, int, float]:

@@ -19,6 +19,9 @@ import numpy as np
 
 _NAMES = ("fail_safe_rate", "mean_cus", "clamp_distortion", "non_fail_reward")
 _EXPECTED = "expected three numbers w1,w2,w3 or four w1,w2,w3,w4"
+# Far beyond any weighting in use; an L of rates and means weighted by more could overflow
+# in the gate's statistics.
+MAX_WEIGHT = 1e6
 
 
 @dataclass(frozen=True)
@@ -31,8 +34,10 @@ class LossWeights:
     def __post_init__(self) -> None:
         for name in _NAMES:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
-                raise ValueError(f"weights: {name} must be a finite number >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or not 0 <= v <= MAX_WEIGHT:
+                raise ValueError(f"weights: {name} must be a number in [0, {MAX_WEIGHT:g}], got {v!r}")
+        if not (self.fail_safe_rate or self.mean_cus or self.clamp_distortion):
+            raise ValueError("weights: w1, w2 and w3 are all 0: such an L judges nothing (L = 0 for every config)")
 
     @classmethod
     def parse(cls, text: str) -> LossWeights:

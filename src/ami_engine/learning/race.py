@@ -34,7 +34,7 @@ class Race:
         self.watch = watch
         self.settings, self.regression = settings, regression
         self.crit_table = ScoreTable(critical_set(), baseline)
-        self.crit_base = self.crit_table.evaluate([baseline])[0]
+        self.crit_base = self.crit_table.evaluate(settings.critical.references(baseline))
         self.reg_table = ScoreTable(regression, baseline) if regression is not None else None
         self.batches: list[tuple[int, str, int, np.ndarray, np.ndarray, list[dict[str, Any]]]] = []
         self.feasibility: dict[bytes, dict[str, Any]] = {}
