@@ -300,3 +300,91 @@ def test_learn_refuses_a_weakened_baseline_before_it_searches(tmp_path):
                                       "--out", str(out)])
     assert result.exit_code == 2 and "J_CRITICAL = 0.3 is lower than 0.7" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weak.toml"]
+
+
+# ------------------------------------------------------------ a baseline of its own choice
+
+LOOSE = dict(J_MIN=0.5, H_MAX=0.5, SOFT_CLAMP_ALPHA=0.9, SOFT_CLAMP_BETA=0.9, SOFT_CLAMP_GAMMA=0.2,
+             DELTA_CUS_THRESHOLD=0.25, CUS_MEAN_THRESHOLD=0.5)
+
+
+def test_a_baseline_with_loose_learned_thresholds_cannot_lower_the_critical_floor(tmp_path):
+    # Its hard floors are base's (so it passes as a baseline), its learned thresholds the
+    # loosest the bounds allow: judged against it alone, the loosest suggestion would keep
+    # the floor; the yardstick's figures hold the floor where base puts it.
+    loose = "".join(f"{k} = {v}\n" for k, v in LOOSE.items())
+    (tmp_path / "loose.toml").write_text('extends = "base"\n' + loose)
+    suggestion = tmp_path / "s.toml"
+    suggestion.write_text('extends = "loose.toml"\n' + loose)
+    report = gate_suggestion_file(str(suggestion))
+    floor = report.check("critical_floor")
+    assert not floor.passed and "yardstick base's" in floor.detail
+    base_rate = run_gate(BASE, BASE).check("critical_floor").figure["fail_safe_rate"]
+    assert f"fail-safe rate >= {0.25 * base_rate:.6g}" in floor.threshold
+    # The same suggestion judged against itself fails the same way: no baseline lowers it.
+    assert not gate_suggestion_file(str(suggestion), baseline=str(suggestion)).check("critical_floor").passed
+
+
+def test_chaos_tuning_is_no_yardstick(tmp_path):
+    suggestion = tmp_path / "s.toml"
+    suggestion.write_text('extends = "chaos_tuning"\nJ_MIN = 0.6\n')
+    with pytest.raises(BaselineRefused, match="baseline chaos_tuning: weaker than the built-in profile base"):
+        gate_suggestion_file(str(suggestion))
+    assert check_baseline(load_config("production_safe")).label == "built-in profile production_safe"
+
+
+def test_a_suggestion_whose_extends_no_longer_gives_its_recorded_baseline_is_refused(tmp_path):
+    suggestion = tmp_path / "s.toml"
+    suggestion.write_text(dumps_toml({"extends": "production_safe", "J_MIN": 0.7,
+                                      "meta": {"baseline_config_id": BASE.config_id}}))
+    with pytest.raises(SuggestionError, match=r"gives config_id .* learned against .*baseline_config_id"):
+        gate_suggestion_file(str(suggestion))
+    # The person at the command line may still name a baseline.
+    assert gate_suggestion_file(str(suggestion), baseline="production_safe").config_id
+
+
+@pytest.mark.parametrize("weights, problem", [([0, 0, 0], "all 0"), ([1e308, 1, 1], "in [0, 1e+06]"),
+                                              ([0, 0, 0, 1], "all 0")])
+def test_loss_weights_that_judge_nothing_or_overflow_are_refused(tmp_path, weights, problem):
+    data = data_from_scenario("balanced", 200, 3)
+    split = split_states(data.states, 3, 0.8)
+    path = tmp_path / "s.toml"
+    path.write_text(dumps_toml({"extends": "base", "meta": {"loss_weights": weights, "data": data.meta(),
+                                                            "split": split.meta()}}))
+    result = CliRunner().invoke(app, ["gate", str(path)])
+    assert result.exit_code == 2 and "loss_weights" in result.output and problem in result.output
+
+
+def test_a_split_without_its_size_or_method_is_refused(tmp_path):
+    data = data_from_scenario("balanced", 200, 3)
+    path, split = _suggestion(tmp_path, data)
+    text = path.read_text()
+    for line in (f"n_heldout = {split.held_out.size}\n", f'method = "{split.method}"\n'):
+        assert line in text
+        path.write_text(text.replace(line, ""))
+        with pytest.raises(SuggestionError, match=r"\[meta.split\]: n_heldout"):
+            gate_suggestion_file(str(path))
+
+
+def test_a_tiny_delta_gives_a_verdict_not_a_crash(tmp_path):
+    data = data_from_scenario("balanced", 400, 3)
+    path, _ = _suggestion(tmp_path, data, J_MIN=0.8)
+    result = CliRunner().invoke(app, ["gate", str(path), "--delta", "1e-300"])
+    assert result.exit_code in (0, 1) and ("ACCEPT" in result.output or "REJECT" in result.output), result.output
+
+
+def test_the_file_a_suggestion_extends_is_the_one_checked_however_it_changes_later(tmp_path):
+    from ami_engine.suggestion import Suggestion
+
+    mine = tmp_path / "mine.toml"
+    mine.write_text('extends = "base"\nAS_SOFT_THRESHOLD = 0.2\n')
+    checked = load_config(str(mine))
+    suggestion = tmp_path / "s.toml"
+    suggestion.write_text(dumps_toml({"extends": "mine.toml", "J_MIN": 0.8, "meta": {"baseline_file": {
+        "path": "mine.toml", "sha256": hashlib.sha256(mine.read_bytes()).hexdigest()}}}))
+    read = Suggestion.read(suggestion)
+    mine.write_text('extends = "base"\nAS_SOFT_THRESHOLD = 0.2\nJ_MIN = 0.5\nH_MAX = 0.5\n')  # once checked
+    assert read.baseline().config_id == checked.config_id
+    from ami_engine.gate import gate_suggestion
+
+    assert gate_suggestion(read).baseline_config_id == checked.config_id
