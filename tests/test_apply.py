@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import resource
 import threading
 import tomllib
 from importlib import resources
@@ -15,6 +16,7 @@ from ami_engine.cli import app
 from ami_engine.config import PARAMS, ConfigError, load_config
 from ami_engine.gate import ApplyRefused, ApplyUsageError, apply_suggestion, approval, gate_suggestion_file
 from ami_engine.gate.approval import AUDIT_LOG_NAME
+from ami_engine.gate.audit import AuditLogError, append_line, audit_record
 from ami_engine.gate.checks import CHECK_NAMES
 from ami_engine.io.tomlfile import dumps_toml
 from ami_engine.suggestion import Suggestion
@@ -302,3 +304,106 @@ def test_two_concurrent_applies_to_one_new_file_write_it_once(suggestion, tmp_pa
     (entry,) = audit_lines(log)
     assert entry["who"] == written[0] == load_config(str(out)).meta["approved_by"]
     assert entry["profile_sha256"] == sha256(out)
+
+
+# ------------------------------------------------------------ the audit log stays readable
+
+
+def test_an_append_that_fails_part_way_leaves_the_log_as_it_was(suggestion, tmp_path, quick_gate):
+    """A file-size limit cuts the audit line after 58 bytes: the log is cut back to its
+    old size, so the next apply's line starts on a line of its own and is found."""
+    log = tmp_path / AUDIT_LOG_NAME
+    log.write_text('{"event":"note","pad":"' + "x" * (102400 - 84) + '"}\n')
+    before = log.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 58, hard))
+    try:
+        result = CliRunner().invoke(app, ["apply", str(suggestion), "--approved-by", "A",
+                                          "--out", str(tmp_path / "p1.toml")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert result.exit_code == 2 and str(log) in result.output and "<file>" not in result.output
+    assert log.read_bytes() == before and not (tmp_path / "p1.toml").exists()
+    apply_suggestion(str(suggestion), approved_by="A", out=str(tmp_path / "p2.toml"))
+    record = audit_record(tmp_path / "p2.toml")
+    assert record is not None and record[1] == log
+    assert log.read_bytes().startswith(before)
+
+
+def test_a_log_whose_last_line_is_torn_is_refused_untouched(suggestion, tmp_path, quick_gate):
+    log, out = tmp_path / "audit.jsonl", tmp_path / "p.toml"
+    log.write_text('{"event": "note"}\n{"event": "apply", "entry": "12')  # cut by hand, or a failed write
+    before = log.read_bytes()
+    result = CliRunner().invoke(app, ["apply", str(suggestion), "--approved-by", "A", "--out", str(out),
+                                      "--audit-log", str(log)])
+    assert result.exit_code == 2 and f"--audit-log {log}" in result.output and "newline" in result.output
+    assert log.read_bytes() == before and not out.exists()
+    with pytest.raises(AuditLogError, match=re.escape(str(log))):  # and under the log's lock, at append time
+        append_line(log, {"event": "note"})
+    assert log.read_bytes() == before
+
+
+# ------------------------------------------------------------ the log and the profile are files of their own
+
+
+@pytest.fixture
+def named_files(tmp_path):
+    """A suggestion that names a baseline file, a Parquet data folder and a regression suite."""
+    here = tmp_path / "learned"
+    (here / "data").mkdir(parents=True)
+    (here / "mine.toml").write_text('extends = "base"\nAS_SOFT_THRESHOLD = 0.2\n')
+    (here / "data" / "part-0.parquet").write_bytes(b"PAR1 not read here PAR1")
+    (here / "cases.jsonl").write_text('{"state": {}}\n')
+    (here / "s.toml").write_text('extends = "mine.toml"\nJ_MIN = 0.8\nH_MAX = 0.35\n'
+                                 '[meta.data]\nsource = "states"\npath = "data"\nsha256 = "0"\n'
+                                 '[meta.regression]\npath = "cases.jsonl"\nsha256 = "0"\n')
+    return here
+
+
+@pytest.mark.parametrize("option", ["--audit-log", "--out"])
+@pytest.mark.parametrize("name", ["s.toml", "mine.toml", "data/part-0.parquet", "cases.jsonl"])
+def test_a_hard_link_to_a_file_the_suggestion_names_is_refused_as_log_or_profile(named_files, tmp_path, option,
+                                                                                 name, quick_gate):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = elsewhere / "link.jsonl"
+    link.hardlink_to(named_files / name)
+    files = {p: p.read_bytes() for p in named_files.rglob("*") if p.is_file()}
+    out = link if option == "--out" else elsewhere / "p.toml"
+    args = ["apply", str(named_files / "s.toml"), "--approved-by", "A", "--out", str(out), "--force"]
+    if option == "--audit-log":
+        args += ["--audit-log", str(link)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and f"{option} {link}" in result.output
+    assert {p: p.read_bytes() for p in named_files.rglob("*") if p.is_file()} == files
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["link.jsonl"]
+
+
+def test_a_log_that_is_the_profile_or_a_given_file_by_another_path_is_refused(named_files, tmp_path, quick_gate):
+    suite, out = tmp_path / "suite.jsonl", tmp_path / "p.toml"
+    suite.write_text('{"state": {}}\n')
+    out.write_text("# someone's profile\n")
+    for log, extra in ((tmp_path / "log1.jsonl", ["--regression", str(suite)]), (tmp_path / "log2.jsonl", [])):
+        log.hardlink_to(suite if extra else out)
+        result = CliRunner().invoke(app, ["apply", str(named_files / "s.toml"), "--approved-by", "A", "--out",
+                                          str(out), "--force", "--audit-log", str(log), *extra])
+        assert result.exit_code == 2 and f"--audit-log {log}" in result.output
+    assert suite.read_text() == '{"state": {}}\n' and out.read_text() == "# someone's profile\n"
+
+
+# ------------------------------------------------------------ the approver's name, and what apply prints
+
+
+@pytest.mark.parametrize("name", ["X\nY", "\u200b", " \u200b\u200d ", "A\x1b[2J", "\u202eevil", "A\u2028B", "\u0301"])
+def test_apply_refuses_an_approver_name_with_control_or_no_visible_characters(suggestion, tmp_path, name,
+                                                                              quick_gate):
+    out = tmp_path / "p.toml"
+    message = refused(log=tmp_path / "audit.jsonl", suggestion_path=str(suggestion), approved_by=name, out=str(out))
+    assert message.startswith("--approved-by") and not out.exists()
+
+
+def test_apply_prints_the_paths_it_wrote_with_control_characters_escaped(suggestion, tmp_path, quick_gate):
+    out = tmp_path / "p\x1b[31m.toml"
+    result = CliRunner().invoke(app, ["apply", str(suggestion), "--approved-by", "A", "--out", str(out)])
+    assert result.exit_code == 0 and out.exists()
+    assert "\x1b" not in result.output and "p\\x1b[31m.toml" in result.output

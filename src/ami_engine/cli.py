@@ -860,8 +860,8 @@ def apply(
 
     result = apply_suggestion(suggestion, approved_by=approved_by, out=out, force=force, audit_log=audit_log,
                               baseline=baseline, regression=str(regression) if regression else None, data=data)
-    out_console.print(f"profile written to {result.profile_path}; audit line appended to {result.audit_log}",
-                      highlight=False, markup=False)
+    out_console.print(f"profile written to {one_line(result.profile_path)}; audit line appended to "
+                      f"{one_line(result.audit_log)}", highlight=False, markup=False)
 
 
 # ------------------------------------------------------------------------- report

@@ -13,7 +13,10 @@ What `apply` promises:
   place; if the profile then fails to appear, an `apply_failed` line says so, and a
   failure at any point leaves no profile;
 - locking: the output's folder is locked from the existence check to the rename, and the
-  log while a line is appended, so a concurrent `apply` to the same new file is refused.
+  log while a line is appended, so a concurrent `apply` to the same new file is refused;
+- files of their own: the profile and the log are none of the files `apply` reads (the
+  suggestion, what it extends, its data and regression suite), by path or by identity (a
+  hard link is the same file), nor each other.
 
 A refusal writes nothing at all: no profile, no audit line.
 """
@@ -23,6 +26,8 @@ from __future__ import annotations
 import os
 import secrets
 import tomllib
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -30,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import PROFILE_NAMES, Config, parse_config, profile_search_path
+from ..config import PROFILE_NAMES, Config, find_profile, is_profile_name, parse_config, profile_search_path
 from ..errors import GateRejected, UsageError
 from ..io.files import temp_path_for
 from ..io.stateset import StateSet
@@ -80,19 +85,20 @@ def apply_suggestion(suggestion_path: str | Path, *, approved_by: str, out: str 
     again, after appending who approved it, when, and the digests of both files to the
     audit log (default: `ami-engine-audit.jsonl` next to the profile). Raises
     ApplyUsageError for a usage error and ApplyRefused when the gate rejects it."""
-    approver = (approved_by or "").strip()
-    if not approver:
-        raise ApplyUsageError("--approved-by: the name of the person approving the suggestion is required")
+    approver = _approver(approved_by)
     source, target = Path(suggestion_path), Path(out)
     log = Path(audit_log) if audit_log is not None else target.parent / AUDIT_LOG_NAME
+    log_label = f"audit log {log}" if audit_log is None else f"--audit-log {log}"
     if str(source) in PROFILE_NAMES and not source.is_file():
         raise ApplyUsageError(f"{source}: a built-in profile is not a suggestion; give a suggestion file")
     suggestion = Suggestion.read(source)  # the one read: everything below comes from these bytes
-    _refuse_bad_target(source, target, suggestion, force)
-    if _same_file(log, target) or _same_file(log, source):
-        raise ApplyUsageError(f"--audit-log {log}: must be a log file of its own, not the profile or the suggestion")
+    guarded = _guarded_files(source, suggestion, baseline, regression, data)
+    _refuse_bad_target(target, guarded, force)
+    for path, what in [*guarded, (target, "the profile (--out)")]:
+        if _same_file(log, path):
+            raise ApplyUsageError(f"{log_label}: is {what}; the audit log must be a file of its own")
     try:
-        check_writable(log, None if audit_log is None else f"--audit-log {log}")
+        check_writable(log, log_label)
     except AuditLogError as exc:
         raise ApplyUsageError(str(exc)) from None
 
@@ -157,7 +163,10 @@ def _write_audited(target: Path, text: bytes, log: Path, entry: dict[str, Any], 
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
-            append_line(log, entry)
+            try:
+                append_line(log, entry)
+            except AuditLogError as exc:
+                raise AuditLogError(f"{exc}; nothing applied") from None
             audited = True
             os.replace(temp, target)
             fsync_folder(folder)
@@ -177,12 +186,66 @@ def _mark_failed(log: Path, entry: dict[str, Any], exc: BaseException) -> None:
               "reason": f"{type(exc).__name__}: {exc}"[:300]}
     try:
         append_line(log, failed)
-    except OSError:
+    except (OSError, AuditLogError):
         pass
 
 
+def _approver(name: str | None) -> str:
+    """The approver's name as the profile and the log record it: visible text on one line.
+    A line break, a control or an invisible character (Unicode category C*, or a line or
+    paragraph separator) would let one name pass for another or hide who approved, so the
+    name is refused, not cleaned up."""
+    approver = (name or "").strip()
+    if not approver:
+        raise ApplyUsageError("--approved-by: the name of the person approving the suggestion is required")
+    hidden = [c for c in approver if unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp")]
+    if hidden:
+        raise ApplyUsageError(f"--approved-by: the name holds a control or invisible character "
+                              f"(U+{ord(hidden[0]):04X}); give the approver's name as plain text on one line")
+    if not any(unicodedata.category(c)[0] in "LNPS" for c in approver):
+        raise ApplyUsageError("--approved-by: the name has no visible character; give the approver's name")
+    return approver
+
+
 def _same_file(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
+    """The same path once resolved, or the same file reached another way (a hard link):
+    the same device and inode, where both exist."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _guarded_files(source: Path, suggestion: Suggestion, baseline: str | Config | None,
+                   regression: str | StateSet | None, data: str | Path | None) -> list[tuple[Path, str]]:
+    """Every file the profile and the audit log must not be, with what it is: the
+    suggestion, the built-in profiles, the files the suggestion (or `--baseline`) extends,
+    and its data and regression suite (each file of a Parquet folder), as named in its
+    [meta] or given instead."""
+    files = [(source, "the suggestion itself")]
+    files += [(path, "a built-in profile") for path in _builtin_profile_files()]
+    files += [(path, "the profile the suggestion extends")
+              for path in _files_extended(suggestion.config.extends, suggestion.name)]
+    if isinstance(baseline, str):
+        files += [(path, "the --baseline profile or one it extends") for path in _files_extended(baseline, ".")]
+    for key, given, option in (("data", data, "--data"), ("regression", regression, "--regression")):
+        table = suggestion.meta.get(key)
+        stored = table.get("path") if isinstance(table, Mapping) else None
+        if isinstance(stored, str) and stored:
+            named = suggestion.resolve(stored)
+            files += [(path, f"the suggestion's {key} ([meta.{key}])") for path in _files_in(named)]
+        if isinstance(given, (str, Path)):
+            files += [(path, f"the {option} file") for path in _files_in(Path(given))]
+    return files
+
+
+def _files_in(path: Path) -> list[Path]:
+    """A file; a folder (a Parquet data set) and every file under it."""
+    if not path.is_dir():
+        return [path]
+    return [path, *(Path(root, name) for root, _, names in os.walk(path) for name in names)]
 
 
 def _builtin_profile_files() -> list[Path]:
@@ -190,35 +253,34 @@ def _builtin_profile_files() -> list[Path]:
     return [Path(str(folder.joinpath(f"{name}.toml"))) for name in PROFILE_NAMES]
 
 
-def _files_extended(suggestion: Suggestion) -> list[Path]:
-    """The files along the suggestion's `extends` chain (a relative path read from the
-    including file's folder)."""
-    from ..config.loader import _relative_to, is_profile_name
+def _files_extended(extends: str | None, where: str) -> list[Path]:
+    """The files along an `extends` chain read in the file `where` (a relative path is read
+    from the including file's folder, a bare name found on the profile search path); the
+    built-in profiles end it."""
+    from ..config.loader import _relative_to
 
     out: list[Path] = []
-    where, extends = suggestion.name, suggestion.config.extends
-    while extends is not None and not is_profile_name(extends) and len(out) < 64:
-        path = Path(_relative_to(extends, where))
+    while extends is not None and extends not in PROFILE_NAMES and len(out) < 64:
+        path = find_profile(extends) if is_profile_name(extends) else Path(_relative_to(extends, where))
+        if path is None:
+            break
         out.append(path)
         try:
-            data = tomllib.loads(path.read_text())
+            doc = tomllib.loads(path.read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
             break
-        where, extends = str(path), data.get("extends", "base")
+        where, extends = str(path), doc.get("extends", "base")
         if not isinstance(extends, str):
             break
     return out
 
 
-def _refuse_bad_target(source: Path, target: Path, suggestion: Suggestion, force: bool) -> None:
+def _refuse_bad_target(target: Path, guarded: list[tuple[Path, str]], force: bool) -> None:
     if str(target) == "-" or target.name.endswith(".gz"):
         raise ApplyUsageError(f"--out {target}: a profile is a plain TOML file; give a file path")
-    if _same_file(target, source):
-        raise ApplyUsageError(f"--out {target}: refusing to write over the suggestion itself")
-    if any(_same_file(target, builtin) for builtin in _builtin_profile_files()):
-        raise ApplyUsageError(f"--out {target}: refusing to write over a built-in profile")
-    if any(_same_file(target, extended) for extended in _files_extended(suggestion)):
-        raise ApplyUsageError(f"--out {target}: refusing to write over the profile the suggestion extends")
+    for path, what in guarded:
+        if _same_file(target, path):
+            raise ApplyUsageError(f"--out {target}: refusing to write over {what}")
     if target.is_dir():
         raise ApplyUsageError(f"--out {target}: is a folder; give a file path")
     if target.stem in PROFILE_NAMES and any(_same_file(target.parent, folder) for folder, _ in profile_search_path()):
@@ -226,4 +288,3 @@ def _refuse_bad_target(source: Path, target: Path, suggestion: Suggestion, force
                               f"{target.stem!r}")
     if os.path.lexists(target) and not force:
         raise ApplyUsageError(f"--out {target}: the file exists (pass --force to replace it)")
-

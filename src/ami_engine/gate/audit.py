@@ -5,11 +5,14 @@ profile and its digest, a random `entry` id) before the profile is renamed into 
 When the profile then fails to appear, an `apply_failed` line names that entry: its
 profile was never written. A profile is *audited* when its log holds an `apply` line with
 the SHA-256 of its bytes, not marked failed. Lines are appended and fsynced under an
-exclusive lock on the log, so concurrent runs never interleave.
+exclusive lock on the log, so concurrent runs never interleave, and whole or not at all:
+a write that fails part way is cut back, and a log whose last line is torn is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -35,8 +38,9 @@ def sha256_bytes(data: bytes) -> str:
 
 def check_writable(log: Path, label: str | None = None) -> None:
     """Refuse, before anything is written, a log that cannot take a line: a link to
-    nothing, a folder, a file or folder without write permission. `label` names the log
-    in messages (default: `audit log PATH`)."""
+    nothing, a folder, a file or folder without write permission, a log whose last line
+    is torn (see append_line). `label` names the log in messages (default: `audit log
+    PATH`)."""
     label = label or f"audit log {log}"
     if log.is_symlink() and not log.exists():
         raise AuditLogError(f"{label}: is a link to {os.readlink(log)}, which does not exist; "
@@ -46,8 +50,15 @@ def check_writable(log: Path, label: str | None = None) -> None:
     if log.exists():
         if not log.is_file():
             raise AuditLogError(f"{label}: is not a regular file")
-        if not os.access(log, os.W_OK):
-            raise AuditLogError(f"{label}: is not writable")
+        if not os.access(log, os.R_OK | os.W_OK):
+            raise AuditLogError(f"{label}: is not readable and writable")
+        try:
+            with open(log, "rb") as fh:
+                torn = _ends_mid_line(fh.fileno())
+        except OSError as exc:
+            raise AuditLogError(f"{label}: cannot be read ({exc.strerror or exc})") from None
+        if torn:
+            raise AuditLogError(_torn(label))
         return
     folder = log.parent.absolute()
     while not folder.exists():
@@ -83,21 +94,71 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 def append_line(log: Path, entry: dict[str, Any]) -> None:
-    """Append one JSON line to the log under an exclusive lock, and fsync it."""
+    """Append one JSON line to the log under an exclusive lock, and fsync it: the whole
+    line or nothing.
+
+    A write that fails part way (a full disk, a file-size limit) is cut back to the log's
+    old size, so no half line is left for the next line to be glued onto. A log whose
+    last line is already torn (no newline at its end) is refused rather than appended to
+    on a fresh line: since failed writes are cut back, a torn line is the mark of a crash
+    during a write or of an edit, and a person should look at the log before approvals
+    are recorded after it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     created = not log.exists()
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = (json.dumps(entry) + "\n").encode()
+    fd = os.open(log, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        data = (json.dumps(entry) + "\n").encode()
-        written = os.write(fd, data)
-        if written != len(data):
-            raise OSError(f"{log}: short write ({written} of {len(data)} bytes)")
-        os.fsync(fd)
+        if _ends_mid_line(fd):
+            raise AuditLogError(_torn(f"audit log {log}"))
+        size = os.fstat(fd).st_size
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        except BaseException as exc:
+            left = ("the log is left as it was" if _cut_back(fd, size)
+                    else f"a partial line is left after byte {size}: remove it before the next apply")
+            if isinstance(exc, OSError):
+                reason = exc.strerror or str(exc)
+                raise AuditLogError(f"audit log {log}: the line could not be appended "
+                                    f"({reason[:1].lower()}{reason[1:]}); {left}") from None
+            raise
     finally:
         os.close(fd)
     if created:
         fsync_folder(log.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data`; a short write goes on, so that its cause is raised as an error."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.EIO, "nothing written")
+        view = view[written:]
+
+
+def _cut_back(fd: int, size: int) -> bool:
+    """Truncate the file back to `size`; whether that worked."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        os.fsync(fd)
+    return True
+
+
+def _ends_mid_line(fd: int) -> bool:
+    """Whether the file's last byte is not a newline (an empty file ends no line)."""
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+
+
+def _torn(label: str) -> str:
+    return (f"{label}: its last line is incomplete (no newline at the end): a write that failed part way, "
+            "or an edit. Check the log, end it with a newline (or move it aside), then run apply again")
 
 
 def read_entries(log: Path) -> list[dict[str, Any]]:
