@@ -340,7 +340,7 @@ def test_a_suggestion_whose_extends_no_longer_gives_its_recorded_baseline_is_ref
     with pytest.raises(SuggestionError, match=r"gives config_id .* learned against .*baseline_config_id"):
         gate_suggestion_file(str(suggestion))
     # The person at the command line may still name a baseline.
-    assert gate_suggestion_file(str(suggestion), baseline="production_safe").config_id
+    assert gate_suggestion_file(str(suggestion), baseline="production_safe").baseline_id
 
 
 @pytest.mark.parametrize("weights, problem", [([0, 0, 0], "all 0"), ([1e308, 1, 1], "in [0, 1e+06]"),
@@ -387,4 +387,4 @@ def test_the_file_a_suggestion_extends_is_the_one_checked_however_it_changes_lat
     assert read.baseline().config_id == checked.config_id
     from ami_engine.gate import gate_suggestion
 
-    assert gate_suggestion(read).baseline_config_id == checked.config_id
+    assert gate_suggestion(read).baseline_id == checked.config_id

@@ -128,3 +128,24 @@ def test_tampered_scenario_metadata_is_refused_before_any_work(tmp_path, n, mess
         Suggestion.read(path).held_out()
     result = invoke("gate", path)
     assert result.exit_code == 2 and message in result.output
+
+
+def test_a_suggestion_learned_from_a_folder_of_parquet_files_is_gated_from_it_or_a_copy(tmp_path):
+    folder = tmp_path / "traces"
+    for day in (1, 2):
+        (folder / f"day={day}").mkdir(parents=True)
+        result = invoke("run", "--scenario", "chaos", "--n", 400, "--seed", day, "--out",
+                        folder / f"day={day}" / "t.parquet")
+        assert result.exit_code == 0, result.output
+    out = tmp_path / "out" / "s.toml"
+    result = invoke("learn", "--traces", folder, "--strategy", "random", "--budget", 6, "--seed", 1, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert tomllib.loads(out.read_text())["meta"]["data"]["path"] == "../traces"
+    assert invoke("gate", out).exit_code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shutil.rmtree(folder)
+    assert "not readable here" in invoke("gate", out).output
+    assert invoke("gate", out, "--data", copy).exit_code == 0
+    (copy / "day=2" / "t.parquet").unlink()
+    assert "does not match" in invoke("gate", out, "--data", copy).output
