@@ -335,3 +335,31 @@ def test_outputs_written_as_a_set_appear_all_or_none(tmp_path):
     assert a.read_bytes() == b"one\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a.jsonl", "blocker", "sub"]
     write_outputs({str(a): None, str(b): b"again\n"})
     assert not a.exists() and gzip.decompress(b.read_bytes()) == b"again\n"
+
+
+def _traces_with(tmp_path, name, change):
+    source = tmp_path / "t.jsonl"
+    if not source.exists():
+        assert invoke("run", "--scenario", "chaos", "--n", 60, "--seed", 1, "--out", source).exit_code == 0
+    lines = source.read_text().splitlines()
+    record = json.loads(lines[9])
+    change(record)
+    lines[9] = json.dumps(record)
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_key_inside_a_trace_state_that_is_not_a_state_field_is_refused(tmp_path):
+    path = _traces_with(tmp_path, "sev.jsonl", lambda r: r["state"].update(severity=0.9))
+    for args in (["convert", path, tmp_path / "o.jsonl"], ["learn", "--traces", path, "--out", tmp_path / "s.toml"]):
+        refused(invoke(*args), f"{path}:10", "state.severity", "unknown field")
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "s.toml").exists()
+
+
+def test_traces_mixing_string_and_integer_streams_convert_to_jsonl_but_not_to_parquet(tmp_path):
+    path = _traces_with(tmp_path, "mixed.jsonl", lambda r: r.update(stream=7))
+    result = invoke("convert", path, tmp_path / "o.jsonl")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o.jsonl").read_text().splitlines()[9])["stream"] == 7
+    refused(invoke("convert", path, tmp_path / "o.parquet"), f"{path}:10", "stream", "mixes strings and integers")

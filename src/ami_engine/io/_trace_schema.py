@@ -117,7 +117,10 @@ def names_of(*kinds: str) -> frozenset[str]:
 _Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 _Action = tuple[float, float, float, float]
 
-TraceState = msgspec.defstruct("TraceState", [(name, _Unit) for name in STATE_FIELDS], gc=False)
+# The nine fields and no other: a key the engine does not read is refused, as in a states
+# file, not dropped on the way to a replay.
+TraceState = msgspec.defstruct("TraceState", [(name, _Unit) for name in STATE_FIELDS], gc=False,
+                               forbid_unknown_fields=True)
 
 _READ_TYPES: dict[str, Any] = {
     "t": int | float,

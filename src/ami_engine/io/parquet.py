@@ -488,7 +488,7 @@ def chunk_records(chunk: Any, columns: Iterable[str] | None = None) -> list[dict
     """The records of a TraceChunk as dicts in the JSONL writer's key order: a null delta
     or confidence is written as null, `stream` and `id` are kept where the column is, and
     every other optional field only where the record has it."""
-    wanted = trace_layout(chunk).columns if columns is None else tuple(columns)
+    wanted = present_columns(chunk) if columns is None else tuple(columns)
     n = len(chunk)
     lists: dict[str, list[Any]] = {}
     for name in wanted:
@@ -894,7 +894,15 @@ class TraceLayout:
 
 
 def trace_layout(chunk: Any) -> TraceLayout:
-    """The layout of a TraceChunk (the optional columns it has values for)."""
+    """The layout of a TraceChunk (the optional columns it has values for), with one type
+    per varying column (a stream or id column of mixed types cannot be a Parquet column)."""
+    return TraceLayout(present_columns(chunk), _t_type(chunk.t_values),
+                       _key_type(chunk.stream or (), "stream"), _key_type(chunk.id or (), "id"))
+
+
+def present_columns(chunk: Any) -> tuple[str, ...]:
+    """The columns a TraceChunk has values for: the required ones, and each optional one
+    that some record has."""
     present = []
     for name in TRACE_COLUMNS:
         value = getattr(chunk, name, None)
@@ -905,8 +913,7 @@ def trace_layout(chunk: Any) -> TraceLayout:
             if isinstance(value, np.ndarray) and value.dtype.kind == "f" and np.isnan(value).all():
                 continue
             present.append(name)
-    return TraceLayout(tuple(present), _t_type(chunk.t_values),
-                       _key_type(chunk.stream or (), "stream"), _key_type(chunk.id or (), "id"))
+    return tuple(present)
 
 
 def _float_array(values: np.ndarray) -> Any:
