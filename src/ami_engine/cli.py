@@ -305,6 +305,9 @@ def run(
 
     if cluster is not None and not out.lower().endswith(PARQUET_SUFFIX):
         raise UsageError(f"--cluster: the workers write Parquet; give --out a .parquet file (got {out})")
+    from .workflow import refuse_overwriting_inputs
+
+    refuse_overwriting_inputs({"--out": out}, {"--states": states, "--config": config})
     cfg = _config(profile, config)
     stateset = _states(states, scenario, n, seed, streams, fill_missing, clip, drop_unknown)
     if cluster is not None:
@@ -883,7 +886,10 @@ def report(
     from .io.traces import read_trace_records
     from .report import TRACE_KEYS, render_report
     from .suggestion import read_suggestion_document
+    from .workflow import refuse_overwriting_inputs
 
+    refuse_overwriting_inputs({"--out": out}, {"--suggestion": suggestion, "--history": history, "--traces": traces,
+                                               "--data": data})
     doc = read_suggestion_document(suggestion, data=data)
     hist = read_history(history) if history else None
     recs = read_trace_records(traces, keys=TRACE_KEYS) if traces else None

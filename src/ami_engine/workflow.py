@@ -101,6 +101,8 @@ def plan_learn(
         raise UsageError("give exactly one of --states FILE, --traces FILE or --scenario NAME --n N")
     _one_dash("input can be read from stdin", {"--states": states, "--traces": traces, "--regression": regression})
     _one_dash("output can be written to stdout", {"--out": out, "--history": history, "--report": report})
+    refuse_overwriting_inputs({"--out": out, "--history": history, "--report": report, "--study": study},
+                              {"--states": states, "--traces": traces, "--regression": regression})
     _refuse_profile_path(out)
     location, existing = _study_plan(study, out, resume, fresh)
     if drop_unknown and states is None:
@@ -227,6 +229,17 @@ def report_traces_states(held_out: Any, limit: int = REPORT_TRACE_DECISIONS,
     note = (f"The report shows the suggestion's traces on the first {kept:,} of the {n_streams:,} held-out streams, "
             f"whole: {positions.size:,} of the {n:,} held-out decisions (at most {limit:,}).")
     return (held_out.subset(positions) if keys is None else keys(positions)), note
+
+
+def refuse_overwriting_inputs(outputs: dict[str, Any], inputs: dict[str, Any]) -> None:
+    """UsageError when an output (option -> path) would replace an input: the run would
+    destroy what it reads, and a suggestion would name data that is no longer there."""
+    from .io.files import overwrites_input
+
+    for option, path in outputs.items():
+        clash = overwrites_input(path, inputs)
+        if clash is not None:
+            raise UsageError(f"{option} {path}: is the {clash} input (or inside it); give another output")
 
 
 def _one_dash(what: str, paths: dict[str, str | None]) -> None:

@@ -137,6 +137,28 @@ def _replace(temp: Path, target: Path) -> None:
         raise os_input_error(exc, str(target)) from None
 
 
+def overwrites_input(output: str | os.PathLike[str] | None, inputs: dict[str, str | os.PathLike[str] | None]
+                     ) -> str | None:
+    """The option of the input that `output` would replace (the same path, the same file by
+    another path or link, or a file inside an input folder of Parquet files), else None.
+    stdin and stdout (`-`) are never the same file."""
+    if output is None or str(output) == STDIO:
+        return None
+    target = Path(output).resolve()
+    for option, given in inputs.items():
+        if given is None or str(given) == STDIO:
+            continue
+        source = Path(given).resolve()
+        if target == source or source in target.parents:
+            return option
+        try:
+            if os.path.samefile(target, source):
+                return option
+        except OSError:  # either does not exist (yet): not the same file
+            pass
+    return None
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """A binary file that appears at `path` only if the `with` block completes.

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import parquet
-from ._atomic import atomic_output
+from ._atomic import atomic_output, overwrites_input
 from ._open import display_name, open_binary
 
 STATES, TRACES = "states", "traces"
@@ -56,8 +56,8 @@ def kind_of(path: str | os.PathLike[str]) -> str:
 
 def convert(source: str, target: str) -> Converted:
     """Convert `source` into `target`; the format of each is told by its name."""
-    if target != "-" and os.path.abspath(source) == os.path.abspath(target):
-        raise InputError(target, None, None, "is the file being converted; give another output")
+    if overwrites_input(target, {"source": source}) is not None:
+        raise InputError(target, None, None, "is the file being converted (or inside it); give another output")
     if target == "-" and parquet.is_parquet(target):
         raise InputError(target, None, None, "Parquet cannot be written to stdout")
     with _seekable(source) as readable:

@@ -12,7 +12,15 @@ import them from here:
 from __future__ import annotations
 
 from ..errors import InputError, show_value
-from ._atomic import atomic_output, part_file, remove_stale_temps, temp_folder_for, temp_path_for, write_outputs
+from ._atomic import (
+    atomic_output,
+    overwrites_input,
+    part_file,
+    remove_stale_temps,
+    temp_folder_for,
+    temp_path_for,
+    write_outputs,
+)
 from ._blocks import (
     DEFAULT_BLOCK_BYTES,
     DecodedBlock,
@@ -37,6 +45,7 @@ from ._open import (
 )
 
 __all__ = [
+    "overwrites_input",
     "DECODE_ERRORS",
     "DEFAULT_BLOCK_BYTES",
     "STDIO",
