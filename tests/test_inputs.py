@@ -363,3 +363,15 @@ def test_traces_mixing_string_and_integer_streams_convert_to_jsonl_but_not_to_pa
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o.jsonl").read_text().splitlines()[9])["stream"] == 7
     refused(invoke("convert", path, tmp_path / "o.parquet"), f"{path}:10", "stream", "mixes strings and integers")
+
+
+@pytest.mark.parametrize("line, field", [(b'{"step": 1, "L": NaN}', "L"), (b'{"step": true, "L": 1.0}', "step"),
+                                         (b'{"step": 1, "L": 1e999}', "L"), (b'{"step": 1.5, "L": 1.0}', "step"),
+                                         (b'{"step": 1, "L": 1.0, "fail_safe_rate": -Infinity}', "fail_safe_rate")])
+def test_a_history_line_with_a_number_no_run_makes_is_refused(tmp_path, line, field):
+    from ami_engine.io.history import read_history
+
+    path = tmp_path / "h.jsonl"
+    path.write_bytes(b'{"step": 0, "L": 1.0}\n' + line + b"\n")
+    with pytest.raises(InputError, match=rf"^{path}:2: {field}: "):
+        read_history(path)

@@ -140,7 +140,7 @@ def _replace(temp: Path, target: Path) -> None:
 def overwrites_input(output: str | os.PathLike[str] | None, inputs: dict[str, str | os.PathLike[str] | None]
                      ) -> str | None:
     """The option of the input that `output` would replace (the same path, the same file by
-    another path or link, or a file inside an input folder of Parquet files), else None.
+    another path or link, or a Parquet file inside an input folder of them), else None.
     stdin and stdout (`-`) are never the same file."""
     if output is None or str(output) == STDIO:
         return None
@@ -149,7 +149,8 @@ def overwrites_input(output: str | os.PathLike[str] | None, inputs: dict[str, st
         if given is None or str(given) == STDIO:
             continue
         source = Path(given).resolve()
-        if target == source or source in target.parents:
+        # In an input folder, a Parquet file would become part of the data set read.
+        if target == source or (source in target.parents and target.suffix.lower() == ".parquet"):
             return option
         try:
             if os.path.samefile(target, source):

@@ -9,6 +9,7 @@ takes it back.
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any
 
@@ -16,6 +17,20 @@ from ..errors import InputError
 from ._open import display_name, read_bytes
 
 _REQUIRED = ("step", "L")
+
+
+def _check_numbers(row: dict[str, Any], source: str, number: int) -> None:
+    """`step` a whole number >= 0 and `L` and every other top-level number finite: a curve
+    drawn from NaN or infinity would show a figure no run made. (Python's JSON reader takes
+    NaN, Infinity and 1e999 as floats; true is not a step.)"""
+    step = row["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise InputError(source, number, "step", "expected a whole number >= 0", step)
+    for key, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(source, number, key, "not a finite number", value)
+    if isinstance(row["L"], bool) or not isinstance(row["L"], (int, float)):
+        raise InputError(source, number, "L", "expected a number", row["L"])
 
 
 def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -38,5 +53,6 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         for key in _REQUIRED:
             if key not in row:
                 raise InputError(source, number, key, "missing (a history line needs at least `step` and `L`)")
+        _check_numbers(row, source, number)
         rows.append(row)
     return rows
