@@ -313,6 +313,16 @@ def test_output_temporary_files_are_named_for_their_process(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["t.jsonl"]
 
 
+@pytest.mark.parametrize("name", ["y.parquet/", "y.jsonl/"])
+def test_an_output_name_ending_in_a_path_separator_is_refused(tmp_path, name):
+    result = invoke("run", "--scenario", "safe", "--n", 5, "--out", f"{tmp_path}/{name}")
+    assert result.exit_code == 2 and f"{name}: ends in a path separator" in result.output
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="ends in a path separator"):
+        write_outputs({f"{tmp_path}/a.jsonl": b"one\n", f"{tmp_path}/{name}": b"two\n"})
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_stale_temporary_files_of_dead_processes_are_removed_on_the_next_output(tmp_path):
     stale = tmp_path / ".t.jsonl.ami-tmp-999999999-0a1b2c3d"  # above any process id Linux hands out
     live = tmp_path / f".u.jsonl.ami-tmp-{os.getppid()}-0a1b2c3d"

@@ -1,8 +1,10 @@
 """States and DecisionTraces as Parquet (docs/formats.md, Parquet): the same records, the same
 checks and the same metrics as JSONL, and `convert` between the two."""
 
+import dataclasses
 import gzip
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +22,7 @@ from ami_engine.io.files import InputError
 from ami_engine.io.states import read_states, write_states
 from ami_engine.io.stateset import STATE_FIELDS
 from ami_engine.io.traces import iter_trace_chunks, read_trace_records, read_trace_states, write_traces
+from ami_engine.learning.data import data_from_traces_file
 from ami_engine.learning.feedback_metrics import METRIC_COLUMNS, metrics_from_traces
 from ami_engine.scenario import generate
 
@@ -300,3 +303,210 @@ def test_an_action_column_is_read_from_where_its_slice_starts(kind):
     got = parquet._action(batch, batch.batch.column(0), "raw_action")
     batch.raise_first()
     assert np.array_equal(got, np.array(rows[2:5]))
+
+
+# ------------------------------------------------------------- integers beyond float64 and int64
+
+NS = 1_733_500_000_000_000_000  # epoch nanoseconds: beyond 2**53, where float64 rounds
+
+
+def _states_lines(n, **extra):
+    states = generate("balanced", n, 4, streams=2)
+    return [json.dumps({**dict(zip(STATE_FIELDS, row, strict=True)), "t": NS + i, **extra}) + "\n"
+            for i, row in enumerate(states.values.tolist())]
+
+
+def test_an_integer_t_beyond_2_53_is_read_and_written_exactly(tmp_path):
+    (tmp_path / "s.jsonl").write_text("".join(_states_lines(40)))
+    for out in ("t.jsonl", "t.parquet"):
+        result = invoke("run", "--states", tmp_path / "s.jsonl", "--out", tmp_path / out)
+        assert result.exit_code == 0, result.output
+    assert invoke("check", tmp_path / "t.parquet").exit_code == 0
+    assert invoke("convert", tmp_path / "t.parquet", tmp_path / "back.jsonl").exit_code == 0
+    assert (tmp_path / "back.jsonl").read_bytes() == (tmp_path / "t.jsonl").read_bytes()
+    assert [r["t"] for r in read_trace_records(tmp_path / "t.parquet")] == [NS + i for i in range(40)]
+    assert read_trace_states(tmp_path / "t.parquet").states.t == [NS + i for i in range(40)]
+    # replayed, explained and decided again from Parquet, the times stay exact
+    replayed = data_from_traces_file(str(tmp_path / "t.parquet"))
+    assert replayed.subset(np.array([0, 39])).t == [NS, NS + 39]
+    a = invoke("explain", "--states", tmp_path / "t.jsonl", "--line", 7, "--json")
+    b = invoke("explain", "--states", tmp_path / "t.parquet", "--line", 7, "--json")
+    assert a.exit_code == 0 and b.exit_code == 0, b.output
+    assert invoke("convert", tmp_path / "s.jsonl", tmp_path / "s.parquet").exit_code == 0
+    assert invoke("run", "--states", tmp_path / "s.parquet", "--out", tmp_path / "again.parquet").exit_code == 0
+    assert (tmp_path / "again.parquet").read_bytes() == (tmp_path / "t.parquet").read_bytes()
+
+
+def test_a_uint64_t_column_is_read_exactly(traces, tmp_path):
+    table = pq.read_table(traces["t.parquet"]).slice(0, 6)
+    big = [2**64 - 6 + i for i in range(6)]
+    pq.write_table(_with_column(table, "t", big, pa.uint64()), tmp_path / "u.parquet")
+    assert [r["t"] for r in read_trace_records(tmp_path / "u.parquet")] == big
+    assert invoke("check", tmp_path / "u.parquet").exit_code == 0
+    assert invoke("convert", tmp_path / "u.parquet", tmp_path / "u.jsonl").exit_code == 0
+    assert [json.loads(line)["t"] for line in (tmp_path / "u.jsonl").read_text().splitlines()] == big
+    states = pa.table({**{f: [0.5] * 3 for f in STATE_FIELDS}, "t": pa.array(big[:3], pa.uint64())})
+    pq.write_table(states, tmp_path / "s.parquet")
+    assert read_states(tmp_path / "s.parquet").t == big[:3]
+
+
+BEYOND_64 = [("t", 2**63), ("t", -(2**63) - 1), ("id", 2**63), ("stream", 2**64), ("t", 10**400)]
+BEYOND_64_IDS = ["t=2**63", "t=-2**63-1", "id=2**63", "stream=2**64", "t=10**400"]
+
+
+@pytest.mark.parametrize("field, value", BEYOND_64, ids=BEYOND_64_IDS)
+def test_an_integer_beyond_64_bits_is_refused_at_its_line_when_written_to_parquet(tmp_path, field, value):
+    problem = "an integer beyond 64 bits cannot be written to Parquet; write JSONL"
+    lines = _states_lines(6, stream=1, id=2)
+    record = json.loads(lines[3])
+    record[field] = value
+    lines[3] = json.dumps(record) + "\n"
+    (tmp_path / "s.jsonl").write_text("".join(lines[:2]) + "\n" + "".join(lines[2:]))  # line 5: the fourth state
+    assert invoke("run", "--states", tmp_path / "s.jsonl", "--out", tmp_path / "t.jsonl").exit_code == 0
+    for args in (("run", "--states", tmp_path / "s.jsonl", "--out", tmp_path / "x.parquet"),
+                 ("convert", tmp_path / "s.jsonl", tmp_path / "x.parquet"),
+                 ("convert", tmp_path / "t.jsonl", tmp_path / "x.parquet")):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        name, line = ("t.jsonl", 4) if args[1] == tmp_path / "t.jsonl" else ("s.jsonl", 5)
+        assert f"{name}:{line}: {field}: {problem}" in result.output, result.output
+        assert not (tmp_path / "x.parquet").exists()
+    # JSONL keeps it exactly
+    assert json.loads((tmp_path / "t.jsonl").read_text().splitlines()[3])[field] == value
+
+
+def test_states_in_memory_beyond_64_bits_name_the_state(tmp_path):
+    states = generate("safe", 3, 1, streams=1)
+    states = dataclasses.replace(states, t=[1, 2**63, 3])
+    with pytest.raises(InputError, match=r"state 1: t: an integer beyond 64 bits cannot be written to Parquet"):
+        write_states(tmp_path / "s.parquet", states)
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_a_uint64_states_column_beyond_int64_is_refused_when_written_to_parquet(tmp_path):
+    states = pa.table({**{f: [0.5] * 3 for f in STATE_FIELDS}, "id": pa.array([1, 2, 2**63], pa.uint64())})
+    pq.write_table(states, tmp_path / "s.parquet")
+    result = invoke("run", "--states", tmp_path / "s.parquet", "--out", tmp_path / "t.parquet")
+    assert result.exit_code == 2 and "s.parquet row 3: id: an integer beyond 64 bits" in result.output
+    assert invoke("run", "--states", tmp_path / "s.parquet", "--out", tmp_path / "t.jsonl").exit_code == 0
+
+
+# ----------------------------------------------------------------- the same checks in either form
+
+
+def test_metrics_count_null_confidence_and_check_t_alike_in_either_form(traces, tmp_path):
+    records = [json.loads(line) for line in traces["t.jsonl"].read_text().splitlines()]
+    records[5]["confidence"] = None
+    (tmp_path / "n.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert invoke("convert", tmp_path / "n.jsonl", tmp_path / "n.parquet").exit_code == 0
+    jsonl = invoke("metrics", tmp_path / "n.jsonl", "--json")
+    table = invoke("metrics", tmp_path / "n.parquet", "--json")
+    assert json.loads(jsonl.output)["null_confidence"] == 1
+    assert table.output == jsonl.output
+    records[5]["t"] = "noon"
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    table = pq.read_table(traces["t.parquet"])
+    pq.write_table(_with_column(table, "t", pc.cast(table.column("t"), pa.string())), tmp_path / "b.parquet")
+    for name in ("b.jsonl", "b.parquet"):
+        result = invoke("metrics", tmp_path / name)
+        assert result.exit_code == 2 and ": t: " in result.output, result.output
+
+
+# Each breaks row 7 (a whole column of the wrong type is reported at its first row).
+LEARN_REFUSES = [
+    ("level", lambda t: _broken(t, "level", 6, 7), 7, "not one of the allowed values"),
+    ("cus", lambda t: _broken(t, "cus", 6, float("nan"), pa.float64()), 7, "not a finite number"),
+    ("delta_confidence", lambda t: _broken(t, "delta_confidence", 6, float("inf"), pa.float64()), 7,
+     "not a finite number"),
+    ("reason", lambda t: _with_column(t, "reason", pa.array(range(len(t)))), 1, "expected strings"),
+    ("input_repairs", lambda t: t.append_column(
+        "input_repairs", pa.array([None] * 6 + [[("risk", "guessed")]] + [None] * (len(t) - 7),
+                                  pa.map_(pa.string(), pa.string()))), 7, "not one of the allowed values"),
+]
+
+
+@pytest.mark.parametrize("column, breaks, row, problem", LEARN_REFUSES, ids=[c for c, *_ in LEARN_REFUSES])
+def test_replayed_parquet_traces_are_checked_in_every_column_like_jsonl(traces, tmp_path, column, breaks, row,
+                                                                       problem):
+    table = pq.read_table(traces["t.parquet"]).slice(0, 20)
+    pq.write_table(breaks(table), tmp_path / "bad.parquet")
+    with pytest.raises(InputError, match=rf"bad.parquet row {row}: {column}: {re.escape(problem)}"):
+        data_from_traces_file(str(tmp_path / "bad.parquet"))
+    assert invoke("convert", tmp_path / "bad.parquet", tmp_path / "bad.jsonl").exit_code == 2
+    records = [json.loads(line) for line in traces["t.jsonl"].read_text().splitlines()[:20]]
+    records[6][column] = {"level": 7, "cus": float("nan"), "delta_confidence": float("inf"), "reason": 6,
+                          "input_repairs": {"risk": "guessed"}}[column]
+    (tmp_path / "bad.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(InputError, match=rf"bad.jsonl:7: {column}"):
+        data_from_traces_file(str(tmp_path / "bad.jsonl"))
+
+
+def test_repairs_are_checked_where_a_batch_starts_inside_the_column(tmp_path):
+    """A batch's input_repairs column may be a slice of a longer array: a bad value is
+    reported at its own row."""
+    rows = [None, [("risk", "filled")], None, [("risk", "clipped"), ("social", "wrong")], None]
+    full = pa.array(rows, type=pa.map_(pa.string(), pa.string()))
+    batch = parquet._Batch(pa.RecordBatch.from_arrays([full.slice(1, 4)], names=["input_repairs"]), "x.parquet", 0)
+    got = parquet._repairs(batch, batch.batch.column(0))
+    assert got == [{"risk": "filled"}, None, {"risk": "clipped", "social": "wrong"}, None]
+    with pytest.raises(InputError, match=r"x.parquet row 3: input_repairs: not one of the allowed values"):
+        batch.raise_first()
+
+
+# ------------------------------------------------------------------------------- page checksums
+
+
+def _zeroed_inside(path, column, target):
+    """A copy of `path` with 200 bytes zeroed in the middle of `column`'s first column chunk."""
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = meta.column([meta.column(i).path_in_schema for i in range(meta.num_columns)].index(column))
+    data = bytearray(path.read_bytes())
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    middle = start + chunk.total_compressed_size // 2
+    data[middle:middle + 200] = bytes(200)
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_a_damaged_page_is_an_error_naming_the_file(traces, tmp_path):
+    bad = _zeroed_inside(traces["t.parquet"], "cus", tmp_path / "bad.parquet")
+    for args in (("metrics", bad), ("check", bad), ("convert", bad, tmp_path / "out.jsonl"),
+                 ("learn", "--traces", bad, "--out", tmp_path / "s.toml")):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "bad.parquet: not a readable Parquet file: " in result.output and "checksum" in result.output
+    assert not (tmp_path / "out.jsonl").exists() and not (tmp_path / "s.toml").exists()
+    # a file of another writer, without checksums, is read as it is
+    pq.write_table(pq.read_table(traces["t.parquet"]), tmp_path / "plain.parquet")
+    assert metrics_from_traces(tmp_path / "plain.parquet") == metrics_from_traces(traces["t.jsonl"])
+
+
+# ----------------------------------------------------------------------------- folders of files
+
+
+def test_numeric_partitions_are_read_in_the_order_of_their_values(traces, tmp_path):
+    table = pq.read_table(traces["t.parquet"])
+    folder = tmp_path / "by_hour"
+    edges = [0, 400, 800, 1200, 1600, 3000]
+    for (a, b), hour in zip(zip(edges, edges[1:]), ("2", "9", "10", "10.5", "11"), strict=True):
+        (folder / f"hour={hour}").mkdir(parents=True)
+        pq.write_table(table.slice(a, b - a), folder / f"hour={hour}" / "part-0.parquet")
+    assert [p.split("/")[-2] for p in parquet.parquet_files(folder)] == [
+        "hour=2", "hour=9", "hour=10", "hour=10.5", "hour=11"]
+    assert read_trace_records(folder) == read_trace_records(traces["t.jsonl"])
+    assert invoke("metrics", folder, "--json").output == invoke("metrics", traces["t.jsonl"], "--json").output
+
+
+def test_a_linked_partition_folder_is_read_and_a_folder_reached_twice_is_refused(traces, tmp_path):
+    table = pq.read_table(traces["t.parquet"])
+    folder, elsewhere = tmp_path / "by_day", tmp_path / "elsewhere"
+    (folder / "day=1").mkdir(parents=True)
+    elsewhere.mkdir()
+    pq.write_table(table.slice(0, 1000), folder / "day=1" / "part-0.parquet")
+    pq.write_table(table.slice(1000), elsewhere / "part-0.parquet")
+    (folder / "day=2").symlink_to(elsewhere, target_is_directory=True)
+    assert read_trace_records(folder) == read_trace_records(traces["t.jsonl"])
+    (folder / "day=2" / "again").symlink_to(folder, target_is_directory=True)
+    result = invoke("metrics", folder)
+    assert result.exit_code == 2
+    assert f"by_day: the folder {folder}/day=2/again is {folder} again (through a link)" in result.output

@@ -176,7 +176,7 @@ def test_round_trip_gives_back_the_columns(tmp_path):
     assert np.array_equal(chunk.soft_clamp, cols.soft_clamp)
     assert np.array_equal(chunk.human_escalation, cols.human_escalation)
     assert not chunk.chaos.any()
-    assert chunk.t_values == cols.t and chunk.t.dtype == np.float64
+    assert chunk.t == cols.t
     assert chunk.reason == [REASONS[c] for c in cols.reason]
     assert np.array_equal(chunk.state, states.values) and chunk.has_state.all()
     assert chunk.stream == states.streams and chunk.id == states.ids
@@ -262,7 +262,7 @@ def test_chunks_are_bounded_and_line_numbers_run_on_across_blocks(tmp_path):
     chunks = list(iter_trace_chunks(path, chunk_lines=4, block_bytes=700))
     assert all(len(c) <= 4 for c in chunks) and len(chunks) > 10
     joined = TraceChunk.concat(chunks)
-    assert joined.t_values == list(range(40))
+    assert joined.t == list(range(40))
     assert joined.line.tolist() == list(range(1, 11)) + list(range(12, 42))
 
 
@@ -295,4 +295,4 @@ def test_concat_fills_optional_columns_missing_from_some_chunks(tmp_path):
 def test_crlf_line_ends_and_a_last_line_without_newline_are_read(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_bytes(b"\r\n".join(json.dumps(required_record(t=i)).encode() for i in range(3)))
-    assert read_traces(str(path)).t_values == [0, 1, 2]
+    assert read_traces(str(path)).t == [0, 1, 2]

@@ -165,14 +165,15 @@ def _config(profile: str | None, config: Path | None) -> Config:
 
 
 def _states(states: Path | None, scenario: str | None, n: int | None, seed: int, streams: int,
-            fill_missing: bool = False, clip: bool = False, drop_unknown: bool = False):
+            fill_missing: bool = False, clip: bool = False, drop_unknown: bool = False, int64: bool = False):
     from .io.states import read_states
     from .scenario import generate
 
     if (states is None) == (scenario is None):
         raise UsageError("give exactly one of --states FILE or --scenario NAME --n N")
     if states is not None:
-        return read_states(str(states), fill_missing=fill_missing, clip=clip, drop_unknown=drop_unknown)
+        return read_states(str(states), fill_missing=fill_missing, clip=clip, drop_unknown=drop_unknown,
+                           int64=int64)
     if drop_unknown:
         raise UsageError("--drop-unknown applies to --states FILE only")
     if n is None:
@@ -309,7 +310,9 @@ def run(
 
     refuse_overwriting_inputs({"--out": out}, {"--states": states, "--config": config})
     cfg = _config(profile, config)
-    stateset = _states(states, scenario, n, seed, streams, fill_missing, clip, drop_unknown)
+    # Parquet traces hold 64-bit integers: a larger stream, t or id is refused at its line.
+    stateset = _states(states, scenario, n, seed, streams, fill_missing, clip, drop_unknown,
+                       int64=out.lower().endswith(PARQUET_SUFFIX))
     if cluster is not None:
         from .cluster import run_on_cluster
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from ..errors import InputError
 from ._errors import os_input_error
 from ._open import STDIO
 
@@ -27,6 +28,16 @@ _TEMP_MARK = ".ami-tmp-"
 
 
 _PART_FILE = re.compile(r"part-\d{5,}\.parquet")  # the files of a temporary folder of parts
+
+
+def file_target(path: str | os.PathLike[str]) -> Path:
+    """`path` as a file to write. A name ending in a path separator (`out.parquet/`) names
+    a folder: it is refused, not written as the file `Path` would make of it."""
+    text = os.fspath(path)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise InputError(text, None, None, "ends in a path separator, which names a folder; give a file name "
+                                           "to write")
+    return Path(text)
 
 
 def temp_path_for(target: Path) -> Path:
@@ -173,7 +184,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         yield out
         out.flush()
         return
-    target = Path(path)
+    target = file_target(path)
     temp, raw = _open_temp(target)
     try:
         with raw, _compressed_if_gz(raw, target.name) as stream:
@@ -192,11 +203,14 @@ def write_outputs(outputs: dict[str, bytes | None]) -> None:
     each temporary file renamed into place. `-` is written to stdout last.
     """
     temps: list[tuple[Path, Path]] = []
+    for path in outputs:
+        if path != STDIO:
+            file_target(path)
     try:
         for path, data in outputs.items():
             if data is None or path == STDIO:
                 continue
-            target = Path(path)
+            target = file_target(path)
             temp, raw = _open_temp(target)
             temps.append((temp, target))
             with raw, _compressed_if_gz(raw, target.name) as stream:
@@ -219,4 +233,5 @@ def write_outputs(outputs: dict[str, bytes | None]) -> None:
             sys.stdout.buffer.flush()
 
 
-__all__ = ["atomic_output", "part_file", "remove_stale_temps", "temp_folder_for", "temp_path_for", "write_outputs"]
+__all__ = ["atomic_output", "file_target", "part_file", "remove_stale_temps", "temp_folder_for", "temp_path_for",
+           "write_outputs"]

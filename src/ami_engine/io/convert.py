@@ -115,7 +115,7 @@ def _convert_traces(source: str, target: str) -> int:
 def _convert_states(source: str, target: str) -> int:
     from .states import encode_states, read_states
 
-    states = read_states(source, allow_expect_level=True)
+    states = read_states(source, allow_expect_level=True, int64=_writes_parquet(target))
     expect = states.expect_level_min
     regression = expect is not None and bool(np.any(expect))
     if _writes_parquet(target):

@@ -1,27 +1,32 @@
 """States and DecisionTraces as Parquet (docs/formats.md, Parquet): one file, or a folder of them.
 
 A folder is read as one data set: its `.parquet` files in sorted path order (hive-style
-partition folders such as `day=2026-11-29/` sort by their value), hidden files skipped.
-The columns are those of the JSONL forms: `state` a struct of the nine fields, actions
-fixed-size lists of four float64, the nullable fields nullable. Reading is as strict as
-for JSONL: a bad value stops the reading with `FILE row N: column: what is wrong`, where
+partition folders such as `day=2026-11-29/` sort by their value, `hour=9/` before
+`hour=10/`), hidden files skipped, linked folders followed. The columns are those of the
+JSONL forms: `state` a struct of the nine fields, actions fixed-size lists of four
+float64, the nullable fields nullable; an integer `t` is kept exactly. Reading is as strict
+as for JSONL: a bad value stops the reading with `FILE row N: column: what is wrong`, where
 N counts the rows of that file from 1. Only the columns a caller asks for are read, a
 record batch at a time, so memory is bounded by a batch whatever the size of the data.
+Files are written with page checksums, and a page whose checksum does not match is an
+error naming its file (files of other writers, without checksums, are read as they are).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ._atomic import temp_path_for
+from ._atomic import file_target, temp_path_for
 from ._pinned import DatasetDigest, pinned
 from ._trace_schema import (
     ACTION_SIZE,
@@ -49,7 +54,6 @@ _FLOAT_COLUMNS = names_of("unit", "number")
 _BOOL_COLUMNS = names_of("bool")
 _TEXT_COLUMNS = names_of("text")
 _KEY_COLUMNS = names_of("key")
-_REPAIRS = frozenset(REPAIRS)
 STATE_EXTRA_COLUMNS: tuple[str, ...] = ("stream", "t", "id", "expect_level_min")
 
 
@@ -69,20 +73,51 @@ def is_parquet(path: str | os.PathLike[str]) -> bool:
 
 
 def parquet_files(path: str | os.PathLike[str]) -> list[str]:
-    """The Parquet files of `path`: itself, or those under the folder in sorted path order."""
+    """The Parquet files of `path`: itself, or those under the folder in reading order
+    (_reading_order). Linked folders are followed like linked files; a folder reached a
+    second time by its real path (a link back up the tree, or two links to one folder)
+    is an error, as is a folder that cannot be listed: nothing is read twice or left out."""
     text = os.fspath(path)
     if not os.path.isdir(text):
         if not os.path.exists(text):
             raise InputError(text, None, None, "no such file")
         return [text]
     found = []
-    for root, dirs, files in os.walk(text):
+    reached: dict[str, str] = {}
+
+    def unlistable(exc: OSError) -> None:
+        raise InputError(exc.filename or text, None, None, f"cannot be listed: {exc.strerror}")
+
+    for root, dirs, files in os.walk(text, onerror=unlistable, followlinks=True):
+        real = os.path.realpath(root)
+        if real in reached:
+            raise InputError(text, None, None, f"the folder {root} is {reached[real]} again (through a link); "
+                                               "a data set reads each folder once")
+        reached[real] = root
         dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
         found.extend(os.path.join(root, f) for f in files
                      if f.lower().endswith(PARQUET_SUFFIX) and not f.startswith((".", "_")))
     if not found:
         raise InputError(text, None, None, "no .parquet files in the folder")
-    return sorted(found, key=lambda f: Path(os.path.relpath(f, text)).parts)
+    return sorted(found, key=lambda f: _reading_order(os.path.relpath(f, text)))
+
+
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+def _reading_order(relative: str) -> tuple[tuple[Any, ...], ...]:
+    """The sort key of a file's path within its data set, part by part: a `key=NUMBER`
+    part (a hive partition of a numeric value: `hour=9`, `x=-1.5`) by its key, then its
+    value as a number; any other part by its text. Ties (`hour=9`, `hour=09`) go by the
+    text, so the order is total and the same on every system."""
+    key = []
+    for part in Path(relative).parts:
+        name, eq, value = part.partition("=")
+        if eq and _NUMBER.fullmatch(value):
+            key.append((name, 0, Decimal(value), part))
+        else:
+            key.append((part, 1, Decimal(0), part))
+    return tuple(key)
 
 
 def dataset_sha256(path: str | os.PathLike[str]) -> str:
@@ -106,7 +141,7 @@ def _open(file: str, name: str | None = None) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(file)
+        return pq.ParquetFile(file, page_checksum_verification=True)
     except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
         raise InputError(name or file, None, None, f"not a readable Parquet file: {exc}") from None
 
@@ -155,6 +190,10 @@ class _Batch:
                 value = value.item()
         self.problems.append(_Problem(i, column, problem, value))
         return True
+
+    def note_at(self, row: int, column: str, problem: str, value: Any = None) -> None:
+        """Remember `row` (0-based within the batch) as a problem of `column`."""
+        self.problems.append(_Problem(row, column, problem, value))
 
     def type_problem(self, arr: Any, column: str, expected: str) -> None:
         valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
@@ -289,21 +328,36 @@ def _keys(b: _Batch, arr: Any, name: str, *, as_list: bool = True) -> Any:
     return arr.to_pylist() if as_list else arr
 
 
-def _texts(b: _Batch, arr: Any, name: str) -> list[str | None]:
+def _is_text_type(t: Any) -> bool:
     pa = _pa()
-    if not (pa.types.is_null(arr.type) or pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _texts(b: _Batch, arr: Any, name: str, *, as_list: bool = True) -> Any:
+    """A text column: checked, and given as a list (None where null), or (as_list=False)
+    as the Arrow array itself."""
+    pa = _pa()
+    if not (pa.types.is_null(arr.type) or _is_text_type(arr.type)):
         b.type_problem(arr, name, "strings")
         return [None] * len(arr)
-    return arr.to_pylist()
+    return arr.to_pylist() if as_list else arr
 
 
-def _t(b: _Batch, arr: Any, *, nullable: bool = False, as_list: bool = True) -> tuple[np.ndarray, list[Any] | None]:
-    values = _floats(b, arr, "t", nullable=nullable, unit=False)
+def _t(b: _Batch, arr: Any, *, nullable: bool = False, as_list: bool = True) -> Any:
+    """The `t` column: numbers (finite), kept as given: an integer column's values exactly,
+    never through float64, which rounds beyond 2**53 (epoch nanoseconds are beyond it).
+    Given as a list of Python numbers, or (as_list=False) as the Arrow array itself."""
+    pa = _pa()
+    if pa.types.is_integer(arr.type):
+        if arr.null_count and not nullable:
+            b.note(_nulls(arr), "t", "missing (null)")
+    else:
+        _floats(b, arr, "t", nullable=nullable, unit=False)
     if not as_list:
-        return values, None
+        return arr
     if not _is_number_type(arr.type):
-        return values, [None] * len(arr)
-    return values, arr.to_pylist()
+        return [None] * len(arr)
+    return arr.to_pylist()
 
 
 def _state(b: _Batch, arr: Any, name: str = "state") -> tuple[np.ndarray, np.ndarray]:
@@ -329,25 +383,31 @@ def _state(b: _Batch, arr: Any, name: str = "state") -> tuple[np.ndarray, np.nda
     return values, has
 
 
-def _repairs(b: _Batch, arr: Any) -> list[dict[str, str] | None]:
+def _repairs(b: _Batch, arr: Any, *, as_list: bool = True) -> Any:
+    """The `input_repairs` column: maps of field names to one of REPAIRS, checked on the
+    Arrow arrays; given as a list of dicts (None where null), or (as_list=False) as the
+    Arrow array itself."""
     pa = _pa()
     if pa.types.is_null(arr.type):
-        return [None] * len(arr)
-    if not pa.types.is_map(arr.type):
+        return [None] * len(arr) if as_list else arr
+    if not (pa.types.is_map(arr.type) and _is_text_type(arr.type.key_type) and _is_text_type(arr.type.item_type)):
         b.type_problem(arr, "input_repairs", "a map of field names to " + " or ".join(f'"{r}"' for r in REPAIRS))
         return [None] * len(arr)
-    out: list[dict[str, str] | None] = []
-    for i, row in enumerate(arr.to_pylist()):
-        if row is None:
-            out.append(None)
-            continue
-        entry = dict(row)
-        if any(v not in _REPAIRS for v in entry.values()):
-            mask = np.zeros(len(arr), dtype=bool)
-            mask[i] = True
-            b.note(mask, "input_repairs", f"not one of the allowed values ({', '.join(REPAIRS)})", [row] * len(arr))
-        out.append(entry)
-    return out
+    import pyarrow.compute as pc
+
+    # The entries of this array's rows: a slice of the items of the whole array it may be
+    # a slice of, from its first offset to its last.
+    offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    items = arr.items.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    allowed = np.asarray(pc.is_in(items, value_set=pa.array(REPAIRS, type=items.type)).fill_null(False)
+                         .to_numpy(zero_copy_only=False), dtype=bool)
+    if not allowed.all():
+        row = int(np.searchsorted(offsets, offsets[0] + np.argmin(allowed), side="right")) - 1
+        b.note_at(row, "input_repairs", f"not one of the allowed values ({', '.join(REPAIRS)})",
+                  dict(arr[row].as_py()))
+    if not as_list:
+        return arr
+    return [None if row is None else dict(row) for row in arr.to_pylist()]
 
 
 # ---------------------------------------------------------------------------- reading
@@ -391,7 +451,8 @@ def _iter_batches(path: str | os.PathLike[str], wanted: Callable[[Any], list[str
                 # file at once (883 MB of a 10-million-row traces file), and is no faster here.
                 batches = fragment.to_batches(columns=columns, batch_size=batch_rows, use_threads=True,
                                               batch_readahead=2, fragment_readahead=1,
-                                              fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
+                                              fragment_scan_options=ds.ParquetFragmentScanOptions(
+                                                  pre_buffer=False, page_checksum_verification=True))
                 for batch in batches:
                     yield file, row, at, batch
                     row += batch.num_rows
@@ -414,15 +475,15 @@ def iter_trace_blocks(
     *,
     any_level: bool = False,
     batch_rows: int = BATCH_ROWS,
-    keys_as_lists: bool = True,
+    as_lists: bool = True,
     digest: DatasetDigest | None = None,
 ) -> Iterator[Block]:
     """Checked trace columns, a batch at a time. `columns` chooses which to read (default
     all the DecisionTrace columns there are); the required ones must be present in every
     file whether read or not, and those read are checked value by value.
-    `keys_as_lists=False`: `stream` and `id` come as their (checked) Arrow arrays, and t's
-    values without a list of them (t_values None): no Python object per row.
-    `digest`: gets the SHA-256 of the very bytes read (see _iter_batches)."""
+    `as_lists=False`: the columns of Python values (`t`, `stream`, `id`, the texts and
+    `input_repairs`) come as their checked Arrow arrays, not as lists: no Python object
+    per row. `digest`: gets the SHA-256 of the very bytes read (see _iter_batches)."""
     want = tuple(TRACE_COLUMNS if columns is None else columns)
     unknown = [c for c in want if c not in TRACE_COLUMNS]
     if unknown:
@@ -437,13 +498,10 @@ def iter_trace_blocks(
         cols: dict[str, Any] = {}
         for name in batch.schema.names:
             cols[name] = _trace_column(b, name, batch.column(batch.schema.get_field_index(name)), any_level,
-                                       keys_as_lists)
+                                       as_lists)
         b.raise_first()
         if "chaos" in want and "chaos" not in cols:
             cols["chaos"] = np.zeros(b.n, dtype=bool)
-        if "t" in cols:
-            cols["t_values"] = cols["t"][1]
-            cols["t"] = cols["t"][0]
         if "state" in cols:
             cols["state"], cols["has_state"] = cols["state"]
         rows = np.arange(first_row + 1, first_row + 1 + b.n, dtype=np.int64)
@@ -464,11 +522,11 @@ def _trace_column(b: _Batch, name: str, arr: Any, any_level: bool, as_lists: boo
     if name in _KEY_COLUMNS:
         return _keys(b, arr, name, as_list=as_lists)
     if name in _TEXT_COLUMNS:
-        return _texts(b, arr, name)
+        return _texts(b, arr, name, as_list=as_lists)
     if name == "state":
         return _state(b, arr)
     if name == "input_repairs":
-        return _repairs(b, arr)
+        return _repairs(b, arr, as_list=as_lists)
     raise AssertionError(name)
 
 
@@ -480,8 +538,7 @@ def trace_chunks(path: str | os.PathLike[str], *, any_level: bool = False,
 
     for block in iter_trace_blocks(path, any_level=any_level, batch_rows=batch_rows):
         c = block.columns
-        yield TraceChunk(line=block.index + 1, **{name: c.get(name) for name in (*TRACE_COLUMNS, "t_values",
-                                                                                    "has_state")})
+        yield TraceChunk(line=block.index + 1, **{name: c.get(name) for name in (*TRACE_COLUMNS, "has_state")})
 
 
 def chunk_records(chunk: Any, columns: Iterable[str] | None = None) -> list[dict[str, Any]]:
@@ -492,7 +549,7 @@ def chunk_records(chunk: Any, columns: Iterable[str] | None = None) -> list[dict
     n = len(chunk)
     lists: dict[str, list[Any]] = {}
     for name in wanted:
-        value = chunk.t_values if name == "t" else getattr(chunk, name, None)
+        value = getattr(chunk, name, None)
         if value is None:
             continue
         if name == "state":
@@ -545,8 +602,10 @@ def read_trace_states(path: str | os.PathLike[str], *, keys: bool = True, spill:
                       digest: DatasetDigest | None = None) -> Any:
     """The states a traces Parquet file or folder carries (see traces.read_trace_states).
 
-    `keys=False`: every column is read and checked as usual, but the states' t and id are
-    not kept (None each): at millions of rows they take more memory than the states'
+    Every column of every record is read and checked, as for JSONL (a bad `level` or
+    `cus` refuses the file as it refuses it for `metrics`), without a Python object per
+    row but the states' stream, t and id. `keys=False`: the states' t and id are checked
+    but not kept (None each): at millions of rows they take more memory than the states'
     values. trace_keys reads them back for the rows that need them.
     `spill=True`: the states' values are written to a temporary file as they are read, and
     mapped from it (spill.RowSpill), not held in memory. `digest`: gets the SHA-256 of the
@@ -564,14 +623,13 @@ def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill 
     labels: dict[tuple[type, Any], Any] = {}
     n_records = missing = 0
     first_missing = None
-    wanted = ("t", "stream", "id", "state")
     # Filled in place, sized by the row count the files' footers give (no second copy of the
     # states); a footer is not trusted for more than _PREALLOCATE_ROWS, nor the rows read to
     # match it: the matrix grows if more come.
     matrix = np.empty((0 if sink is not None else min(max(count_rows(path), 0), _PREALLOCATE_ROWS),
                        len(STATE_FIELDS)))
     filled = 0
-    for block in iter_trace_blocks(path, wanted, keys_as_lists=keys, digest=digest):
+    for block in iter_trace_blocks(path, as_lists=False, digest=digest):
         c = block.columns
         n = len(block)
         has = c["has_state"] if "state" in c else np.zeros(n, dtype=bool)
@@ -595,16 +653,15 @@ def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill 
         column = c.get("stream")
         if column is None:
             streams.extend([None] * len(keep))
-        elif isinstance(column, list):
-            # One object per stream label, shared by its states (not one per record).
-            chosen = column if k == n else [column[i] for i in keep]
-            streams.extend(map(labels.setdefault, zip(map(type, chosen), chosen), chosen))
-        else:  # the Arrow array: each distinct label made once, then handed out by index
+        else:  # each distinct label made once, then handed out by index
             streams.extend(_shared_labels(column, labels, None if k == n else has))
         if keys:
             column = c.get("id")
-            ids.extend(None if column is None else column[i] for i in keep)
-            times.extend(c["t_values"][i] for i in keep)
+            if column is None:
+                ids.extend([None] * len(keep))
+            else:
+                ids.extend(_kept(column.to_pylist(), keep, k == n))
+            times.extend(_kept(c["t"].to_pylist(), keep, k == n))
         n_records += n
     if sink is None:
         matrix = matrix[:filled] if filled == matrix.shape[0] else matrix[:filled].copy()
@@ -617,6 +674,10 @@ def _read_trace_states(path: str | os.PathLike[str], keys: bool, sink: RowSpill 
     if not keys:
         times, ids = Nones(len(matrix)), Nones(len(matrix))
     return TraceStates(StateSet(matrix, streams, times, ids), n_records, missing, first_missing, lines)
+
+
+def _kept(values: list[Any], keep: Iterable[int], every: bool) -> list[Any]:
+    return values if every else [values[i] for i in keep]
 
 
 def _shared_labels(column: Any, labels: dict[tuple[type, Any], Any], has: np.ndarray | None) -> list[Any]:
@@ -652,7 +713,7 @@ def trace_keys(path: str | os.PathLike[str], rows: np.ndarray, *,
         if lo == hi:
             continue
         where = (rows[lo:hi] - first).tolist()
-        t_values, column = block.columns["t_values"], block.columns.get("id")
+        t_values, column = block.columns["t"], block.columns.get("id")
         times.extend(t_values[i] for i in where)
         ids.extend(None if column is None else column[i] for i in where)
     _release_batches()
@@ -698,8 +759,8 @@ def write_decided(path: str | os.PathLike[str], decided: Callable[[], Iterable[t
                 k = part.stop - part.start
                 c = decided_columns(cols, states, part, config_id=config_id, model=model, chaos=chaos,
                                     at=whole.start)
-                yield TraceChunk(line=np.arange(part.start, part.stop) + whole.start + 1, t=np.zeros(k),
-                                 t_values=c.pop("t"), has_state=np.ones(k, dtype=bool), **c)
+                yield TraceChunk(line=np.arange(part.start, part.stop) + whole.start + 1,
+                                 has_state=np.ones(k, dtype=bool), **c)
         if at != len(states):
             raise ValueError(f"decisions for the first {at} of {len(states)} states only")
 
@@ -719,22 +780,26 @@ def read_states(
     check_values: Callable[..., tuple[np.ndarray, list[dict[str, str] | None] | None]],
     spill: bool = False,
     digest: DatasetDigest | None = None,
+    int64: bool = False,
 ) -> StateSet:
     """All states of a Parquet states file or folder, checked like a states JSONL file.
 
     `check_values(values, filled, where)` is the states reader's own check of the nine
     fields (ranges, fill and clip), so that both forms follow one rule. `spill=True`: the
     values are kept in a temporary file as they are read (spill.RowSpill), not in memory.
-    `digest`: gets the SHA-256 of the very bytes read (a DatasetDigest)."""
+    `digest`: gets the SHA-256 of the very bytes read (a DatasetDigest). `int64`: an
+    integer stream, t or id beyond 64 bits (a uint64 column's) is refused, as it cannot
+    be written to Parquet again (as traces or states)."""
     if not spill:
-        return _read_states(path, fill_missing, allow_expect_level, check_values, None, digest)
+        return _read_states(path, fill_missing, allow_expect_level, check_values, None, digest, int64)
     found, values = spilled(len(STATE_FIELDS), lambda sink: _read_states(path, fill_missing, allow_expect_level,
-                                                                         check_values, sink, digest))
+                                                                         check_values, sink, digest, int64))
     return dataclasses.replace(found, values=values)
 
 
 def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_level: bool,
-                 check_values: Callable[..., Any], sink: RowSpill | None, digest: DatasetDigest | None) -> StateSet:
+                 check_values: Callable[..., Any], sink: RowSpill | None, digest: DatasetDigest | None,
+                 int64: bool) -> StateSet:
     """read_states, the values written to `sink` when given (then not in the result)."""
     known = set(STATE_FIELDS) | set(STATE_EXTRA_COLUMNS)
 
@@ -764,7 +829,7 @@ def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_
             filled[:, j] = _nulls(arr) if fill_missing else False
         arr = b.column("t")
         if arr is not None:
-            t_values = _t(b, arr, nullable=True)[1]
+            t_values = _t(b, arr, nullable=True)
         else:
             t_values = [None] * b.n
         stream = b.column("stream")
@@ -779,6 +844,11 @@ def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_
                 b.type_problem(level, "expect_level_min", "integers")
         else:
             level_values = np.zeros(b.n, dtype=np.int8)
+        if int64:
+            for name, column in (("stream", stream_values), ("t", t_values), ("id", id_values)):
+                found = first_unwritable(column)
+                if found is not None:
+                    b.note_at(found[0], name, found[1], column[found[0]])
         b.raise_first()
         first = first_row
 
@@ -817,6 +887,35 @@ def _read_states(path: str | os.PathLike[str], fill_missing: bool, allow_expect_
 
 
 _MIXED = "mixes strings and integers; a Parquet column holds one type (make them all strings or all integers)"
+_BEYOND_64_BITS = "an integer beyond 64 bits cannot be written to Parquet; write JSONL"
+_BEYOND_FLOAT = ("an integer beyond 2**53 cannot be written exactly into a float64 column (another record's t is "
+                 "a float); write JSONL")
+_INT64 = range(-(1 << 63), 1 << 63)  # `in` a range: a constant-time test of an int
+_FLOAT_EXACT = range(-(1 << 53), (1 << 53) + 1)  # the integers Arrow writes into float64 as they are
+
+
+def first_unwritable(values: Iterable[Any], *, floats: bool = False) -> tuple[int, str] | None:
+    """The position of the first integer of a `t`, `stream` or `id` column that Parquet
+    cannot hold exactly, and why: beyond 64 bits, or (`floats`: the column is float64, as
+    `t` is when any record's t is a float) beyond 2**53. None when every one fits (JSONL
+    holds integers of any size)."""
+    fits = _FLOAT_EXACT if floats else _INT64
+    i = next((i for i, v in enumerate(values) if type(v) is int and v not in fits), None)
+    return None if i is None else (i, _BEYOND_FLOAT if floats else _BEYOND_64_BITS)
+
+
+def _exact_array(values: Sequence[Any], kind: Any, name: str, where: Callable[[int], tuple[str, int | None]]) -> Any:
+    """`values` of `t`, `stream` or `id` as an Arrow array of `kind`, each exactly; an
+    integer the column cannot hold is an InputError at `where(i)`, not Arrow's overflow."""
+    pa = _pa()
+    try:
+        return pa.array(values, type=kind)
+    except (OverflowError, pa.ArrowInvalid):
+        found = first_unwritable(values, floats=kind == pa.float64())
+        if found is None:
+            raise
+    i, problem = found
+    raise InputError(*where(i), name, problem, values[i])
 
 
 class _KeyConflict(Exception):
@@ -896,7 +995,7 @@ class TraceLayout:
 def trace_layout(chunk: Any) -> TraceLayout:
     """The layout of a TraceChunk (the optional columns it has values for), with one type
     per varying column (a stream or id column of mixed types cannot be a Parquet column)."""
-    return TraceLayout(present_columns(chunk), _t_type(chunk.t_values),
+    return TraceLayout(present_columns(chunk), _t_type(chunk.t),
                        _key_type(chunk.stream or (), "stream"), _key_type(chunk.id or (), "id"))
 
 
@@ -923,17 +1022,23 @@ def _float_array(values: np.ndarray) -> Any:
     return pa.array(values, type=pa.float64(), mask=null if null.any() else None)
 
 
-def trace_batch(chunk: Any, layout: TraceLayout) -> Any:
-    """A TraceChunk as an Arrow record batch of `layout` (NaN written as null)."""
+def trace_batch(chunk: Any, layout: TraceLayout, source: str = "traces") -> Any:
+    """A TraceChunk as an Arrow record batch of `layout` (NaN written as null). `source`
+    names the records in messages (an integer `t`, `stream` or `id` the column cannot
+    hold), with each one's `line`."""
     pa = _pa()
     schema = layout.schema()
     n = len(chunk)
     arrays = []
+
+    def where(i: int) -> tuple[str, int | None]:
+        return source, int(chunk.line[i])
+
     for field in schema:
         name = field.name
         value = getattr(chunk, name, None)
-        if name == "t":
-            arr = pa.array(chunk.t_values, type=layout.t)
+        if name in ("t", *_KEY_COLUMNS):
+            arr = _exact_array(value if value is not None else [None] * n, field.type, name, where)
         elif name in _FLOAT_COLUMNS:
             arr = _float_array(value) if value is not None else pa.nulls(n, pa.float64())
         elif name in _BOOL_COLUMNS:
@@ -952,7 +1057,7 @@ def trace_batch(chunk: Any, layout: TraceLayout) -> Any:
         elif name == "input_repairs":
             rows = value if value is not None else [None] * n
             arr = pa.array([None if r is None else list(r.items()) for r in rows], type=field.type)
-        else:  # stream, id, model, reason, config_id
+        else:  # model, reason, config_id
             arr = pa.array(value if value is not None else [None] * n, type=field.type)
         arrays.append(arr)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
@@ -987,13 +1092,14 @@ def write_batches(path: str | os.PathLike[str], schema: Any, batches: Iterable[A
     renamed into place only when everything was written."""
     import pyarrow.parquet as pq
 
-    target = Path(path)
+    target = file_target(path)
     if target.is_dir():
         raise InputError(str(path), None, None, "is a folder; give a .parquet file to write")
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(target)
     try:
-        with pq.ParquetWriter(temp, schema, compression=_COMPRESSION, write_statistics=True) as writer:
+        with pq.ParquetWriter(temp, schema, compression=_COMPRESSION, write_statistics=True,
+                              write_page_checksum=True) as writer:
             rows = _Rows([])
             for batch in batches:
                 for table in rows.add(batch):
@@ -1038,7 +1144,7 @@ def _write_with_layout(path: str | os.PathLike[str], chunks: Callable[[], Iterab
             needed = _layout_of(chunk, layout, source)
             if needed != layout:
                 raise _WiderLayout(needed)
-            yield trace_batch(chunk, layout)
+            yield trace_batch(chunk, layout, source)
 
     write_batches(path, layout.schema(), batches())
 
@@ -1063,7 +1169,9 @@ def _chain_first(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
 
 def write_states(path: str | os.PathLike[str], states: StateSet, *, with_expect_level: bool = False) -> None:
     """A StateSet as a states Parquet file: the nine fields, then stream, t, id where any
-    state has them (and expect_level_min for a regression suite)."""
+    state has them (and expect_level_min for a regression suite). A value no Parquet
+    column can hold is an InputError naming the state (`state I`, 0-based); a reader
+    asked for integers of 64 bits (states.read_states) names its line instead."""
     pa = _pa()
     arrays = [pa.array(states.values[:, j]) for j in range(len(STATE_FIELDS))]
     fields = [pa.field(f, pa.float64(), nullable=False) for f in STATE_FIELDS]
@@ -1077,7 +1185,7 @@ def write_states(path: str | os.PathLike[str], states: StateSet, *, with_expect_
                                ("t", states.t, _t_type(states.t)),
                                ("id", states.ids, key_types[1])):
         if any(v is not None for v in values):
-            arrays.append(pa.array(values, type=kind))
+            arrays.append(_exact_array(values, kind, name, lambda i: (f"state {i}", None)))
             fields.append(pa.field(name, kind))
     if with_expect_level and states.expect_level_min is not None:
         arrays.append(pa.array(np.asarray(states.expect_level_min, dtype=np.int8)))

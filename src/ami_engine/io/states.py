@@ -62,17 +62,21 @@ def _dropped_keys(records: list[Any], known: frozenset[str]) -> list[list[str]]:
 class _Reader:
     """Turns decoded records into a StateSet, checking what msgspec's types cannot say."""
 
-    def __init__(self, fill_missing: bool, clip: bool, allow_expect_level: bool, drop_unknown: bool = False) -> None:
+    def __init__(self, fill_missing: bool, clip: bool, allow_expect_level: bool, drop_unknown: bool = False,
+                 int64: bool = False) -> None:
         self.fill_missing = fill_missing
         self.clip = clip
         self.allow_expect_level = allow_expect_level
         self.drop_unknown = drop_unknown
+        self.int64 = int64
         self.record_type = _record_type(fill_missing, allow_expect_level, drop_unknown)
         self.known_keys = frozenset(_record_type(False, allow_expect_level).__struct_fields__)
 
     def build(self, records: list[Any], where: _Where, dropped: list[list[str]] | None = None) -> StateSet:
         """The StateSet of decoded records; `dropped` names, per record, the unknown keys
         the decoder left out (recorded as repairs)."""
+        if self.int64:
+            self._check_parquet_integers(records, where)
         values, repairs = self._values(records, where)
         if dropped is not None and any(dropped):
             repairs = [{**(r or {}), **dict.fromkeys(keys, DROPPED)} if keys else r
@@ -94,6 +98,22 @@ class _Reader:
             repairs=repairs,
             expect_level_min=expect,
         )
+
+    def _check_parquet_integers(self, records: list[Any], where: _Where) -> None:
+        """An integer stream, t or id that Parquet cannot hold (beyond 64 bits; a t beyond
+        2**53 when another t is a float) is refused at its record (a bad value in an
+        earlier record is reported first)."""
+        found = []
+        for name in ("stream", "t", "id"):
+            values = list(map(attrgetter(name), records))
+            floats = name == "t" and any(type(v) is float for v in values)
+            hit = parquet.first_unwritable(values, floats=floats)
+            if hit is not None:
+                found.append((hit[0], name, hit[1]))
+        if found:
+            i, name, problem = min(found)
+            self._values(records[:i], where)
+            raise InputError(*where(i), name, problem, getattr(records[i], name))
 
     def _values(self, records: list[Any], where: _Where) -> tuple[np.ndarray, list[dict[str, str] | None] | None]:
         n, width = len(records), len(STATE_FIELDS)
@@ -169,6 +189,7 @@ def read_states(
     drop_unknown: bool = False,
     spill: bool = False,
     digest: parquet.DatasetDigest | None = None,
+    int64: bool = False,
 ) -> StateSet:
     """All states of a states JSONL file (`-` = stdin, `.gz` decompressed) or of Parquet
     (a `.parquet` file or a folder of them), strictly checked.
@@ -176,12 +197,13 @@ def read_states(
     With `drop_unknown`, keys that are not part of a states line are left out, and each
     state's repairs name them as "dropped". `spill` (Parquet only): the values are kept in
     a temporary file, not in memory (io.spill). `digest` (Parquet only): gets the SHA-256
-    of the very bytes read."""
-    reader = _Reader(fill_missing, clip, allow_expect_level, drop_unknown)
+    of the very bytes read. `int64`: the states are to be written to Parquet, so an
+    integer stream, t or id beyond 64 bits is refused at its line (JSONL holds any)."""
+    reader = _Reader(fill_missing, clip, allow_expect_level, drop_unknown, int64)
     if parquet.is_parquet(path):
         return parquet.read_states(path, fill_missing=fill_missing, clip=clip,
                                    allow_expect_level=allow_expect_level, check_values=reader.check_values,
-                                   spill=spill, digest=digest)
+                                   spill=spill, digest=digest, int64=int64)
     with reader.regression_hint():
         return _read_states(path, reader)
 

@@ -178,15 +178,15 @@ class TraceChunk:
     """Consecutive trace records as columns.
 
     Optional columns are None when no record of the chunk has the field; otherwise records
-    without it hold NaN (numbers) or None (others). `delta_cus` and `delta_confidence` are
+    without it hold NaN (numbers) or None (others). `t` holds each record's number as
+    given (an integer exactly, whatever its size). `delta_cus` and `delta_confidence` are
     NaN where the trace says null. `state` is (n, 9) in STATE_FIELDS order with `has_state`
     saying which rows came with one. `confidence` is NaN where the trace says null.
     `line` is each record's line number in its file.
     """
 
     line: np.ndarray
-    t: np.ndarray
-    t_values: list[int | float]
+    t: list[int | float]
     cus: np.ndarray
     delta_cus: np.ndarray
     cus_mean: np.ndarray
@@ -244,8 +244,6 @@ class TraceChunk:
         for f in TRACE_SCHEMA:
             if f.name not in columns:
                 columns[f.name] = _COLUMN_READERS[f.kind, f.required](records, f.name)
-        columns["t_values"] = columns["t"]
-        columns["t"] = np.array(columns["t"], dtype=np.float64)
         return cls(**columns)
 
     @classmethod

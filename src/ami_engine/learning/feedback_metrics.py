@@ -47,7 +47,7 @@ from ..io.files import (
     usable_cpus,
 )
 from ..io.parquet import is_parquet
-from ..io.traces import RequiredTraceRecord, action_matrix, iter_trace_blocks
+from ..io.traces import REQUIRED_FIELDS, RequiredTraceRecord, action_matrix, iter_trace_blocks
 
 # Below this many blocks a file is read in this process: starting workers would cost more.
 _MIN_BLOCKS_TO_SHARE = 4
@@ -139,11 +139,14 @@ def sums_from_columns(
     raw_action: np.ndarray,
     final_action: np.ndarray,
     human_escalation: np.ndarray,
+    confidence: np.ndarray | None = None,
 ) -> MetricSums:
-    """MetricSums of decisions given as columns (raw/final actions of shape (n, 4))."""
+    """MetricSums of decisions given as columns (raw/final actions of shape (n, 4));
+    `confidence`, when given, NaN where it is null (those records are counted)."""
     clamped = np.flatnonzero(np.asarray(soft_clamp, dtype=bool))
+    n_null = 0 if confidence is None else int(np.count_nonzero(np.isnan(confidence)))
     return _sums(level, cus, np.asarray(raw_action).take(clamped, axis=0),
-                 np.asarray(final_action).take(clamped, axis=0), int(np.count_nonzero(human_escalation)))
+                 np.asarray(final_action).take(clamped, axis=0), int(np.count_nonzero(human_escalation)), n_null)
 
 
 def _sums(
@@ -299,7 +302,10 @@ def metrics_from_traces(
     return total
 
 
-METRIC_COLUMNS = ("level", "cus", "soft_clamp", "raw_action", "final_action", "human_escalation")
+# The columns metrics read from Parquet: the Phase 4.7.1 fields, each checked value by
+# value, as the JSONL reader decodes and checks them (RequiredTraceRecord), `t` and
+# `confidence` (its nulls are counted) included.
+METRIC_COLUMNS = REQUIRED_FIELDS
 
 
 _RANGES_PER_WORKER = 4  # Parquet row-group ranges per reading thread or worker
@@ -337,8 +343,8 @@ def parquet_ranges(path: str | os.PathLike[str], n_ranges: int) -> list[ParquetR
 
 
 def sums_of_parquet_range(part: ParquetRange) -> tuple[MetricSums, InputError | None]:
-    """The MetricSums of one range, its six columns checked value by value (the other
-    required columns must be there, and are not read); or the first error in it."""
+    """The MetricSums of one range, its METRIC_COLUMNS checked value by value; or the
+    first error in it."""
     try:
         pf = parquet._open(part.file)
         schema = pf.schema_arrow
@@ -361,10 +367,11 @@ def sums_of_parquet_range(part: ParquetRange) -> tuple[MetricSums, InputError | 
 
 
 def _sums_of_batch(b: Any) -> MetricSums:
-    c = {name: parquet._trace_column(b, name, b.batch.column(i), False) for i, name in enumerate(b.batch.schema.names)}
+    c = {name: parquet._trace_column(b, name, b.batch.column(i), False, False)
+         for i, name in enumerate(b.batch.schema.names)}
     b.raise_first()
     return sums_from_columns(c["level"], c["cus"], c["soft_clamp"], c["raw_action"], c["final_action"],
-                             c["human_escalation"])
+                             c["human_escalation"], c["confidence"])
 
 
 def add_ranges(path: str | os.PathLike[str], results: Iterable[tuple[MetricSums, InputError | None]]) -> MetricSums:
