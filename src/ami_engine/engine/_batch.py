@@ -72,6 +72,12 @@ def _longest(codes: np.ndarray) -> int:
     return int(np.bincount(codes).max()) if codes.size else 0
 
 
+def _longest_in(layout: tuple[np.ndarray, np.ndarray]) -> int:
+    """_longest from a _stream_layout, which has counted the streams already."""
+    ptr = layout[1]
+    return int(np.diff(ptr).max()) if ptr.size > 1 else 0
+
+
 def _stream_layout(codes: np.ndarray, n_streams: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions grouped by stream code (input order kept inside a stream), and offsets."""
     order = np.argsort(codes, kind="stable").astype(np.int64)
@@ -225,8 +231,8 @@ def run(states: StateSet, config: Config) -> TraceColumns:
     pre = _direct_pre(states.values, space, cfgs)
     codes, n_streams = states.stream_codes()
     out = _Outputs(1, len(states), full=True)
-    _finish(states.values, space, cfgs, _stream_layout(codes, n_streams), pre, 0,
-            _Streams(cfgs, n_streams, _longest(codes)), out)
+    layout = _stream_layout(codes, n_streams)
+    _finish(states.values, space, cfgs, layout, pre, 0, _Streams(cfgs, n_streams, _longest_in(layout)), out)
     return _columns(_trace_times(states), space, pre, out, 0)
 
 
@@ -328,7 +334,7 @@ def direct_sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
         space = ActionSpace.of(configs[members[0]])
         cfgs = _config_matrix([configs[i] for i in members])
         pre = _direct_pre(states.values, space, cfgs)
-        streams = _Streams(cfgs, n_streams, _longest(codes))
+        streams = _Streams(cfgs, n_streams, _longest_in(layout))
         _finish(states.values, space, cfgs, layout, pre, 0, streams, nothing)
         for i, row in zip(members, streams.totals(), strict=True):
             rows[i] = row
