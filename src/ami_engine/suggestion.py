@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, parse_config, profile_text
 from .config.loader import _relative_to, is_profile_name
-from .io.files import InputError, atomic_output, read_bytes
-from .io.tomlfile import dumps_toml, parse_toml
+from .io.files import InputError, atomic_output
+from .io.tomlfile import dumps_toml, parse_toml, read_toml_bytes
 
 if TYPE_CHECKING:
     from .io.stateset import StateSet
@@ -47,6 +47,16 @@ def file_sha256(path: str | Path) -> str:
     from .io.parquet import dataset_sha256
 
     return dataset_sha256(path)
+
+
+def _digest_of(path: str | Path, label: str) -> str:
+    """file_sha256 of `path`; what keeps it from being read (a FIFO, a device) is named
+    after `label`, which says where the path came from."""
+    try:
+        return file_sha256(path)
+    except InputError as exc:
+        own = exc.source == str(path) and exc.line is None and exc.problem is not None
+        raise SuggestionError(f"{label}: {exc.problem if own else exc}") from None
 
 
 def _same_file(label: str, actual: str, expected: str) -> None:
@@ -113,7 +123,7 @@ def read_document(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     if where == "-":
         raise SuggestionError("-: a suggestion is read from a file (the files it names are relative to it)")
     try:
-        raw = read_bytes(where)
+        raw = read_toml_bytes(where)
     except InputError as exc:
         raise SuggestionError(str(exc)) from None
     return raw, _parse_toml(raw, where)
@@ -130,9 +140,11 @@ def _check_baseline_file(table: Mapping[str, Any], where: str) -> None:
         raise SuggestionError(f"{where}: [meta.baseline_file]: expected a table")
     path = Path(_relative_to(extends, where))
     expected = recorded.get("sha256")
-    if not path.is_file():
+    if not path.exists():
         raise SuggestionError(f"{where}: extends {extends!r}: no such file {path}")
-    actual = file_sha256(path)
+    if path.is_dir():  # file_sha256 would take it for a Parquet data set
+        raise SuggestionError(f"{where}: extends {extends!r}: {path} is a folder, not a regular file")
+    actual = _digest_of(path, f"{where}: extends {extends!r}: {path}")
     if actual != expected:
         raise SuggestionError(f"{where}: extends {extends!r}: {path} has SHA-256 {actual}, the suggestion was "
                               f"learned from {expected}; the baseline changed since")
@@ -211,17 +223,18 @@ class Suggestion:
             raise SuggestionError(f"{self.name}: [meta.{key}] sha256: missing or not a string")
         if override is not None:
             path, label = Path(override), f"{option} {override}"
+            if not path.exists():
+                raise SuggestionError(f"{label}: no such file")
         else:
             stored = table.get("path")
             if not isinstance(stored, str) or not stored:
                 raise SuggestionError(f"{self.name}: [meta.{key}] path: missing or not a string")
             path, label = self.resolve(stored), f"{self.name}: [meta.{key}] path {stored!r}"
-            if not path.is_file():
+            if not path.exists():
                 raise SuggestionError(f"{label}: {path} is not readable here (paths are relative to the "
                                       f"suggestion's folder); pass {option} PATH to point at a copy")
-        if not path.is_file():
-            raise SuggestionError(f"{label}: no such file")
-        _same_file(label, file_sha256(path), expected)
+        # What is not a regular file (a FIFO, a device) is refused by name as it is hashed.
+        _same_file(label, _digest_of(path, label), expected)
         return path
 
     def data(self, override: str | Path | None = None) -> LearnData | None:
@@ -340,9 +353,9 @@ def read_suggestion_document(path: str | Path, *, data: str | Path | None = None
     if not isinstance(table, Mapping) or table.get("source") not in ("states", "traces"):
         raise SuggestionError(f"--data {data}: {path} names no data file")
     expected = table.get("sha256")
-    if not Path(data).is_file():
+    if not Path(data).exists():
         raise SuggestionError(f"--data {data}: no such file")
-    actual = file_sha256(data)
+    actual = _digest_of(data, f"--data {data}")
     if actual != expected:
         raise SuggestionError(f"--data {data}: SHA-256 {actual} does not match the {expected} the suggestion names; "
                               "it is not the file the suggestion was learned with")

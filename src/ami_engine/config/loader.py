@@ -24,8 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..io.files import read_text
-from ..io.tomlfile import parse_toml
+from ..errors import InputError
+from ..io.tomlfile import parse_toml, read_toml_text
 from .params import KERNEL_ROW, LEARNED_BOUNDS, PARAMS, ConfigError, coerce_value
 
 _LONGEST_WINDOW = 2**53
@@ -184,7 +184,7 @@ def parse_config(data: Mapping[str, Any], where: str, _seen: tuple[str, ...] = (
             raise ConfigError(f"{where}: extends: cycle through {extends!r}")
         try:
             values = dict(load_config(_relative_to(extends, where), _seen=(*_seen, extends)).values)
-        except ConfigError as exc:
+        except InputError as exc:  # a bad file it extends, or one that cannot be read (a FIFO, a folder)
             raise ConfigError(f"{where}: extends: {exc}") from None
     for key, raw in data.items():
         if key in _RESERVED:
@@ -217,24 +217,25 @@ def load_config(name_or_path: str | Path = "base", *, _seen: tuple[str, ...] = (
         if found is not None:
             return _load_applied_profile(found, _seen)
     path = Path(name)
-    if not _is_file(path):
+    if not _exists(path):
         known = ", ".join(PROFILE_NAMES)
         folders = ", ".join(str(folder) for folder, _ in profile_search_path())
         raise ConfigError(f"{name}: no such profile (built-in: {known}; searched {folders}) or config file")
-    return parse_config(_read_toml(read_text(path), name), name, _seen)
+    return parse_config(_read_toml(read_toml_text(path), name), name, _seen)
 
 
-def _is_file(path: Path) -> bool:
-    """Whether `path` names a file; a name the system cannot even look up (too long) does not."""
+def _exists(path: Path) -> bool:
+    """Whether `path` names something (which the reading then refuses unless it is a
+    regular file); a name the system cannot even look up (too long) does not."""
     try:
-        return path.is_file()
+        return path.exists()
     except OSError:
         return False
 
 
 def _load_applied_profile(path: Path, _seen: tuple[str, ...]) -> Config:
     where = str(path)
-    data = _read_toml(read_text(path), where)
+    data = _read_toml(read_toml_text(path), where)
     meta = data.get("meta")
     if not isinstance(meta, dict) or "config_id" not in meta:
         raise ConfigError(f"{where}: a profile on the search path is an applied profile and carries its "
@@ -251,4 +252,4 @@ def profile_text(name: str) -> str:
     found = find_profile(name) if is_profile_name(name) else None
     if found is None:
         raise ConfigError(f"{name}: no such profile ({', '.join(PROFILE_NAMES)}, or on the search path)")
-    return read_text(found)
+    return read_toml_text(found)

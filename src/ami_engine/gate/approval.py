@@ -31,11 +31,11 @@ from typing import Any
 
 from .. import __version__
 from ..config import PROFILE_NAMES, Config, parse_config, profile_search_path
-from ..errors import GateRejected, UsageError
+from ..errors import GateRejected, InputError, UsageError
 from ..io.files import temp_path_for
 from ..io.stateset import StateSet
-from ..io.tomlfile import dumps_toml
-from ..suggestion import Suggestion
+from ..io.tomlfile import dumps_toml, read_toml
+from ..suggestion import Suggestion, SuggestionError
 from .audit import (
     AUDIT_LOG_NAME,
     AuditLogError,
@@ -88,6 +88,8 @@ def apply_suggestion(suggestion_path: str | Path, *, approved_by: str, out: str 
     if str(source) in PROFILE_NAMES and not source.is_file():
         raise ApplyUsageError(f"{source}: a built-in profile is not a suggestion; give a suggestion file")
     suggestion = Suggestion.read(source)  # the one read: everything below comes from these bytes
+    if not suggestion.doc:  # an empty file would otherwise become a copy of `base`
+        raise SuggestionError(f"{source}: is empty (no parameters, no [meta]): nothing to apply")
     _refuse_bad_target(source, target, suggestion, force)
     if _same_file(log, target) or _same_file(log, source):
         raise ApplyUsageError(f"--audit-log {log}: must be a log file of its own, not the profile or the suggestion")
@@ -201,8 +203,8 @@ def _files_extended(suggestion: Suggestion) -> list[Path]:
         path = Path(_relative_to(extends, where))
         out.append(path)
         try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            data = read_toml(path)
+        except (OSError, InputError):
             break
         where, extends = str(path), data.get("extends", "base")
         if not isinstance(extends, str):

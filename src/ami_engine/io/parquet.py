@@ -22,6 +22,8 @@ import numpy as np
 
 from ..errors import InputError
 from ._atomic import temp_path_for
+from ._errors import os_input_error
+from ._open import not_regular
 from ._pinned import DatasetDigest, pinned
 from ._trace_schema import (
     ACTION_SIZE,
@@ -69,11 +71,15 @@ def is_parquet(path: str | os.PathLike[str]) -> bool:
 
 
 def parquet_files(path: str | os.PathLike[str]) -> list[str]:
-    """The Parquet files of `path`: itself, or those under the folder in sorted path order."""
+    """The Parquet files of `path`: itself, or those under the folder in sorted path order.
+
+    Each must be a regular file: this first look refuses a FIFO or a device by name before
+    Parquet's reader could wait on it; io._pinned looks again at the descriptor read."""
     text = os.fspath(path)
     if not os.path.isdir(text):
         if not os.path.exists(text):
             raise InputError(text, None, None, "no such file")
+        _check_regular(text)
         return [text]
     found = []
     for root, dirs, files in os.walk(text):
@@ -82,7 +88,18 @@ def parquet_files(path: str | os.PathLike[str]) -> list[str]:
                      if f.lower().endswith(PARQUET_SUFFIX) and not f.startswith((".", "_")))
     if not found:
         raise InputError(text, None, None, "no .parquet files in the folder")
+    for file in found:
+        _check_regular(file)
     return sorted(found, key=lambda f: Path(os.path.relpath(f, text)).parts)
+
+
+def _check_regular(file: str) -> None:
+    try:
+        problem = not_regular(os.stat(file).st_mode, file)
+    except OSError as exc:
+        raise os_input_error(exc, file) from None
+    if problem is not None:
+        raise problem
 
 
 def dataset_sha256(path: str | os.PathLike[str]) -> str:
