@@ -6,9 +6,11 @@ never read as markup.
 """
 
 import gzip
+import hashlib
 import json
 import os
 import sys
+import threading
 
 import pytest
 from typer.testing import CliRunner
@@ -109,6 +111,212 @@ def test_toml_nested_deeply_is_refused(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text("a = " + "[" * 100_000)
     refused(invoke("run", "--config", path, "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl"), path)
+
+
+# ------------------------------------------------- what is not a regular file, sizes, BOM
+
+
+@pytest.fixture
+def fifo():
+    """Makes FIFOs; a command still waiting on one after 20 s is let go (a writer opens and
+    closes it, so the reading sees an empty file) and the test fails rather than hangs."""
+    made, waited, done = [], [], threading.Event()
+
+    def release():
+        while not done.wait(0.2):
+            for path in made:
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                    waited.append(path)
+                except OSError:  # no reader waiting
+                    pass
+
+    def make(path):
+        os.mkfifo(path)
+        made.append(path)
+        return path
+
+    timer = threading.Timer(20, release)
+    timer.start()
+    yield make
+    done.set()
+    timer.cancel()
+    timer.join()
+    assert not waited, f"a command waited on {waited[0]}"
+
+
+def suggestion_learned_on(tmp_path, data):
+    """A suggestion naming `data` as the states file it was learned on."""
+    path = tmp_path / "s.toml"
+    path.write_text(f'extends = "base"\nJ_MIN = 0.7\n\n[meta.data]\nsource = "states"\npath = "{data.name}"\n'
+                    f'sha256 = "{hashlib.sha256(data.read_bytes()).hexdigest()}"\n\n[meta.split]\n'
+                    'method = "by_stream"\ntrain_fraction = 0.5\nseed = 3\n')
+    return path
+
+
+def input_commands(tmp_path, name):
+    """Every way a file named `name` is read as a whole: (args, the path as named)."""
+    target = tmp_path / name
+    good = tmp_path / "good.toml"
+    good.write_text("J_MIN = 0.7\n")
+    out = tmp_path / "out.jsonl"
+    return target, [
+        ["gate", target],
+        ["run", "--config", target, "--scenario", "safe", "--n", 5, "--out", out],
+        ["run", "--states", target, "--out", out],
+        ["metrics", target],
+        ["gate", good, "--regression", target],
+        ["learn", "--states", target, "--budget", 1, "--out", tmp_path / "s.toml"],
+        ["report", "--suggestion", good, "--history", target, "--out", tmp_path / "r.html"],
+        ["explain", "--states", target, "--line", 1],
+    ]
+
+
+def test_a_fifo_is_refused_by_name_without_waiting_for_a_writer(tmp_path, fifo):
+    target, commands = input_commands(tmp_path, "f.toml")
+    fifo(target)
+    for args in commands:
+        assert "is a FIFO, not a regular file" in refused(invoke(*args), target), args
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_fifo_named_as_parquet_is_refused_without_waiting(tmp_path, fifo):
+    from ami_engine.io._pinned import pinned
+
+    target = fifo(tmp_path / "t.parquet")
+    assert "is a FIFO" in refused(invoke("metrics", target), target)
+    assert "is a FIFO" in refused(invoke("run", "--states", target, "--out", tmp_path / "o.jsonl"), target)
+    with pytest.raises(InputError, match="is a FIFO, not a regular file"), pinned(str(target), digest=True):
+        pass
+
+
+@pytest.mark.parametrize(("device", "kind"), [("/dev/zero", "a character device"), ("/dev/null", "a character device"),
+                                              ("folder", "a folder")])
+def test_a_device_or_a_folder_is_refused_as_not_a_regular_file(tmp_path, device, kind):
+    good = tmp_path / "good.toml"
+    good.write_text("J_MIN = 0.7\n")
+    path = tmp_path if device == "folder" else device
+    out = tmp_path / "out.jsonl"
+    for args in (["gate", path], ["run", "--config", path, "--scenario", "safe", "--n", 5, "--out", out],
+                 ["apply", path, "--approved-by", "A. Reviewer", "--out", tmp_path / "p.toml"]):
+        assert f"is {kind}, not a regular file" in refused(invoke(*args), path), args
+    if device != "folder":  # a folder is a Parquet data set
+        assert f"is {kind}" in refused(invoke("gate", good, "--regression", path), path)
+        assert f"is {kind}" in refused(invoke("run", "--states", path, "--out", out), path)
+    assert not out.exists() and not (tmp_path / "p.toml").exists()
+
+
+def test_a_data_copy_that_is_not_a_regular_file_is_named_as_such(tmp_path, fifo):
+    data = states_file(tmp_path / "d.jsonl", [{**GOOD, "stream": f"s{i % 4}"} for i in range(8)])
+    suggestion = suggestion_learned_on(tmp_path, data)
+    for copy, kind in ((fifo(tmp_path / "f.jsonl"), "a FIFO"), ("/dev/zero", "a character device")):
+        assert f"is {kind}, not a regular file" in refused(invoke("gate", suggestion, "--data", copy), "--data", copy)
+        refused(invoke("report", "--suggestion", suggestion, "--data", copy, "--out", tmp_path / "r.html"), kind)
+    data.unlink()
+    fifo(data)
+    assert "is a FIFO" in refused(invoke("gate", suggestion), suggestion, "[meta.data] path")
+
+
+def test_a_link_to_a_regular_file_is_read(tmp_path):
+    target = tmp_path / "c.toml"
+    target.write_text("J_MIN = 0.7\n")
+    link = tmp_path / "link.toml"
+    link.symlink_to(target)
+    result = invoke("run", "--config", link, "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.jsonl")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_compressed_config_larger_than_any_config_is_refused_unread(tmp_path):
+    path = tmp_path / "c.toml.gz"
+    path.write_bytes(gzip.compress(b"#" * ((64 << 20) + 1), compresslevel=1))
+    assert path.stat().st_size < 1 << 20
+    out = tmp_path / "t.jsonl"
+    for args in (["gate", path], ["run", "--config", path, "--scenario", "safe", "--n", 5, "--out", out]):
+        assert "larger than 64 MiB (decompressed)" in refused(invoke(*args), path)
+
+
+def test_a_config_at_the_size_limit_is_read(tmp_path, monkeypatch):
+    from ami_engine.config import load_config
+    from ami_engine.io import tomlfile
+
+    path = tmp_path / "c.toml.gz"
+    text = b"J_MIN = 0.7\n# " + b"x" * 100 + b"\n"
+    path.write_bytes(gzip.compress(text))
+    monkeypatch.setattr(tomlfile, "MAX_TOML_BYTES", len(text))
+    assert load_config(str(path))["J_MIN"] == 0.7
+    monkeypatch.setattr(tomlfile, "MAX_TOML_BYTES", len(text) - 1)
+    with pytest.raises(InputError, match=f"larger than {len(text) - 1} bytes"):
+        load_config(str(path))
+
+
+def test_an_empty_suggestion_is_not_applied(tmp_path):
+    for text in ("", "# nothing here\n\n"):
+        path = tmp_path / "empty.toml"
+        path.write_text(text)
+        line = refused(invoke("apply", path, "--approved-by", "A. Reviewer", "--out", tmp_path / "p.toml"), path)
+        assert "empty" in line
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.toml"]
+
+
+def test_a_byte_order_mark_is_named_in_toml_and_json_lines(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    config = tmp_path / "c.toml"
+    config.write_bytes(bom + b"J_MIN = 0.7\n")
+    states = tmp_path / "s.jsonl"
+    states.write_bytes(bom + json.dumps(GOOD).encode() + b"\n")
+    traces = tmp_path / "t.jsonl"
+    traces.write_bytes(bom + json.dumps(trace_record(0)).encode() + b"\n")
+    history = tmp_path / "h.jsonl"
+    history.write_bytes(bom + b'{"step": 0, "L": 1}\n')
+    out = tmp_path / "o.jsonl"
+    for args, path in ((["gate", config], config),
+                       (["run", "--config", config, "--scenario", "safe", "--n", 5, "--out", out], config),
+                       (["run", "--states", states, "--out", out], states), (["metrics", traces], traces)):
+        assert "byte order mark; save it as UTF-8 without BOM" in refused(invoke(*args), f"{path}:1")
+    with pytest.raises(InputError, match="h.jsonl:1: starts with a byte order mark"):
+        read_history(history)
+
+
+# ------------------------------------------------------------------ keys given twice
+
+
+def test_a_key_given_twice_in_a_states_line_is_refused(tmp_path):
+    line = json.dumps({**GOOD, "stream": "a"})
+    twice = line.replace('"risk": 0.7', '"risk": 0.7, "risk": 0.1')
+    path = tmp_path / "s.jsonl"
+    path.write_text(f"{line}\n\n{twice}\n")
+    out = tmp_path / "t.jsonl"
+    assert refused(invoke("run", "--states", path, "--out", out), f"{path}:3") == f"error: {path}:3: risk: given twice"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["plain", "colons in an id", "escaped text", "null stream", "explicit default",
+                                   "dropped key"])
+def test_a_key_given_twice_is_found_wherever_the_line_hides_it(tmp_path, where):
+    from ami_engine.io.states import read_states
+
+    extra = {"plain": {}, "colons in an id": {"id": "2024-01-01T00:00:00"}, "escaped text": {"id": 'a\\":"b'},
+             "null stream": {"stream": None}, "explicit default": {"expect_level_min": 0},
+             "dropped key": {"note": {"x": 1, "y": [1, 2]}}}[where]
+    lines = [json.dumps({**GOOD, **extra, "id": f"{extra.get('id', '')}{i}"}) for i in range(50)]
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    kw = {"allow_expect_level": True, "drop_unknown": where == "dropped key"}
+    assert len(read_states(str(path), **kw)) == 50  # nothing given twice: all read
+    lines[37] = lines[37][:-1] + ', "empathy": 0.9}'
+    path.write_text("".join(f"{line}\n" for line in lines))
+    with pytest.raises(InputError, match=r"r.jsonl:38: empathy: given twice"):
+        read_states(str(path), **kw)
+
+
+def test_a_regression_case_that_gives_its_expectation_twice_is_refused(tmp_path):
+    suite = tmp_path / "cases.jsonl"
+    case = json.dumps({**GOOD, "expect_level_min": 2})
+    suite.write_text(case[:-1] + ', "expect_level_min": 0}\n')
+    good = tmp_path / "good.toml"
+    good.write_text("J_MIN = 0.7\n")
+    line = refused(invoke("gate", good, "--regression", suite), f"{suite}:1")
+    assert line == f"error: {suite}:1: expect_level_min: given twice"
 
 
 # -------------------------------------------------------------------------- markup

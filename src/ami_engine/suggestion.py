@@ -21,15 +21,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import PROFILE_NAMES, Config, ConfigError, load_config, parse_config, profile_text
 from .config.loader import _relative_to, config_file, is_profile_name, one_read_per_file
-from .io.files import InputError, atomic_output, read_bytes
-from .io.tomlfile import dumps_toml, parse_toml
+from .io.files import InputError, atomic_output
+from .io.tomlfile import dumps_toml, parse_toml, read_toml_bytes
 
 if TYPE_CHECKING:
     from .io.stateset import StateSet
@@ -49,11 +49,14 @@ def file_sha256(path: str | Path) -> str:
     return dataset_sha256(path)
 
 
-def _data_path(path: Path) -> bool:
-    """A file, or a folder of Parquet files (one data set)."""
-    from .io.parquet import is_parquet
-
-    return path.is_file() or (path.is_dir() and is_parquet(path))
+def _digest_of(path: str | Path, label: str, digest: Callable[[], str] | None = None) -> str:
+    """file_sha256 of `path` (or what `digest` gives); what keeps it from being read (a
+    FIFO, a device) is named after `label`, which says where the path came from."""
+    try:
+        return digest() if digest is not None else file_sha256(path)
+    except InputError as exc:
+        own = exc.source == str(path) and exc.line is None and exc.problem is not None
+        raise SuggestionError(f"{label}: {exc.problem if own else exc}") from None
 
 
 def _same_file(label: str, actual: str, expected: str) -> None:
@@ -120,7 +123,7 @@ def read_document(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     if where == "-":
         raise SuggestionError("-: a suggestion is read from a file (the files it names are relative to it)")
     try:
-        raw = read_bytes(where)
+        raw = read_toml_bytes(where)
     except InputError as exc:
         raise SuggestionError(str(exc)) from None
     return raw, _parse_toml(raw, where)
@@ -137,9 +140,12 @@ def _check_baseline_file(table: Mapping[str, Any], where: str) -> None:
         raise SuggestionError(f"{where}: [meta.baseline_file]: expected a table")
     path = Path(_relative_to(extends, where))
     expected = recorded.get("sha256")
-    if not path.is_file():
+    if not path.exists():
         raise SuggestionError(f"{where}: extends {extends!r}: no such file {path}")
-    actual = config_file(path).sha256
+    if path.is_dir():  # file_sha256 would take it for a Parquet data set
+        raise SuggestionError(f"{where}: extends {extends!r}: {path} is a folder, not a regular file")
+    # Hashed from the bytes the config is parsed from (one_read_per_file).
+    actual = _digest_of(path, f"{where}: extends {extends!r}: {path}", lambda: config_file(path).sha256)
     if actual != expected:
         raise SuggestionError(f"{where}: extends {extends!r}: {path} has SHA-256 {actual}, the suggestion was "
                               f"learned from {expected}; the baseline changed since")
@@ -227,17 +233,18 @@ class Suggestion:
             raise SuggestionError(f"{self.name}: [meta.{key}] sha256: missing or not a string")
         if override is not None:
             path, label = Path(override), f"{option} {override}"
+            if not path.exists():
+                raise SuggestionError(f"{label}: no such file")
         else:
             stored = table.get("path")
             if not isinstance(stored, str) or not stored:
                 raise SuggestionError(f"{self.name}: [meta.{key}] path: missing or not a string")
             path, label = self.resolve(stored), f"{self.name}: [meta.{key}] path {stored!r}"
-            if not _data_path(path):
+            if not path.exists():
                 raise SuggestionError(f"{label}: {path} is not readable here (paths are relative to the "
                                       f"suggestion's folder); pass {option} PATH to point at a copy")
-        if not _data_path(path):
-            raise SuggestionError(f"{label}: no such file")
-        _same_file(label, file_sha256(path), expected)
+        # What is not a regular file (a FIFO, a device) is refused by name as it is hashed.
+        _same_file(label, _digest_of(path, label), expected)
         return path
 
     def data(self, override: str | Path | None = None) -> LearnData | None:
@@ -359,9 +366,9 @@ def read_suggestion_document(path: str | Path, *, data: str | Path | None = None
     if not isinstance(table, Mapping) or table.get("source") not in ("states", "traces"):
         raise SuggestionError(f"--data {data}: {path} names no data file")
     expected = table.get("sha256")
-    if not _data_path(Path(data)):
+    if not Path(data).exists():
         raise SuggestionError(f"--data {data}: no such file")
-    actual = file_sha256(data)
+    actual = _digest_of(data, f"--data {data}")
     if actual != expected:
         raise SuggestionError(f"--data {data}: SHA-256 {actual} does not match the {expected} the suggestion names; "
                               "it is not the file the suggestion was learned with")

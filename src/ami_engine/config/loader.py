@@ -26,8 +26,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..io.files import InMemoryFile, read_once, read_text
-from ..io.tomlfile import parse_toml
+from ..errors import InputError
+from ..io.files import InMemoryFile, read_once
+from ..io.tomlfile import MAX_TOML_BYTES, parse_toml, read_toml_text
 from .params import KERNEL_ROW, LEARNED_BOUNDS, PARAMS, ConfigError, coerce_value
 
 _LONGEST_WINDOW = 2**53
@@ -186,7 +187,7 @@ def parse_config(data: Mapping[str, Any], where: str, _seen: tuple[str, ...] = (
             raise ConfigError(f"{where}: extends: cycle through {extends!r}")
         try:
             values = dict(load_config(_relative_to(extends, where), _seen=(*_seen, extends)).values)
-        except ConfigError as exc:
+        except InputError as exc:  # a bad file it extends, or one that cannot be read (a FIFO, a folder)
             raise ConfigError(f"{where}: extends: {exc}") from None
     for key, raw in data.items():
         if key in _RESERVED:
@@ -219,11 +220,11 @@ def load_config(name_or_path: str | Path = "base", *, _seen: tuple[str, ...] = (
         if found is not None:
             return _load_applied_profile(found, _seen)
     path = Path(name)
-    if not _is_file(path):
+    if not _exists(path):
         known = ", ".join(PROFILE_NAMES)
         folders = ", ".join(str(folder) for folder, _ in profile_search_path())
         raise ConfigError(f"{name}: no such profile (built-in: {known}; searched {folders}) or config file")
-    return parse_config(_read_toml(read_text(config_file(path)), name), name, _seen)
+    return parse_config(_read_toml(read_toml_text(config_file(path)), name), name, _seen)
 
 
 _ONE_READ: ContextVar[dict[str, InMemoryFile] | None] = ContextVar("ami_engine_config_reads", default=None)
@@ -251,23 +252,27 @@ def config_file(path: str | Path) -> InMemoryFile:
     key = os.path.abspath(path)
     if files is not None and key in files:
         return files[key]
+    # A config is a few kilobytes: a file far larger is refused before it is read whole.
+    if os.path.isfile(path) and os.path.getsize(path) > MAX_TOML_BYTES:
+        raise InputError(str(path), None, None, f"larger than {MAX_TOML_BYTES >> 20} MiB: too large for a config")
     found = read_once(path)
     if files is not None:
         files[key] = found
     return found
 
 
-def _is_file(path: Path) -> bool:
-    """Whether `path` names a file; a name the system cannot even look up (too long) does not."""
+def _exists(path: Path) -> bool:
+    """Whether `path` names something (which the reading then refuses unless it is a
+    regular file); a name the system cannot even look up (too long) does not."""
     try:
-        return path.is_file()
+        return path.exists()
     except OSError:
         return False
 
 
 def _load_applied_profile(path: Path, _seen: tuple[str, ...]) -> Config:
     where = str(path)
-    data = _read_toml(read_text(config_file(path)), where)
+    data = _read_toml(read_toml_text(config_file(path)), where)
     meta = data.get("meta")
     if not isinstance(meta, dict) or "config_id" not in meta:
         raise ConfigError(f"{where}: a profile on the search path is an applied profile and carries its "
@@ -284,4 +289,4 @@ def profile_text(name: str) -> str:
     found = find_profile(name) if is_profile_name(name) else None
     if found is None:
         raise ConfigError(f"{name}: no such profile ({', '.join(PROFILE_NAMES)}, or on the search path)")
-    return read_text(found)
+    return read_toml_text(found)

@@ -36,11 +36,11 @@ from typing import Any
 
 from .. import __version__
 from ..config import PROFILE_NAMES, Config, find_profile, is_profile_name, parse_config, profile_search_path
-from ..errors import GateRejected, UsageError
+from ..errors import GateRejected, InputError, UsageError
 from ..io.files import temp_path_for
 from ..io.stateset import StateSet
-from ..io.tomlfile import dumps_toml
-from ..suggestion import Suggestion
+from ..io.tomlfile import dumps_toml, read_toml
+from ..suggestion import Suggestion, SuggestionError
 from .audit import (
     AUDIT_LOG_NAME,
     AuditLogError,
@@ -92,6 +92,8 @@ def apply_suggestion(suggestion_path: str | Path, *, approved_by: str, out: str 
     if str(source) in PROFILE_NAMES and not source.is_file():
         raise ApplyUsageError(f"{source}: a built-in profile is not a suggestion; give a suggestion file")
     suggestion = Suggestion.read(source)  # the one read: everything below comes from these bytes
+    if not suggestion.doc:  # an empty file would otherwise become a copy of `base`
+        raise SuggestionError(f"{source}: is empty (no parameters, no [meta]): nothing to apply")
     guarded = _guarded_files(source, suggestion, baseline, regression, data)
     _refuse_bad_target(target, guarded, force)
     for path, what in [*guarded, (target, "the profile (--out)")]:
@@ -266,8 +268,8 @@ def _files_extended(extends: str | None, where: str) -> list[Path]:
             break
         out.append(path)
         try:
-            doc = tomllib.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            doc = read_toml(path)
+        except (OSError, InputError):
             break
         where, extends = str(path), doc.get("extends", "base")
         if not isinstance(extends, str):

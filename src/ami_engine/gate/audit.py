@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io.files import open_regular
 
 AUDIT_LOG_NAME = "ami-engine-audit.jsonl"
 
@@ -164,8 +165,9 @@ def _torn(label: str) -> str:
 def read_entries(log: Path) -> list[dict[str, Any]]:
     """The log's lines that are JSON objects (other lines are no record of anything)."""
     try:
-        text = log.read_bytes().decode("utf-8", errors="replace")
-    except OSError:
+        with open_regular(log) as fh:  # a log named by a profile may be a FIFO or a device
+            text = fh.read().decode("utf-8", errors="replace")
+    except (OSError, InputError):
         return []
     entries = []
     for line in text.splitlines():
@@ -192,9 +194,10 @@ def audit_record(profile: str | Path) -> tuple[dict[str, Any], Path] | None:
     marked failed), with the log; None when there is none."""
     path = Path(profile)
     try:
-        data = path.read_bytes()
+        with open_regular(path) as fh:
+            data = fh.read()
         meta = tomllib.loads(data.decode("utf-8")).get("meta")
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, InputError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
     if not isinstance(meta, dict) or not isinstance(meta.get("config_id"), str):
         return None

@@ -23,6 +23,9 @@ _PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 _NAMED_FIELD = re.compile(r"^Object (?P<kind>missing required|contains unknown) field `(?P<name>[^`]*)`$")
 # msgspec refuses bad UTF-8 inside strings, and nesting deeper than the stack, with these.
 DECODE_ERRORS = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
+# What some editors put first in a UTF-8 file; neither JSON lines nor TOML allow it.
+UTF8_BOM = b"\xef\xbb\xbf"
+BOM_PROBLEM = "starts with a byte order mark; save it as UTF-8 without BOM"
 
 
 def os_input_error(exc: OSError, source: str | None = None) -> InputError:
@@ -41,6 +44,8 @@ def explain_line(line: bytes, exc: Exception, source: str, line_no: int | None) 
         return InputError(source, line_no, None, "invalid JSON: nested too deeply")
     if isinstance(exc, UnicodeDecodeError):
         return InputError(source, line_no, None, "not UTF-8 text inside a string")
+    if line.startswith(UTF8_BOM):
+        return InputError(source, line_no, None, BOM_PROBLEM)
     try:
         # The standard library also reads NaN and Infinity, so that they can be named.
         parsed = json.loads(line)
@@ -118,4 +123,5 @@ def _lower_first(text: str) -> str:
 
 
 
-__all__ = ["DECODE_ERRORS", "InputError", "explain_line", "explain_validation", "os_input_error", "show_value"]
+__all__ = ["BOM_PROBLEM", "DECODE_ERRORS", "UTF8_BOM", "InputError", "explain_line", "explain_validation",
+           "os_input_error", "show_value"]

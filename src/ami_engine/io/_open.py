@@ -1,13 +1,19 @@
 """Opening input the way every command does: `-` is stdin, gzip is read transparently
 (by suffix or by its magic bytes), and a file read once can stand in for its path.
+
+A path must name a regular file (or a link to one): a FIFO, a device or a folder is
+refused by what its opened descriptor is, before anything is read from it, so that
+`/dev/zero` cannot fill memory nor a FIFO with no writer hang the command.
 """
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
 import os
+import stat
 import sys
 import zlib
 from collections.abc import Iterator
@@ -19,6 +25,11 @@ from ._errors import InputError, os_input_error
 
 STDIO = "-"
 _GZIP_MAGIC = b"\x1f\x8b"
+# Opening a FIFO for reading waits for a writer, and a terminal may become the controlling
+# one: neither, before the descriptor can be looked at.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def display_name(path: str | os.PathLike[str] | InMemoryFile) -> str:
@@ -44,13 +55,47 @@ class InMemoryFile:
         return hashlib.sha256(self.raw).hexdigest()
 
 
+def not_regular(mode: int, source: str) -> InputError | None:
+    """The error for a file of status `mode` that is not a regular file, naming what it is;
+    None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for is_kind, name in _KINDS if is_kind(mode)), "not a file")
+    return InputError(source, None, None, f"is {kind}, not a regular file")
+
+
+def regular_fd(path: str | os.PathLike[str], source: str | None = None) -> int:
+    """A descriptor of `path` open for reading, once it shows a regular file (a link to one
+    is followed); an InputError naming what it is otherwise. The check is made on the
+    descriptor that is then read, so a file put in its place meanwhile is not read."""
+    source = display_name(path) if source is None else source
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise os_input_error(exc, source) from None
+    try:
+        problem = not_regular(os.fstat(fd).st_mode, source)
+        if problem is not None:
+            raise problem
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
+    """`path` opened for reading as a binary stream, if it is a regular file (regular_fd)."""
+    return os.fdopen(regular_fd(path), "rb")
+
+
 def read_once(path: str | os.PathLike[str]) -> InMemoryFile:
     """The raw (still compressed) bytes of `path` (`-` = stdin) in memory."""
     source = display_name(path)
     if str(path) == STDIO:
         return InMemoryFile(source, sys.stdin.buffer.read())
     try:
-        with open(path, "rb") as raw:
+        with open_regular(path) as raw:
             return InMemoryFile(source, raw.read())
     except OSError as exc:
         raise os_input_error(exc, source) from None
@@ -88,7 +133,7 @@ def _open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[byt
             stream = io.BufferedReader(stream)  # type: ignore[arg-type]
         gz = stream.peek(2)[:2] == _GZIP_MAGIC
     else:
-        stream = open(path, "rb")  # noqa: SIM115 - closed below
+        stream = open_regular(path)
         gz = str(path).endswith(".gz") or stream.peek(2)[:2] == _GZIP_MAGIC  # type: ignore[attr-defined]
     try:
         if gz:
@@ -103,22 +148,33 @@ def _open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[byt
 
 def is_plain_file(path: str | os.PathLike[str] | InMemoryFile) -> bool:
     """True for a regular, uncompressed file: one that can be read from any offset."""
-    if isinstance(path, InMemoryFile) or str(path) == STDIO or str(path).endswith(".gz") or not os.path.isfile(path):
+    if isinstance(path, InMemoryFile) or str(path) == STDIO or str(path).endswith(".gz"):
         return False
-    with open(path, "rb") as raw:
-        return raw.read(2) != _GZIP_MAGIC
+    try:
+        with open_regular(path) as raw:
+            return raw.read(2) != _GZIP_MAGIC
+    except InputError:
+        return False
 
 
-def read_bytes(path: str | os.PathLike[str] | InMemoryFile) -> bytes:
-    """The whole (decompressed) content of `path`."""
+def read_bytes(path: str | os.PathLike[str] | InMemoryFile, *, limit: int | None = None,
+               what: str = "this input") -> bytes:
+    """The whole (decompressed) content of `path`. With `limit`, content longer than that
+    is an InputError saying it is too large for `what`, and is read no further: a small
+    gzip file can hold gigabytes."""
     with open_binary(path) as stream:
-        return stream.read()
+        data = stream.read() if limit is None else stream.read(limit + 1)
+    if limit is not None and len(data) > limit:
+        size = f"{limit >> 20} MiB" if limit >= 1 << 20 and not limit % (1 << 20) else f"{limit} bytes"
+        raise InputError(display_name(path), None, None, f"larger than {size} (decompressed): too large for {what}")
+    return data
 
 
-def read_text(path: str | os.PathLike[str] | InMemoryFile) -> str:
+def read_text(path: str | os.PathLike[str] | InMemoryFile, *, limit: int | None = None,
+              what: str = "this input") -> str:
     """The whole (decompressed) content of `path` as UTF-8 text; bad UTF-8 is an InputError
-    naming the line."""
-    data = read_bytes(path)
+    naming the line. `limit` and `what` as for read_bytes."""
+    data = read_bytes(path, limit=limit, what=what)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -142,7 +198,10 @@ __all__ = [
     "InMemoryFile",
     "display_name",
     "is_plain_file",
+    "not_regular",
     "open_binary",
+    "open_regular",
+    "regular_fd",
     "open_text_lines",
     "read_bytes",
     "read_once",

@@ -4,9 +4,11 @@ A Parquet data set is read in ranges, not front to back, and its SHA-256 (which 
 compares with the one a suggestion names) is taken by a pass of its own. Reading each file
 through a descriptor opened once closes the gap between the two:
 
-- the file is opened once and both the hash and the reader (pyarrow, through
-  /proc/self/fd/N where the system has it) read that descriptor's file, so a file renamed
-  or replaced under the same path while it is read is not seen;
+- the file is opened once, and refused unless that descriptor shows a regular file (a
+  FIFO is not waited on, a device not read without end);
+- both the hash and the reader (pyarrow, through /proc/self/fd/N where the system has
+  it) read that descriptor's file, so a file renamed or replaced under the same path
+  while it is read is not seen;
 - its status (device, inode, size, modification and change times) is taken before the
   hash and again after the reading: a file written in place meanwhile changes its change
   time, which no user can set back, and is refused. A file changed in the last
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ._errors import os_input_error
+from ._open import regular_fd
 
 SETTLE_SECONDS = 0.05  # many ticks of the coarse clock file times are taken from
 _BLOCK = 1 << 20
@@ -71,10 +74,7 @@ class Pinned:
 def pinned(file: str, *, digest: bool) -> Iterator[Pinned]:
     """`file` held open while the caller reads it through `source`; with `digest`, its
     SHA-256 from the same descriptor. Raises InputError when it changed meanwhile."""
-    try:
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise os_input_error(exc, file) from None
+    fd = regular_fd(file, file)
     try:
         try:
             before = _settled(fd)

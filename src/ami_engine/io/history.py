@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from ..errors import InputError
+from ._errors import BOM_PROBLEM, UTF8_BOM
 from ._open import display_name, read_bytes
 
 _REQUIRED = ("step", "L")
@@ -40,6 +41,8 @@ def read_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     for number, line in enumerate(read_bytes(path).split(b"\n"), start=1):
         if not line.strip():
             continue
+        if line.startswith(UTF8_BOM):
+            raise InputError(source, number, None, BOM_PROBLEM)
         try:
             row = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as exc:

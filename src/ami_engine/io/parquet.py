@@ -27,6 +27,8 @@ import numpy as np
 
 from ..errors import InputError
 from ._atomic import file_target, temp_path_for
+from ._errors import os_input_error
+from ._open import not_regular
 from ._pinned import DatasetDigest, pinned
 from ._trace_schema import (
     ACTION_SIZE,
@@ -76,11 +78,15 @@ def parquet_files(path: str | os.PathLike[str]) -> list[str]:
     """The Parquet files of `path`: itself, or those under the folder in reading order
     (_reading_order). Linked folders are followed like linked files; a folder reached a
     second time by its real path (a link back up the tree, or two links to one folder)
-    is an error, as is a folder that cannot be listed: nothing is read twice or left out."""
+    is an error, as is a folder that cannot be listed: nothing is read twice or left out.
+
+    Each must be a regular file: this first look refuses a FIFO or a device by name before
+    Parquet's reader could wait on it; io._pinned looks again at the descriptor read."""
     text = os.fspath(path)
     if not os.path.isdir(text):
         if not os.path.exists(text):
             raise InputError(text, None, None, "no such file")
+        _check_regular(text)
         return [text]
     found = []
     reached: dict[str, str] = {}
@@ -99,6 +105,8 @@ def parquet_files(path: str | os.PathLike[str]) -> list[str]:
                      if f.lower().endswith(PARQUET_SUFFIX) and not f.startswith((".", "_")))
     if not found:
         raise InputError(text, None, None, "no .parquet files in the folder")
+    for file in found:
+        _check_regular(file)
     return sorted(found, key=lambda f: _reading_order(os.path.relpath(f, text)))
 
 
@@ -118,6 +126,15 @@ def _reading_order(relative: str) -> tuple[tuple[Any, ...], ...]:
         else:
             key.append((part, 1, Decimal(0), part))
     return tuple(key)
+
+
+def _check_regular(file: str) -> None:
+    try:
+        problem = not_regular(os.stat(file).st_mode, file)
+    except OSError as exc:
+        raise os_input_error(exc, file) from None
+    if problem is not None:
+        raise problem
 
 
 def dataset_sha256(path: str | os.PathLike[str]) -> str:

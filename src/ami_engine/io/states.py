@@ -28,6 +28,7 @@ from ._atomic import atomic_output
 from ._blocks import decode_block, iter_decoded_lines
 from ._errors import explain_validation
 from ._open import display_name, read_bytes
+from ._repeated_keys import refuse_repeated_keys
 from .stateset import STATE_FIELDS, StateSet
 
 FILL_VALUE = 0.5
@@ -232,7 +233,41 @@ def _read_states(path: str | os.PathLike[str], reader: _Reader) -> StateSet:
         # Every non-blank line has just passed as one object, so the two readings align.
         keys = decode_block(data, msgspec.json.Decoder(dict[str, msgspec.Raw]), source).records
         dropped = _dropped_keys(keys, reader.known_keys)
-    return reader.build(block.records, lambda i: (source, lines[i]), dropped)
+    states = reader.build(block.records, lambda i: (source, lines[i]), dropped)
+    refuse_repeated_keys(data, block.lines, source, known_total=_keys_known(states, each=False),
+                         known_each=lambda: _keys_known(states, each=True),
+                         colons_in_strings=lambda: None if reader.drop_unknown else _colons_in_strings(states))
+    return states
+
+
+def _colons_in_strings(states: StateSet) -> int:
+    """The colons in the text values of `states` (stream, id): a states line's only strings
+    besides its keys, whose names have none."""
+    return "".join([v for values in (states.streams, states.ids) for v in values if type(v) is str]).count(":")
+
+
+def _keys_known(states: StateSet, *, each: bool) -> Any:
+    """The distinct keys the lines of `states` are known to have given, in all or (`each`)
+    per state: the nine fields, `stream`, `t` and `id` where not None, `expect_level_min`
+    where not 0, and the keys dropped less the fields filled. A null or a default may
+    have been given too: this is a lower bound."""
+    n = len(states)
+    optional = (states.streams, states.t, states.ids)
+    known: Any
+    if each:
+        known = np.full(n, len(STATE_FIELDS), dtype=np.int64)
+        for values in optional:
+            known += np.fromiter((v is not None for v in values), dtype=bool, count=n)
+    else:
+        known = len(STATE_FIELDS) * n + sum(n - values.count(None) for values in optional)
+    if states.expect_level_min is not None:
+        given = states.expect_level_min != 0
+        known = known + (given if each else int(np.count_nonzero(given)))
+    if states.repairs is not None:
+        changes = np.array([sum((v == DROPPED) - (v == FILLED) for v in r.values()) if r else 0
+                            for r in states.repairs], dtype=np.int64)
+        known = known + (changes if each else int(changes.sum()))
+    return known
 
 
 def states_from_records(
