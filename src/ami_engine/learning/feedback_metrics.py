@@ -302,10 +302,11 @@ def metrics_from_traces(
     return total
 
 
-# The columns metrics read from Parquet: the Phase 4.7.1 fields, each checked value by
-# value, as the JSONL reader decodes and checks them (RequiredTraceRecord), `t` and
-# `confidence` (its nulls are counted) included.
-METRIC_COLUMNS = REQUIRED_FIELDS
+# The columns metrics read from Parquet, and only those: what the figures are made of,
+# `confidence` included (its nulls are counted), each checked value by value as the JSONL
+# reader checks it. The other required columns must be there but are not read: a Parquet
+# file is read by column, and reading the rest would cost half as much again.
+METRIC_COLUMNS = ("level", "cus", "soft_clamp", "raw_action", "final_action", "human_escalation", "confidence")
 
 
 _RANGES_PER_WORKER = 4  # Parquet row-group ranges per reading thread or worker
@@ -349,6 +350,7 @@ def sums_of_parquet_range(part: ParquetRange) -> tuple[MetricSums, InputError | 
         pf = parquet._open(part.file)
         schema = pf.schema_arrow
         parquet._required_present(schema, part.file, parquet.REQUIRED_COLUMNS)
+        _unread_types(schema, part.file)
         columns = [c for c in METRIC_COLUMNS if schema.get_field_index(c) >= 0]
         row = sum(pf.metadata.row_group(g).num_rows for g in range(part.first))
         total = MetricSums()
@@ -364,6 +366,22 @@ def sums_of_parquet_range(part: ParquetRange) -> tuple[MetricSums, InputError | 
         return MetricSums(), err
     except (OSError, ValueError) as exc:
         return MetricSums(), InputError(part.file, None, None, f"not a readable Parquet file: {exc}")
+
+
+def _unread_types(schema: Any, file: str) -> None:
+    """The required columns metrics do not read are still of their kind, from the schema
+    alone: numbers (`t` and the CUS and confidence figures) or booleans (`chaos`)."""
+    import pyarrow as pa
+
+    for name in REQUIRED_FIELDS:
+        i = schema.get_field_index(name)
+        if name in METRIC_COLUMNS or i < 0:
+            continue
+        kind = schema.field(i).type
+        booleans = name in parquet._BOOL_COLUMNS
+        if pa.types.is_null(kind) or (pa.types.is_boolean(kind) if booleans else parquet._is_number_type(kind)):
+            continue
+        raise InputError(file, None, name, f"a column of {kind}: expected {'booleans' if booleans else 'numbers'}")
 
 
 def _sums_of_batch(b: Any) -> MetricSums:
