@@ -36,6 +36,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import PROFILE_NAMES, Config, find_profile, is_profile_name, parse_config, profile_search_path
+from ..config.loader import one_read_per_file
 from ..errors import GateRejected, InputError, UsageError
 from ..io.files import temp_path_for
 from ..io.stateset import StateSet
@@ -84,7 +85,16 @@ def apply_suggestion(suggestion_path: str | Path, *, approved_by: str, out: str 
     """Write the suggestion as a self-contained profile at `out` if the gate accepts it
     again, after appending who approved it, when, and the digests of both files to the
     audit log (default: `ami-engine-audit.jsonl` next to the profile). Raises
-    ApplyUsageError for a usage error and ApplyRefused when the gate rejects it."""
+    ApplyUsageError for a usage error and ApplyRefused when the gate rejects it. Every
+    config file the suggestion and the gate depend on is read once (one_read_per_file)."""
+    with one_read_per_file():
+        return _apply(suggestion_path, approved_by=approved_by, out=out, force=force, audit_log=audit_log,
+                      baseline=baseline, regression=regression, thresholds=thresholds, data=data)
+
+
+def _apply(suggestion_path: str | Path, *, approved_by: str, out: str | Path, force: bool,
+           audit_log: str | Path | None, baseline: str | Config | None, regression: str | StateSet | None,
+           thresholds: GateThresholds | None, data: str | Path | None) -> ApplyResult:
     approver = _approver(approved_by)
     source, target = Path(suggestion_path), Path(out)
     log = Path(audit_log) if audit_log is not None else target.parent / AUDIT_LOG_NAME

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..config.loader import config_file
 from ..errors import InputError
 from ..io.files import open_regular
 
@@ -194,8 +195,7 @@ def audit_record(profile: str | Path) -> tuple[dict[str, Any], Path] | None:
     marked failed), with the log; None when there is none."""
     path = Path(profile)
     try:
-        with open_regular(path) as fh:
-            data = fh.read()
+        data = config_file(path).raw  # the bytes its config is loaded from, in one_read_per_file
         meta = tomllib.loads(data.decode("utf-8")).get("meta")
     except (OSError, InputError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
