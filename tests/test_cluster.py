@@ -108,14 +108,80 @@ def test_no_scheduler_at_the_address_is_a_cluster_error():
             pass
 
 
-def test_a_local_cluster_forks_its_workers_from_a_server_and_shares_the_cores_among_them():
+_ENGINE_SERVER_RUN = """
+import json, os, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_cluster import _evaluate_killing_a_worker, _in_process
+from ami_engine.cluster import DaskShardEvaluator, cluster_client
+from ami_engine.config import load_config
+from ami_engine.scenario import generate
+
+if __name__ == "__main__":
+    base = load_config("base")
+    states = generate("chaos", 6000, seed=4, streams=8)
+    codes, _ = states.stream_codes()
+    shards = [states.subset(np.flatnonzero(codes % 2 == k)) for k in range(2)]
+    many = [base.replace(J_MIN=0.5 + i / 400, H_MAX=0.2 + i / 800) for i in range(160)]
+    with cluster_client("local:2", engine=True, lazy=True) as connect:
+        assert not connect.started
+        client = connect()
+        def facts():
+            import numba
+            from numba.core.registry import CPUDispatcher
+            from ami_engine.engine import _kernel
+            loaded = sorted(name for name, f in vars(_kernel).items() if isinstance(f, CPUDispatcher) and f.signatures)
+            try:
+                layer = numba.threading_layer()
+            except ValueError:  # no compiled loop has started its threads here
+                layer = None
+            return os.getppid(), "ami_engine.engine" in sys.modules, loaded, layer
+        before = client.run(facts)
+        threads = client.gather([client.submit(lambda i: __import__("ami_engine.cluster._evaluator").cluster
+                                               ._evaluator.share_cores() or __import__("numba").get_num_threads(),
+                                               i, pure=False) for i in range(4)])
+        with DaskShardEvaluator(client, shards, base) as evaluator:
+            evaluator.evaluate(many[:1], [0, 1])
+            killed = _evaluate_killing_a_worker(client, evaluator, many, [0, 1])
+            again = evaluator.evaluate(many, [0, 1]).to_array().tobytes()
+        after = client.run(facts)
+    expected = _in_process(shards, base, many, [0, 1]).tobytes()
+    print(json.dumps({"server": os.getpid(), "before": list(before.values()), "after": list(after.values()),
+                      "threads": threads, "same": [killed == expected, again == expected]}))
+"""
+
+
+def test_local_workers_start_with_the_engine_loaded_share_the_cores_and_survive_a_kill(tmp_path):
+    """A local cluster for engine work forks its workers from a server that loaded the
+    engine and its compiled loops once: each worker has them before its first task, runs
+    on its share of the cores, and one killed mid-evaluation is forked again with them,
+    the sums the in-process bytes. (A fresh process: this one's server is running.)"""
+    script = tmp_path / "engine_server.py"
+    script.write_text(_ENGINE_SERVER_RUN)
+    done = subprocess.run([sys.executable, str(script), os.path.dirname(__file__)], capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    facts = json.loads(done.stdout.strip().splitlines()[-1])
     cpus = len(os.sched_getaffinity(0))
-    with cluster_client("local:2") as client:
-        facts = client.run(lambda: (os.getppid(), __import__("numba").get_num_threads()))
-    assert len(facts) == 2
-    for parent, threads in facts.values():
-        assert parent != os.getpid()  # forked by the fork server, not started from this process
-        assert threads == max(1, cpus // 2)  # one compiled-loop thread per core, not per core per worker
+    assert facts["same"] == [True, True]
+    assert facts["threads"] == [max(1, cpus // 2)] * 4  # one compiled-loop thread per core, not per core per worker
+    for parent, engine, loaded, layer in facts["before"] + facts["after"]:  # the replacement too
+        assert parent != facts["server"] and engine  # forked by the server, not started from the driver
+        assert loaded == ["build_score_table", "finish", "pre_direct", "pre_sweep"]
+        assert layer in ("workqueue", "tbb")  # fork-safe: GNU OpenMP refuses to run in a forked child
+
+
+def test_a_lazy_connection_starts_a_local_cluster_when_first_called():
+    with cluster_client("local:1", lazy=True) as connect:
+        assert not connect.started
+        client = connect()
+        assert connect.started and connect() is client and len(client.scheduler_info()["workers"]) == 1
+
+
+def test_a_lazy_connection_reaches_a_scheduler_elsewhere_at_once():
+    with pytest.raises(ClusterError, match="no Dask scheduler answered"):
+        with cluster_client("tcp://127.0.0.1:9", connect_timeout=0.5, lazy=True):
+            pass
 
 
 def test_summing_metrics_needs_neither_the_engine_nor_its_compiled_kernels():

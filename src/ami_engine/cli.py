@@ -256,15 +256,17 @@ def _during_interrupt(exc: BaseException) -> bool:
 
 
 @contextmanager
-def _cluster(spec: str | None) -> Iterator[Any]:
-    """A Dask client for `--cluster SPEC` (None without one); a local cluster is closed after."""
+def _cluster(spec: str | None, *, engine: bool = True, lazy: bool = False) -> Iterator[Any]:
+    """A Dask client for `--cluster SPEC` (None without one); a local cluster is closed after.
+    `engine`: the workers run the engine. `lazy`: a function that gives the client, made
+    when first called (cluster_client)."""
     if spec is None:
         yield None
         return
     from .cluster import ClusterError, cluster_client
 
     try:
-        with cluster_client(spec) as client:
+        with cluster_client(spec, engine=engine, lazy=lazy) as client:
             yield client
     except ClusterError as exc:
         raise UsageError(f"--cluster {spec}: {exc}") from None
@@ -356,7 +358,7 @@ def metrics(
     if cluster is not None:
         from .cluster import metrics_on_cluster
 
-        with _cluster(cluster) as client:
+        with _cluster(cluster, engine=False) as client:
             parts = metrics_on_cluster(client, traces)
     else:
         keep_freed_memory()  # batch after batch of the same sizes
@@ -673,20 +675,20 @@ def learn(
                      step_scale=step_scale, points_per_axis=points_per_axis, history=history, report=report,
                      study=study, resume=resume, fresh=fresh, drop_unknown=drop_unknown, memory=parse_size(memory))
     baseline = _config(profile, config)
-    with _progress("learning", budget) as bar, _cluster(cluster) as client:
+    with _progress("learning", budget) as bar, _cluster(cluster, lazy=True) as connection:
         def progress(done: int, total: int) -> None:
             _learn_planned[:] = [total]
             bar(done, total)
 
         evaluator = None
-        if client is not None:
+        if connection is not None:
             from .cluster import DaskShardEvaluator
 
             # A local cluster's workers read spilled shards from this machine's files themselves.
             local = cluster.strip().startswith("local:")
 
             def evaluator(shards, base, *, keep_first=None):
-                return DaskShardEvaluator(client, shards, base, keep_first=keep_first, files_shared=local)
+                return DaskShardEvaluator(connection(), shards, base, keep_first=keep_first, files_shared=local)
 
         outcome = run_learn_job(job, baseline, weights=weights, critical_factor=critical_factor,
                                 critical_margin=critical_margin, progress=progress, evaluator=evaluator)

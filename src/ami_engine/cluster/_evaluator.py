@@ -19,6 +19,7 @@ table is not kept is then read afresh for each call, as the in-process evaluator
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 from uuid import uuid4
@@ -81,16 +82,30 @@ def _register_size() -> None:
     sizeof.register(_Shard)(lambda shard: shard.nbytes)
 
 
+def share_cores() -> None:
+    """Let the engine's compiled loops on this thread use this worker's share of the cores:
+    NUMBA_NUM_THREADS as the worker's environment gives it (a local cluster sets it), which
+    Numba did not read itself when it was loaded before the worker started (_engine_server).
+    Numba's count is per thread, so each task sets it."""
+    import numba
+
+    wanted = os.environ.get("NUMBA_NUM_THREADS", "")
+    if wanted.isdigit() and int(wanted) >= 1:
+        numba.set_num_threads(min(int(wanted), numba.config.NUMBA_NUM_THREADS))
+
+
 def _build(states: StateSet | ShardRecipe, baseline: Config, keep: bool) -> _Shard:
     _register_size()
     return _Shard(states, baseline, keep)
 
 
 def _evaluate(shard: _Shard, matrix: np.ndarray) -> EngineSums:
+    share_cores()
     return shard.scorer.sums([_Row(shard.baseline, row) for row in matrix.tolist()])
 
 
 def _evaluate_read(shard: _Shard, matrix: np.ndarray, read: Reader, args: Any) -> tuple[EngineSums, list[Any]]:
+    share_cores()
     return read_shard(shard.scorer, [_Row(shard.baseline, row) for row in matrix.tolist()], read, args)
 
 

@@ -27,6 +27,7 @@ from ..engine.write import SLICE_ROWS, DecidedSlices
 from ..io import parquet
 from ..io.files import InputError
 from ..io.stateset import StateSet
+from ._evaluator import share_cores
 from ._spec import quiet, worker_count
 
 _AHEAD_PER_WORKER = 2  # slices being decided per worker while this process finishes one
@@ -47,6 +48,11 @@ def _check_keys(states: StateSet, source: str) -> None:
         raise InputError(source, i + 1, name, parquet._MIXED, value)
 
 
+def _pre_decisions(values: np.ndarray, config: Config) -> Any:
+    share_cores()
+    return pre_decisions(values, config)
+
+
 def _pres_on(client: Any, states: StateSet, config: Config):
     """Given the slices, their pre-decisions in order, made on the cluster a few slices
     ahead of the one asked for."""
@@ -59,7 +65,7 @@ def _pres_on(client: Any, states: StateSet, config: Config):
             part = next(waiting, None)
             if part is not None:
                 values = np.ascontiguousarray(states.values[part])
-                pending.append(client.submit(pre_decisions, values, config, pure=False))
+                pending.append(client.submit(_pre_decisions, values, config, pure=False))
 
         with quiet():
             for _ in range(ahead):

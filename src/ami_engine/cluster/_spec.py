@@ -56,10 +56,10 @@ class ClusterSpec:
 
 def require_dask() -> None:
     """Raise ClusterError (one line, with the install command) when Dask is not installed."""
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        raise ClusterError(f"needs Dask, which is not installed: {INSTALL_HINT}") from None
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:  # found, not imported: that takes a while
+        raise ClusterError(f"needs Dask, which is not installed: {INSTALL_HINT}")
 
 
 @contextmanager
@@ -87,47 +87,98 @@ def local_cluster_options(n_workers: int) -> dict[str, Any]:
 
 def _start_method() -> str:
     """How a local cluster starts its worker processes: forked from a server process that
-    imported Dask once (forkserver), where the system has it; else each one a fresh
-    interpreter (spawn), Dask's default. A plain fork of this process, whose threads
-    (Dask's own among them) would be copied half-way, is never used."""
+    loaded Dask, and the engine where the work needs it, once (forkserver, _start_server),
+    where the system has it; else each one a fresh interpreter (spawn), Dask's default. A
+    plain fork of this process, whose threads (Dask's own among them) would be copied
+    half-way, is never used."""
     import multiprocessing
 
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
+def _start_server(engine: bool) -> None:
+    """Start the server process that local workers are forked from (forkserver), where it
+    is used and not running yet, so that it loads what they need while this process goes
+    on: Dask, and the engine with its compiled loops when `engine` (_engine_server)."""
+    if _start_method() != "forkserver":
+        return
+    import multiprocessing.forkserver
+
+    if getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None) is not None:
+        return  # running already: its workers come with what it loaded then
+    modules = ["distributed", f"{__package__}._engine_server"] if engine else ["distributed"]
+    multiprocessing.get_context("forkserver").set_forkserver_preload(modules)
+    multiprocessing.forkserver.ensure_running()
+
+
+class Connection:
+    """The client of a cluster, made when first asked for (`connection()`)."""
+
+    def __init__(self, spec: ClusterSpec, *, connect_timeout: float) -> None:
+        self.spec, self._timeout = spec, connect_timeout
+        self._cluster: Any = None
+        self._client: Any = None
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
+
+    def __call__(self) -> Any:
+        if self._client is None:
+            from distributed import Client, LocalCluster
+
+            if self.spec.address is None:
+                self._cluster = LocalCluster(**local_cluster_options(self.spec.workers))
+                self._client = Client(self._cluster)
+            else:
+                try:
+                    self._client = Client(self.spec.address, timeout=self._timeout)
+                except (OSError, TimeoutError) as exc:
+                    raise ClusterError(f"no Dask scheduler answered ({exc})") from None
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
+
+
 @contextmanager
-def cluster_client(spec: str | ClusterSpec, *, connect_timeout: float = 10.0) -> Iterator[Any]:
-    """A dask.distributed Client for `spec`; a local cluster it started is closed on exit."""
+def cluster_client(spec: str | ClusterSpec, *, connect_timeout: float = 10.0, engine: bool = False,
+                   lazy: bool = False) -> Iterator[Any]:
+    """A dask.distributed Client for `spec`; a local cluster it started is closed on exit.
+    `engine`: the work runs the engine (local workers start with it loaded). `lazy`: give
+    the Connection instead, which makes the client when first called: a local cluster's
+    server process is started at once (_start_server), its scheduler and workers only
+    then, so that what this process does first (reading its input) runs meanwhile. A
+    scheduler elsewhere is reached at once, so that a wrong address is told before any work."""
     spec = spec if isinstance(spec, ClusterSpec) else ClusterSpec.parse(spec)
     require_dask()
+    if spec.address is None:
+        _start_server(engine)  # first: it then loads Dask while this process does too
     import dask
-    from distributed import Client, KilledWorker, LocalCluster
+    from distributed import KilledWorker
 
     logger = logging.getLogger("distributed")
     level = logger.level
     logger.setLevel(logging.ERROR)  # its connection retries and worker restarts are not errors of ours
-    cluster = client = None
+    connection = None
     try:
         with quiet(), dask.config.set({"distributed.worker.multiprocessing-method": _start_method()}):
-            if spec.address is None:
-                cluster = LocalCluster(**local_cluster_options(spec.workers))
-                client = Client(cluster)
-            else:
-                try:
-                    client = Client(spec.address, timeout=connect_timeout)
-                except (OSError, TimeoutError) as exc:
-                    raise ClusterError(f"no Dask scheduler answered ({exc})") from None
-            yield client
+            connection = Connection(spec, connect_timeout=connect_timeout)
+            if not lazy or spec.address is not None:
+                connection()
+            yield connection if lazy else connection()
     except ImportError as exc:  # raised on a worker of a scheduler elsewhere
         raise ClusterError(f"a worker cannot import what the task needs; install the same ami-engine on every "
                            f"worker ({exc})") from None
     except KilledWorker as exc:
         raise ClusterError(f"a task was given up after its workers died again and again ({exc})") from None
     finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        if connection is not None:
+            connection.close()
         logger.setLevel(level)
 
 

@@ -341,6 +341,19 @@ def direct_sums(states: StateSet, configs: Sequence[Config]) -> EngineSums:
     return EngineSums(np.stack(rows))
 
 
+def load_kernels(config: Config | None = None) -> None:
+    """Load the compiled loops of every path (direct and score table) for the action space
+    of `config` (default: the base profile's) now, by deciding one state through each,
+    rather than on a first real call: Numba loads them from its cache, or compiles them."""
+    if config is None:
+        from ..config import load_config
+
+        config = load_config("base")
+    one = StateSet(values=np.full((1, 9), 0.5), streams=[0], t=Nones(1), ids=Nones(1))
+    direct_sums(one, [config])
+    ScoreTable(one, config).evaluate([config] * (DIRECT_MAX_CONFIGS + 1))
+
+
 def _by_space(configs: Sequence[Config]) -> list[list[int]]:
     """The positions of the configs, grouped by action space (in order of first appearance)."""
     groups: dict[tuple, list[int]] = {}
