@@ -8,6 +8,9 @@ Numba's threads are started then, in this process, so the fork-safe threading la
 chosen first (TBB where installed, else Numba's own work queue): GNU OpenMP, the usual
 choice on Linux, refuses to run in a process forked after it started. Each worker runs
 one task at a time, so the work queue's limit (one launching thread per process) holds.
+
+Loading here only saves the workers time: should it fail, this server must still fork
+them (an error here would stop it), and the error comes back from a worker's first task.
 """
 
 from __future__ import annotations
@@ -18,4 +21,7 @@ numba.config.THREADING_LAYER = "forksafe"
 
 from ..engine import load_kernels  # noqa: E402  (after the threading layer is chosen)
 
-load_kernels()
+try:
+    load_kernels()
+except Exception:  # noqa: BLE001  each worker then loads them on its first task, where an error is reported
+    pass
