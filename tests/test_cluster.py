@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+import numba
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -137,9 +138,13 @@ if __name__ == "__main__":
                 layer = None
             return os.getppid(), "ami_engine.engine" in sys.modules, loaded, layer
         before = client.run(facts)
-        threads = client.gather([client.submit(lambda i: __import__("ami_engine.cluster._evaluator").cluster
-                                               ._evaluator.share_cores() or __import__("numba").get_num_threads(),
-                                               i, pure=False) for i in range(4)])
+        def threads(share, i):
+            import numba
+            from ami_engine.cluster._evaluator import use_cores
+            use_cores(share=share)
+            return numba.get_num_threads()
+        threads = [client.gather([client.submit(threads, share, i, pure=False) for i in range(4)])
+                   for share in (True, False)]
         with DaskShardEvaluator(client, shards, base) as evaluator:
             evaluator.evaluate(many[:1], [0, 1])
             killed = _evaluate_killing_a_worker(client, evaluator, many, [0, 1])
@@ -151,11 +156,12 @@ if __name__ == "__main__":
 """
 
 
-def test_local_workers_start_with_the_engine_loaded_share_the_cores_and_survive_a_kill(tmp_path):
+def test_local_workers_start_with_the_engine_loaded_use_the_cores_asked_and_survive_a_kill(tmp_path):
     """A local cluster for engine work forks its workers from a server that loaded the
     engine and its compiled loops once: each worker has them before its first task, runs
-    on its share of the cores, and one killed mid-evaluation is forked again with them,
-    the sums the in-process bytes. (A fresh process: this one's server is running.)"""
+    on its share of the cores or on all of them as the work asks, and one killed
+    mid-evaluation is forked again with them, the sums the in-process bytes. (A fresh
+    process: this one's server is running.)"""
     script = tmp_path / "engine_server.py"
     script.write_text(_ENGINE_SERVER_RUN)
     done = subprocess.run([sys.executable, str(script), os.path.dirname(__file__)], capture_output=True,
@@ -164,7 +170,9 @@ def test_local_workers_start_with_the_engine_loaded_share_the_cores_and_survive_
     facts = json.loads(done.stdout.strip().splitlines()[-1])
     cpus = len(os.sched_getaffinity(0))
     assert facts["same"] == [True, True]
-    assert facts["threads"] == [max(1, cpus // 2)] * 4  # one compiled-loop thread per core, not per core per worker
+    # Deciding slices: one compiled-loop thread per core, not per core per worker; scoring
+    # configs on uneven shards: every core, for a worker done early leaves its cores.
+    assert facts["threads"] == [[max(1, cpus // 2)] * 4, [numba.config.NUMBA_NUM_THREADS] * 4]
     for parent, engine, loaded, layer in facts["before"] + facts["after"]:  # the replacement too
         assert parent != facts["server"] and engine  # forked by the server, not started from the driver
         assert loaded == ["build_score_table", "finish", "pre_direct", "pre_sweep"]

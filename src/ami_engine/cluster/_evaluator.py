@@ -82,16 +82,17 @@ def _register_size() -> None:
     sizeof.register(_Shard)(lambda shard: shard.nbytes)
 
 
-def share_cores() -> None:
-    """Let the engine's compiled loops on this thread use this worker's share of the cores:
-    NUMBA_NUM_THREADS as the worker's environment gives it (a local cluster sets it), which
-    Numba did not read itself when it was loaded before the worker started (_engine_server).
-    Numba's count is per thread, so each task sets it."""
+def use_cores(*, share: bool) -> None:
+    """Set how many threads the engine's compiled loops on this thread use: the worker's
+    share of the cores (NUMBA_NUM_THREADS as the worker's environment gives it: a local
+    cluster sets it) when `share`, else as many as Numba may start here. Numba did not
+    read that environment itself when it was loaded before the worker started
+    (_engine_server), and its count is per thread, so each task sets it."""
     import numba
 
-    wanted = os.environ.get("NUMBA_NUM_THREADS", "")
-    if wanted.isdigit() and int(wanted) >= 1:
-        numba.set_num_threads(min(int(wanted), numba.config.NUMBA_NUM_THREADS))
+    wanted = os.environ.get("NUMBA_NUM_THREADS", "") if share else ""
+    limit = numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(min(int(wanted), limit) if wanted.isdigit() and int(wanted) >= 1 else limit)
 
 
 def _build(states: StateSet | ShardRecipe, baseline: Config, keep: bool) -> _Shard:
@@ -99,13 +100,14 @@ def _build(states: StateSet | ShardRecipe, baseline: Config, keep: bool) -> _Sha
     return _Shard(states, baseline, keep)
 
 
-def _evaluate(shard: _Shard, matrix: np.ndarray) -> EngineSums:
-    share_cores()
+def _evaluate(shard: _Shard, matrix: np.ndarray, every_core: bool) -> EngineSums:
+    use_cores(share=not every_core)
     return shard.scorer.sums([_Row(shard.baseline, row) for row in matrix.tolist()])
 
 
-def _evaluate_read(shard: _Shard, matrix: np.ndarray, read: Reader, args: Any) -> tuple[EngineSums, list[Any]]:
-    share_cores()
+def _evaluate_read(shard: _Shard, matrix: np.ndarray, every_core: bool, read: Reader,
+                   args: Any) -> tuple[EngineSums, list[Any]]:
+    use_cores(share=not every_core)
     return read_shard(shard.scorer, [_Row(shard.baseline, row) for row in matrix.tolist()], read, args)
 
 
@@ -119,11 +121,15 @@ class DaskShardEvaluator:
     (a local cluster), so that they read spilled shards themselves (see the module).
     `close()` lets the workers drop the tables."""
 
+    UNEVEN = 1.25
+
     def __init__(self, client: Any, shards: Sequence[StateSet], baseline: Config, *,
                  keep_first: int | None = None, files_shared: bool = False) -> None:
         self._client = client
         self._space = ActionSpace.of(baseline).key()
         workers = sorted(client.scheduler_info().get("workers", {}))
+        self._workers = len(workers)
+        self._sizes = [shards.size(i) if isinstance(shards, Shards) else len(shards[i]) for i in range(len(shards))]
         token = uuid4().hex
         read_there = bool(files_shared and isinstance(shards, Shards) and len(shards)
                           and shards.recipe(0) is not None)
@@ -147,21 +153,37 @@ class DaskShardEvaluator:
                 raise ConfigError(f"{cfg.source}: ACTION_GRID and SCORE_WEIGHTS must match the score table's")
         return np.ascontiguousarray([c.kernel_row() for c in configs], dtype=np.float64)
 
+    def _uneven(self, order: list[int]) -> bool:
+        """Whether the shards asked for fall unevenly on the workers they were dealt to (one
+        has more than UNEVEN times the decisions of another): a rung's shards are few and
+        of uneven size (four of 5,000, 5,000, 5,000 and 1,000 decisions for 20,000). Each
+        worker's loops then take every core rather than its share, so that a worker done
+        early leaves its cores to the threads of one still busy; evenly loaded workers keep
+        to their shares, as more busy threads than cores only wait on one another."""
+        if self._workers < 2:
+            return False
+        load = [0] * self._workers
+        for i in order:
+            load[i % self._workers] += self._sizes[i]
+        return max(load) > self.UNEVEN * min(load)
+
     def evaluate(self, configs: Sequence[Config], shards: Sequence[int], *,
                  reading: Reading | None = None) -> EngineSums:
         """`reading`: what the workers read off the decisions besides the sums (the same
         sums); each shard's results come back with its sums."""
         order = shard_order(shards, len(self._tables))
         matrix = self._matrix(configs)
+        every_core = self._uneven(order)
         total = EngineSums.zeros(len(configs))
         if not len(configs) or not order:
             return total
         with quiet():
             if reading is None:
-                futures = [self._client.submit(_evaluate, self._tables[i], matrix, pure=False) for i in order]
+                futures = [self._client.submit(_evaluate, self._tables[i], matrix, every_core, pure=False)
+                           for i in order]
                 return EngineSums.merge([total, *self._client.gather(futures)])
-            futures = [self._client.submit(_evaluate_read, self._tables[i], matrix, reading.read, reading.args(i),
-                                           pure=False) for i in order]
+            futures = [self._client.submit(_evaluate_read, self._tables[i], matrix, every_core, reading.read,
+                                           reading.args(i), pure=False) for i in order]
             done = self._client.gather(futures)
         for i, (_, results) in zip(order, done, strict=True):
             reading.take(i, results)

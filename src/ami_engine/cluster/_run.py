@@ -27,7 +27,7 @@ from ..engine.write import SLICE_ROWS, DecidedSlices
 from ..io import parquet
 from ..io.files import InputError
 from ..io.stateset import StateSet
-from ._evaluator import share_cores
+from ._evaluator import use_cores
 from ._spec import quiet, worker_count
 
 _AHEAD_PER_WORKER = 2  # slices being decided per worker while this process finishes one
@@ -49,7 +49,7 @@ def _check_keys(states: StateSet, source: str) -> None:
 
 
 def _pre_decisions(values: np.ndarray, config: Config) -> Any:
-    share_cores()
+    use_cores(share=True)
     return pre_decisions(values, config)
 
 

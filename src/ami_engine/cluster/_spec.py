@@ -75,10 +75,12 @@ def quiet() -> Iterator[None]:
 def local_cluster_options(n_workers: int) -> dict[str, Any]:
     """A LocalCluster of `n_workers` single-threaded processes on 127.0.0.1, no dashboard.
     The scheduler's small HTTP endpoint takes a free port rather than the usual 8787,
-    which another cluster on the machine may hold. The engine's compiled loops in each
-    worker share the machine's cores with the other workers (one each when there are as
-    many workers as cores) instead of each starting a thread per core: more threads than
-    cores only wait on one another."""
+    which another cluster on the machine may hold. Each worker's share of the machine's
+    cores for the engine's compiled loops (one each when there are as many workers as
+    cores) is its NUMBA_NUM_THREADS: deciding `run`'s slices keeps to it, for more busy
+    threads than cores only wait on one another; scoring configs on uneven shards uses
+    every core Numba was loaded with (_evaluator.use_cores), all of them in workers forked
+    from the engine's server (_engine_server), which loads Numba before the share is set."""
     numba_threads = max(1, usable_cpus() // max(1, n_workers))
     return dict(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address=None, scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
