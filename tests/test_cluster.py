@@ -220,6 +220,22 @@ def test_shard_sums_equal_the_in_process_sums_bit_for_bit_on_two_workers(client,
             evaluator.evaluate(configs, [3])
 
 
+def test_each_worker_takes_every_core_for_a_call_whose_shards_fall_unevenly_on_the_workers(client, configs):
+    """Shards are dealt to the two workers in turn; a call whose decisions fall more
+    unevenly than 1.25 to 1 on them lets each worker's loops take every core."""
+    states = generate("chaos", 2600, seed=9, streams=26)
+    codes, _ = states.stream_codes()
+    sizes = (1000, 1000, 300, 300)  # whole streams of 100 states: worker 0 gets shards 0 and 2, worker 1 1 and 3
+    bounds = np.cumsum((0, *sizes))
+    shards = [states.subset(np.flatnonzero((codes >= a // 100) & (codes < b // 100)))
+              for a, b in zip(bounds, bounds[1:], strict=False)]
+    assert [len(s) for s in shards] == list(sizes)
+    with DaskShardEvaluator(client, shards, configs[0]) as evaluator:
+        assert not evaluator._uneven([0, 1, 2, 3]) and not evaluator._uneven([0, 1])  # 1300 : 1300, 1000 : 1000
+        assert evaluator._uneven([0, 1, 2]) and evaluator._uneven([1])  # 1300 : 1000, 0 : 1000
+        assert not evaluator._uneven([])
+
+
 def test_only_the_first_shards_keep_their_tables_when_asked_and_the_sums_do_not_change(client, shards, configs):
     baseline = configs[0]
     with DaskShardEvaluator(client, shards, baseline, keep_first=1) as evaluator:
@@ -430,6 +446,18 @@ def test_without_dask_the_cluster_option_says_how_to_install_it(tmp_path, monkey
     result = invoke("run", "--scenario", "safe", "--n", 5, "--out", tmp_path / "t.parquet", "--cluster", "local:2")
     assert result.exit_code == 2 and "pip install 'ami-engine[cluster]'" in result.output
     assert len(result.output.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_dask_that_cannot_be_imported_is_a_cluster_error(monkeypatch):
+    import importlib.machinery
+    import types
+
+    broken = types.ModuleType("distributed")  # found, but without what the cluster needs
+    broken.__spec__ = importlib.machinery.ModuleSpec("distributed", None)
+    monkeypatch.setitem(sys.modules, "distributed", broken)
+    with pytest.raises(ClusterError, match="Dask cannot be imported .*pip install 'ami-engine\\[cluster\\]'"):
+        with cluster_client("tcp://127.0.0.1:9"):
+            pass
 
 
 def test_learn_with_cluster_hands_the_loop_an_evaluator_whose_sums_on_one_worker_are_the_same_bytes(

@@ -128,6 +128,8 @@ class DaskShardEvaluator:
         self._client = client
         self._space = ActionSpace.of(baseline).key()
         workers = sorted(client.scheduler_info().get("workers", {}))
+        # Shard i goes to worker i % (workers there are now), and a call's load on each follows.
+        self._dealt = [i % len(workers) for i in range(len(shards))] if workers else []
         self._workers = len(workers)
         self._sizes = [shards.size(i) if isinstance(shards, Shards) else len(shards[i]) for i in range(len(shards))]
         token = uuid4().hex
@@ -140,7 +142,7 @@ class DaskShardEvaluator:
             self._tables = [
                 client.submit(_build, shards.recipe(i) if read_there else shards[i], baseline,
                               keep_first is None or i < keep_first, key=f"ami-score-table-{token}-{i}",
-                              workers=[workers[i % len(workers)]] if workers else None, allow_other_workers=True)
+                              workers=[workers[self._dealt[i]]] if workers else None, allow_other_workers=True)
                 for i in range(len(shards))
             ]
 
@@ -164,7 +166,7 @@ class DaskShardEvaluator:
             return False
         load = [0] * self._workers
         for i in order:
-            load[i % self._workers] += self._sizes[i]
+            load[self._dealt[i]] += self._sizes[i]
         return max(load) > self.UNEVEN * min(load)
 
     def evaluate(self, configs: Sequence[Config], shards: Sequence[int], *,

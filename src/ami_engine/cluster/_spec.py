@@ -160,8 +160,11 @@ def cluster_client(spec: str | ClusterSpec, *, connect_timeout: float = 10.0, en
     require_dask()
     if spec.address is None:
         _start_server(engine)  # first: it then loads Dask while this process does too
-    import dask
-    from distributed import KilledWorker
+    try:
+        import dask
+        from distributed import KilledWorker
+    except ImportError as exc:  # installed, but broken
+        raise ClusterError(f"Dask cannot be imported ({exc}); reinstall it: {INSTALL_HINT}") from None
 
     logger = logging.getLogger("distributed")
     level = logger.level
