@@ -391,6 +391,23 @@ def test_a_log_that_is_the_profile_or_a_given_file_by_another_path_is_refused(na
     assert suite.read_text() == '{"state": {}}\n' and out.read_text() == "# someone's profile\n"
 
 
+def test_a_log_linked_to_an_input_while_the_gate_runs_is_refused_and_nothing_is_written(suggestion, tmp_path,
+                                                                                         monkeypatch, accepted):
+    source = tmp_path / "s.toml"
+    source.write_bytes(suggestion.read_bytes())
+    out, log = tmp_path / "p.toml", tmp_path / "audit.jsonl"
+
+    def link_then_accept(*args, **kwargs):
+        log.hardlink_to(source)  # the log did not exist when it was checked; now it is the suggestion
+        return accepted
+
+    monkeypatch.setattr(approval, "gate_suggestion", link_then_accept)
+    with pytest.raises(ApplyUsageError, match=f"audit-log {log}: is the suggestion"):
+        apply_suggestion(str(source), approved_by="A", out=str(out), audit_log=str(log))
+    assert source.read_bytes() == suggestion.read_bytes() and not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.jsonl", "s.toml"]
+
+
 # ------------------------------------------------------------ the approver's name, and what apply prints
 
 

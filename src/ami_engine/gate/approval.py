@@ -16,7 +16,8 @@ What `apply` promises:
   log while a line is appended, so a concurrent `apply` to the same new file is refused;
 - files of their own: the profile and the log are none of the files `apply` reads (the
   suggestion, what it extends, its data and regression suite), by path or by identity (a
-  hard link is the same file), nor each other.
+  hard link is the same file), nor each other; the log is checked again just before its
+  line is appended, so a link made while the gate runs is refused too.
 
 A refusal writes nothing at all: no profile, no audit line.
 """
@@ -27,7 +28,7 @@ import os
 import secrets
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -106,9 +107,13 @@ def _apply(suggestion_path: str | Path, *, approved_by: str, out: str | Path, fo
         raise SuggestionError(f"{source}: is empty (no parameters, no [meta]): nothing to apply")
     guarded = _guarded_files(source, suggestion, baseline, regression, data)
     _refuse_bad_target(target, guarded, force)
-    for path, what in [*guarded, (target, "the profile (--out)")]:
-        if _same_file(log, path):
-            raise ApplyUsageError(f"{log_label}: is {what}; the audit log must be a file of its own")
+
+    def refuse_shared_log() -> None:
+        for path, what in [*guarded, (target, "the profile (--out)")]:
+            if _same_file(log, path):
+                raise ApplyUsageError(f"{log_label}: is {what}; the audit log must be a file of its own")
+
+    refuse_shared_log()
     try:
         check_writable(log, log_label)
     except AuditLogError as exc:
@@ -155,19 +160,22 @@ def _apply(suggestion_path: str | Path, *, approved_by: str, out: str | Path, fo
         "verdict": report.verdict,
         "checks": report.figures(),
     }
-    _write_audited(target, text, log, entry, force)
+    # Checked again where the line is appended: a link made while the gate ran is refused too.
+    _write_audited(target, text, log, entry, force, refuse_shared_log)
     return ApplyResult(str(target), str(log), config.config_id, report, entry)
 
 
-def _write_audited(target: Path, text: bytes, log: Path, entry: dict[str, Any], force: bool) -> None:
-    """Under the lock of the output's folder: check the target again, write the profile to
-    a temporary file, append the audit line, then rename the profile into place. A failure
-    after the audit line appends an `apply_failed` line; no profile is left."""
+def _write_audited(target: Path, text: bytes, log: Path, entry: dict[str, Any], force: bool,
+                   refuse_shared_log: Callable[[], None]) -> None:
+    """Under the lock of the output's folder: check the target and the log again, write the
+    profile to a temporary file, append the audit line, then rename the profile into place.
+    A failure after the audit line appends an `apply_failed` line; no profile is left."""
     folder = Path(os.path.abspath(target)).parent
     folder.mkdir(parents=True, exist_ok=True)
     with folder_lock(folder):
         if os.path.lexists(target) and not force:
             raise ApplyUsageError(f"--out {target}: the file exists (pass --force to replace it)")
+        refuse_shared_log()
         temp = temp_path_for(Path(os.path.abspath(target)))
         audited = False
         try:
