@@ -489,6 +489,41 @@ def test_read_once_hashes_and_parses_the_same_bytes_of_stdin(monkeypatch):
     assert len(read_states(loaded)) == 1 and len(read_states(loaded)) == 1
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_streamed_file_hashes_every_byte_it_parses_once_and_is_read_once(tmp_path, monkeypatch, packed):
+    import io
+
+    from ami_engine.io.files import StreamedFile
+    from ami_engine.io.traces import read_trace_states
+
+    text = "".join(json.dumps(trace_record(i)) + "\n" for i in range(50)).encode()
+    raw = gzip.compress(text, mtime=0) if packed else text + b"\n\n"  # trailing blank lines are hashed too
+    path = tmp_path / ("t.jsonl.gz" if packed else "t.jsonl")
+    path.write_bytes(raw)
+    for source in (str(path), "-"):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+        streamed = StreamedFile(source)
+        with pytest.raises(RuntimeError, match="once it has been read"):
+            _ = streamed.sha256
+        found = read_trace_states(streamed)
+        assert found.n_records == 50 and streamed.sha256 == hashlib.sha256(raw).hexdigest()
+        with pytest.raises(RuntimeError, match="read once"):
+            read_trace_states(streamed)
+
+
+def test_a_streamed_file_that_stops_its_reader_has_no_digest(tmp_path):
+    from ami_engine.io.files import StreamedFile
+    from ami_engine.io.traces import read_trace_states
+
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps(trace_record(0)) + "\n{not json\n" + json.dumps(trace_record(1)) + "\n")
+    streamed = StreamedFile(str(path))
+    with pytest.raises(InputError, match=":2"):
+        read_trace_states(streamed)
+    with pytest.raises(RuntimeError, match="once it has been read"):
+        _ = streamed.sha256
+
+
 def test_only_one_input_may_be_stdin(tmp_path):
     refused(invoke("learn", "--states", "-", "--regression", "-", "--out", tmp_path / "s.toml"),
             "--states", "--regression")

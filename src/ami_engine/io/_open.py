@@ -1,5 +1,6 @@
 """Opening input the way every command does: `-` is stdin, gzip is read transparently
-(by suffix or by its magic bytes), and a file read once can stand in for its path.
+(by suffix or by its magic bytes), and a file read once can stand in for its path (in
+memory, or streamed through its SHA-256).
 
 A path must name a regular file (or a link to one): a FIFO, a device or a folder is
 refused by what its opened descriptor is, before anything is read from it, so that
@@ -19,7 +20,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 from ._errors import InputError, os_input_error
 
@@ -32,9 +33,9 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, 
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def display_name(path: str | os.PathLike[str] | InMemoryFile) -> str:
+def display_name(path: str | os.PathLike[str] | InMemoryFile | StreamedFile) -> str:
     """How a path is named in messages: `<stdin>` for `-`."""
-    if isinstance(path, InMemoryFile):
+    if isinstance(path, InMemoryFile | StreamedFile):
         return path.name
     return "<stdin>" if str(path) == STDIO else str(path)
 
@@ -53,6 +54,59 @@ class InMemoryFile:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.raw).hexdigest()
+
+
+class StreamedFile:
+    """A file (or stdin) to be read once, front to back, by one reader (open_binary), its
+    SHA-256 taken of the raw bytes as they pass: what is hashed is what is parsed, as with
+    InMemoryFile, without holding the file in memory. `sha256` is known once the reader
+    is done; a second reading is refused (a file may not be read twice as one)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.name = display_name(path)
+        self._path = path
+        self._digest = hashlib.sha256()
+        self._state = "new"  # then "reading", then "read"
+
+    @property
+    def sha256(self) -> str:
+        if self._state != "read":
+            raise RuntimeError(f"{self.name}: its SHA-256 is known once it has been read to its end")
+        return self._digest.hexdigest()
+
+    @contextmanager
+    def _open(self) -> Iterator[IO[bytes]]:
+        if self._state != "new":
+            raise RuntimeError(f"{self.name}: a streamed file is read once")
+        self._state = "reading"
+        stdin = str(self._path) == STDIO
+        raw = sys.stdin.buffer if stdin else open_regular(self._path)
+        with io.BufferedReader(_Hashing(raw, self._digest, close=not stdin), 1 << 20) as hashed:
+            yield hashed
+            while hashed.read(1 << 20):  # what the reader left (nothing, for a reader that reads to the end)
+                pass
+        self._state = "read"
+
+
+class _Hashing(io.RawIOBase):
+    """The bytes of `raw`, each added to `digest` as it is read."""
+
+    def __init__(self, raw: IO[bytes], digest: Any, *, close: bool) -> None:
+        self._raw, self._digest, self._close = raw, digest, close
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n
+
+    def close(self) -> None:
+        if not self.closed and self._close:
+            self._raw.close()
+        super().close()
 
 
 def not_regular(mode: int, source: str) -> InputError | None:
@@ -105,7 +159,7 @@ _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
 @contextmanager
-def open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[bytes]]:
+def open_binary(path: str | os.PathLike[str] | InMemoryFile | StreamedFile) -> Iterator[IO[bytes]]:
     """The decompressed bytes of `path` (`-` = stdin; gzip recognised by suffix or magic bytes).
 
     A file that cannot be opened, or gzip data that is corrupt or cut short, is an
@@ -123,7 +177,15 @@ def open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[byte
 
 
 @contextmanager
-def _open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[bytes]]:
+def _open_binary(path: str | os.PathLike[str] | InMemoryFile | StreamedFile) -> Iterator[IO[bytes]]:
+    if isinstance(path, StreamedFile):
+        with path._open() as hashed:
+            if path.name.endswith(".gz") or hashed.peek(2)[:2] == _GZIP_MAGIC:
+                with gzip.GzipFile(fileobj=hashed, mode="rb") as unzipped:
+                    yield unzipped  # type: ignore[misc]
+            else:
+                yield hashed
+        return
     if isinstance(path, InMemoryFile):
         stream: IO[bytes] = io.BufferedReader(io.BytesIO(path.raw))  # type: ignore[arg-type]
         gz = path.name.endswith(".gz") or path.raw[:2] == _GZIP_MAGIC
@@ -148,7 +210,7 @@ def _open_binary(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[IO[byt
 
 def is_plain_file(path: str | os.PathLike[str] | InMemoryFile) -> bool:
     """True for a regular, uncompressed file: one that can be read from any offset."""
-    if isinstance(path, InMemoryFile) or str(path) == STDIO or str(path).endswith(".gz"):
+    if isinstance(path, InMemoryFile | StreamedFile) or str(path) == STDIO or str(path).endswith(".gz"):
         return False
     try:
         with open_regular(path) as raw:
@@ -196,6 +258,7 @@ def open_text_lines(path: str | os.PathLike[str] | InMemoryFile) -> Iterator[str
 __all__ = [
     "STDIO",
     "InMemoryFile",
+    "StreamedFile",
     "display_name",
     "is_plain_file",
     "not_regular",

@@ -4,7 +4,7 @@ Each concept has its own module; this one gathers their names for the callers th
 import them from here:
 
 - `_errors`: what is wrong with a line of input (InputError, msgspec's messages in words);
-- `_open`: `-` as stdin, gzip read transparently, a file read once (InMemoryFile);
+- `_open`: `-` as stdin, gzip read transparently, a file read once (InMemoryFile, StreamedFile);
 - `_atomic`: outputs written atomically, alone or as a set;
 - `_blocks`: JSON lines decoded a block at a time, with boundaries fixed by the content.
 """
@@ -35,6 +35,7 @@ from ._errors import DECODE_ERRORS, explain_line, explain_validation, os_input_e
 from ._open import (
     STDIO,
     InMemoryFile,
+    StreamedFile,
     display_name,
     is_plain_file,
     open_binary,
@@ -53,6 +54,7 @@ __all__ = [
     "DecodedBlock",
     "InMemoryFile",
     "InputError",
+    "StreamedFile",
     "atomic_output",
     "block_boundary",
     "decode_block",

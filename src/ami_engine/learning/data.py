@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io.files import STDIO, read_once
+from ..io.files import STDIO, StreamedFile, read_once
 from ..io.stateset import StateSet
 from ..scenario import generate
 from .settings import LearnError
@@ -89,7 +89,7 @@ def data_from_states_file(path: str, *, drop_unknown: bool = False) -> LearnData
 
 def data_from_traces_file(path: str) -> LearnData:
     """Replay: the states carried by a traces file (`-` = stdin), stream by stream in file
-    order; read once, like a states file."""
+    order; read once, like a states file (JSONL streamed through its SHA-256)."""
     from ..io.parquet import DatasetDigest, is_parquet
     from ..io.traces import read_trace_states
 
@@ -114,8 +114,11 @@ def data_from_traces_file(path: str) -> LearnData:
                                  "nothing was written")
             return found_keys
     else:
-        loaded = read_once(path)
-        found, name, digest = read_trace_states(loaded), loaded.name, loaded.sha256
+        # Hashed as it is parsed, in one pass: what is hashed is what is parsed, and the
+        # file is never held in memory whole (it may be months of traces).
+        streamed = StreamedFile(path)
+        found = read_trace_states(streamed)
+        name, digest = streamed.name, streamed.sha256
     if found.n_records == 0:
         raise LearnError(f"{path}: no traces in the file")
     if found.missing:
