@@ -157,8 +157,9 @@ class DaskShardEvaluator:
 
     def _uneven(self, order: list[int]) -> bool:
         """Whether the shards asked for fall unevenly on the workers they were dealt to (one
-        has more than UNEVEN times the decisions of another): a rung's shards are few and
-        of uneven size (four of 5,000, 5,000, 5,000 and 1,000 decisions for 20,000). Each
+        has more than UNEVEN times the decisions of another): a call may take few shards,
+        or shards of uneven size (at 20,000 decisions the training data are four shards
+        of 5,000, 5,000, 5,000 and 1,000; the finalists may be scored on one). Each
         worker's loops then take every core rather than its share, so that a worker done
         early leaves its cores to the threads of one still busy; evenly loaded workers keep
         to their shares, as more busy threads than cores only wait on one another."""

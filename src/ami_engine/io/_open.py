@@ -208,7 +208,7 @@ def _open_binary(path: str | os.PathLike[str] | InMemoryFile | StreamedFile) -> 
             stream.close()
 
 
-def is_plain_file(path: str | os.PathLike[str] | InMemoryFile) -> bool:
+def is_plain_file(path: str | os.PathLike[str] | InMemoryFile | StreamedFile) -> bool:
     """True for a regular, uncompressed file: one that can be read from any offset."""
     if isinstance(path, InMemoryFile | StreamedFile) or str(path) == STDIO or str(path).endswith(".gz"):
         return False
